@@ -1,0 +1,88 @@
+//! `recur host`: runs a host until SIGINT or SIGTERM, then stops gracefully (stops
+//! leasing, finishes what runs, gives back what waits) and exits 0.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+use super::time::parse_duration;
+use crate::host::{DEFAULT_BATCH, Host, HostConfig};
+
+/// How often a running host logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Arguments of `recur host`.
+#[derive(Debug, clap::Args)]
+pub struct HostArgs {
+    /// Worker threads running tasks (default: the number of CPUs).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Largest lease batch.
+    #[arg(long, default_value_t = DEFAULT_BATCH)]
+    batch: usize,
+    /// Only run these task types (comma-separated or repeated; default: all).
+    #[arg(long, value_delimiter = ',')]
+    types: Vec<String>,
+    /// How long a leased task stays out of other hosts' way (e.g. 60s).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    lease_timeout: Duration,
+}
+
+pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
+    let mut config = HostConfig::default();
+    if let Some(concurrency) = args.concurrency {
+        config.concurrency = concurrency;
+    }
+    config.batch = args.batch;
+    config.lease_timeout = args.lease_timeout;
+    if !args.types.is_empty() {
+        for t in &args.types {
+            crate::names::check_name("task type", t).map_err(|e| anyhow::anyhow!("--types: {e}"))?;
+        }
+        config.types = Some(args.types);
+    }
+    let host = Host::start(pool, config.clone())?;
+    tracing::info!(concurrency = config.concurrency, batch = config.batch, types = ?config.types, "host started");
+
+    let started = Instant::now();
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    progress.tick().await;
+    let mut last = host.stats();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            name = &mut signal => {
+                tracing::info!(signal = name?, "stopping: no new leases; finishing running tasks");
+                break;
+            }
+            _ = progress.tick() => {
+                let now = host.stats();
+                let rate = (now.executed - last.executed) as f64 / PROGRESS_EVERY.as_secs_f64();
+                tracing::info!(executed = now.executed, committed = now.committed, failed = now.failed,
+                    rate = format!("{rate:.0}/s"), "progress");
+                last = now;
+            }
+        }
+    }
+    let stats = host.stop().await;
+    tracing::info!(
+        executed = stats.executed,
+        committed = stats.committed,
+        given_back = stats.given_back,
+        uptime = ?started.elapsed(),
+        "host stopped"
+    );
+    Ok(())
+}
+
+/// Resolves with the signal's name on SIGINT or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,105 @@
+//! The `recur` command line: argument parsing (clap) and dispatch to one file per
+//! subcommand. Every error reaches `main` and is printed once, on one line.
+
+mod deploy;
+mod enqueue;
+mod host;
+mod status;
+mod time;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sqlx::PgPool;
+
+use crate::db;
+
+/// recur runs recurring tasks for many teams on PostgreSQL, with the task logic in
+/// sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "recur", version, about, long_about = None)]
+pub struct Cli {
+    /// PostgreSQL to use.
+    #[arg(long, env = "DATABASE_URL", global = true, default_value = db::DEFAULT_DATABASE_URL, hide_default_value = true)]
+    database_url: String,
+    /// Log filter (tracing-subscriber syntax, e.g. `info` or `recur=debug`); also RECUR_LOG.
+    #[arg(long, env = "RECUR_LOG", global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or upgrade recur's tables (idempotent).
+    Migrate,
+    /// Deploy and list modules.
+    #[command(subcommand)]
+    Module(deploy::ModuleCommand),
+    /// Enqueue one task, or many from JSON lines on stdin with --bulk.
+    Enqueue(enqueue::EnqueueArgs),
+    /// Lease, run and commit tasks until SIGINT or SIGTERM.
+    Host(host::HostArgs),
+    /// Show tasks per tenant and type: scheduled, due, running, failed, done, lag.
+    Status(status::StatusArgs),
+    /// Run the quick start: a database, the example modules, N tasks, S seconds of hosting.
+    Demo(crate::demo::DemoArgs),
+}
+
+/// Parses the arguments, runs the command and prints any error on one line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet_by_default = matches!(cli.command, Command::Demo(_) | Command::Status(_) | Command::Enqueue(_));
+    init_logging(cli.log.as_deref(), if quiet_by_default { "warn" } else { "info" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let url = cli.database_url;
+    match cli.command {
+        Command::Migrate => {
+            let pool = db::connect(&url, 2).await?;
+            db::migrate(&pool).await?;
+            let version = db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+            println!("migrations applied; the schema is at version {version}");
+            Ok(())
+        }
+        Command::Module(command) => deploy::run(&connect_migrated(&url).await?, command).await,
+        Command::Enqueue(args) => enqueue::run(&connect_migrated(&url).await?, args).await,
+        Command::Host(args) => host::run(connect_migrated(&url).await?, args).await,
+        Command::Status(args) => status::run(&connect_migrated(&url).await?, args).await,
+        Command::Demo(args) => crate::demo::run(args).await,
+    }
+}
+
+/// Connects and checks that the schema is current.
+async fn connect_migrated(url: &str) -> anyhow::Result<PgPool> {
+    let pool = db::connect(url, 4).await?;
+    db::check_schema(&pool).await?;
+    Ok(pool)
+}
+
+fn init_logging(filter: Option<&str>, default: &str) {
+    let filter = filter
+        .map(str::to_owned)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| default.to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|err| {
+        eprintln!("warning: ignoring log filter {filter:?}: {err}");
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,167 @@
+//! The execute stage: a dispatcher that matches each leased task to its module, and a
+//! pool of worker threads that run tasks in the sandbox. Workers are OS threads, not
+//! async tasks: a run is CPU-bound and synchronous, and wasmtime's epoch deadline, not
+//! the async runtime, bounds how long it takes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::registry::{Loaded, Registry, Resolved};
+use crate::sandbox::{Outcome, RunError, Sandbox, Task};
+use crate::stats::Stats;
+use crate::task::LeasedTask;
+
+/// A leased task on its way to the commit stage.
+pub enum Finished {
+    /// It ran; the outcome or the error that stopped it.
+    Ran {
+        /// The task (payload, state and key moved out into the run).
+        task: LeasedTask,
+        /// What the module decided, or why it decided nothing.
+        result: Result<Outcome, RunError>,
+        /// The tenant's limit on tries.
+        max_attempts: i32,
+    },
+    /// No runnable module; the error to record.
+    NoModule(LeasedTask, String),
+    /// Not run because the host is stopping: to be given back.
+    NotRun(LeasedTask),
+}
+
+/// One task and the module to run it with.
+struct Job {
+    task: LeasedTask,
+    module: Arc<Loaded>,
+}
+
+/// The execute stage.
+pub struct Executor {
+    /// Shared with the registry; one engine per host.
+    pub sandbox: Arc<Sandbox>,
+    /// Task type -> prepared module.
+    pub registry: Registry,
+    /// Worker threads.
+    pub workers: usize,
+    /// Leased batches from the lease stage; closed when it stops.
+    pub batches: mpsc::Receiver<Vec<LeasedTask>>,
+    /// Where finished tasks go: the commit stage.
+    pub finished: mpsc::UnboundedSender<Finished>,
+    /// Flips to true when the host shuts down: queued tasks are then given back
+    /// instead of started.
+    pub shutdown: watch::Receiver<bool>,
+    /// Shared counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Executor {
+    /// Dispatches batches to the workers until the lease stage closes its channel, then
+    /// waits for the workers to finish what they started.
+    pub async fn run(mut self) {
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(self.workers);
+        for n in 0..self.workers {
+            let (jobs, finished) = (jobs_rx.clone(), self.finished.clone());
+            let (sandbox, stats, stopping) = (self.sandbox.clone(), self.stats.clone(), stopping.clone());
+            let thread = thread::Builder::new()
+                .name(format!("recur-worker-{n}"))
+                .spawn(move || work(&sandbox, &jobs, &finished, &stats, &stopping))
+                .expect("cannot start a worker thread");
+            threads.push(thread);
+        }
+        drop(jobs_rx);
+
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let batch = tokio::select! {
+                batch = self.batches.recv() => batch,
+                _ = shutdown.changed(), if !stopping.load(Ordering::Relaxed) => {
+                    stopping.store(true, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let Some(batch) = batch else { break };
+            self.dispatch(batch, &jobs_tx).await;
+        }
+        stopping.store(true, Ordering::Relaxed);
+        drop(jobs_tx);
+        tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await
+        .ok();
+    }
+
+    /// Resolves the batch's modules and queues each task, or sends it on as unrunnable.
+    async fn dispatch(&mut self, batch: Vec<LeasedTask>, jobs: &crossbeam_channel::Sender<Job>) {
+        let keys: HashSet<_> = batch.iter().map(|t| (t.tenant.clone(), t.task_type.clone())).collect();
+        let resolved = loop {
+            match self.registry.resolve(keys.clone()).await {
+                Ok(resolved) => break resolved,
+                Err(err) if !*self.shutdown.borrow() => {
+                    tracing::warn!(error = %err, "cannot load modules; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(_) => {
+                    for task in batch {
+                        let _ = self.finished.send(Finished::NotRun(task));
+                    }
+                    return;
+                }
+            }
+        };
+        for task in batch {
+            let key = (task.tenant.clone(), task.task_type.clone());
+            let message = match resolved.get(&key) {
+                Some(Resolved::Ready(module)) => {
+                    let _ = jobs.send(Job { task, module: module.clone() });
+                    continue;
+                }
+                Some(Resolved::Unavailable(error)) => Finished::NoModule(task, error.clone()),
+                None => Finished::NoModule(task, crate::registry::no_module_error(&key.0, &key.1)),
+            };
+            let _ = self.finished.send(message);
+        }
+    }
+}
+
+/// A worker thread's loop: run jobs until the queue closes.
+fn work(
+    sandbox: &Sandbox,
+    jobs: &crossbeam_channel::Receiver<Job>,
+    finished: &mpsc::UnboundedSender<Finished>,
+    stats: &Stats,
+    stopping: &AtomicBool,
+) {
+    while let Ok(Job { mut task, module }) = jobs.recv() {
+        if stopping.load(Ordering::Relaxed) {
+            let _ = finished.send(Finished::NotRun(task));
+            continue;
+        }
+        let input = Task {
+            id: task.id,
+            tenant: task.tenant.clone(),
+            task_type: task.task_type.clone(),
+            key: std::mem::take(&mut task.key),
+            payload: std::mem::take(&mut task.payload),
+            state: task.state.take(),
+            attempt: task.attempt.max(1) as u32,
+            runs: task.runs.max(0) as u64,
+            scheduled_at: task.scheduled_at.timestamp_millis(),
+        };
+        let started = Instant::now();
+        let result = sandbox.run(&module.prepared, input, module.limits);
+        stats.executed(started.elapsed());
+        if let Err(err) = &result {
+            tracing::debug!(task = task.id, tenant = task.tenant, task_type = task.task_type, error = %err, "run failed");
+        }
+        let _ = finished.send(Finished::Ran { task, result, max_attempts: module.max_attempts });
+    }
+}

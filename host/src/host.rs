@@ -1,0 +1,163 @@
+//! A host: the lease -> execute -> commit pipeline over one database, run until told
+//! to stop. Any number of hosts, in one process or on many machines, can work the same
+//! tables; they coordinate only through PostgreSQL row locks and lease tokens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::commit::Committer;
+use crate::execute::Executor;
+use crate::lease::{LeaseRequest, Leaser};
+use crate::registry::Registry;
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::stats::{Stats, StatsSnapshot};
+
+/// Default largest lease batch.
+pub const DEFAULT_BATCH: usize = 256;
+/// Default lease timeout: how long a leased task stays out of other hosts' way. It must
+/// cover the wait in the local queue plus the run; a crashed host's tasks are due again
+/// after it.
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default wait before leasing again when nothing was due.
+pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_millis(100);
+/// Default interval at which a host looks for newly deployed module versions.
+pub const DEFAULT_REGISTRY_REFRESH: Duration = Duration::from_secs(2);
+
+/// How a host runs. Every field has a default (see [`HostConfig::default`]).
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Worker threads running tasks; defaults to the number of CPUs.
+    pub concurrency: usize,
+    /// Largest lease batch. The host holds at most two batches (one running, one
+    /// prefetched), so this also bounds how long a task waits locally.
+    pub batch: usize,
+    /// Lease timeout.
+    pub lease_timeout: Duration,
+    /// Wait before leasing again when nothing was due.
+    pub idle_wait: Duration,
+    /// Task types this host runs; `None` runs every type.
+    pub types: Option<Vec<String>>,
+    /// How often to look for newly deployed modules.
+    pub registry_refresh: Duration,
+    /// Engine-wide sandbox settings.
+    pub sandbox: SandboxConfig,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        HostConfig {
+            concurrency: cpus,
+            batch: DEFAULT_BATCH,
+            lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            idle_wait: DEFAULT_IDLE_WAIT,
+            types: None,
+            registry_refresh: DEFAULT_REGISTRY_REFRESH,
+            sandbox: SandboxConfig { concurrent_runs: cpus as u32, ..SandboxConfig::default() },
+        }
+    }
+}
+
+/// Why a host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A setting is out of range.
+    #[error("invalid host setting: {0}")]
+    Config(String),
+    /// The wasm engine could not be built.
+    #[error("cannot start the sandbox: {0:#}")]
+    Sandbox(anyhow::Error),
+}
+
+/// A running host. Dropping it without [`Host::stop`] aborts it like a crash: nothing
+/// is committed or given back, and its tasks run again when their leases run out.
+pub struct Host {
+    stats: Arc<Stats>,
+    shutdown: watch::Sender<bool>,
+    stages: tokio::task::JoinSet<()>,
+}
+
+impl Host {
+    /// Starts the pipeline on the current tokio runtime.
+    pub fn start(pool: PgPool, config: HostConfig) -> Result<Host, HostError> {
+        if config.concurrency == 0 || config.batch == 0 {
+            return Err(HostError::Config("concurrency and batch must be at least 1".into()));
+        }
+        if config.lease_timeout < Duration::from_millis(100) {
+            return Err(HostError::Config("the lease timeout must be at least 100 ms".into()));
+        }
+        let sandbox_config =
+            SandboxConfig { concurrent_runs: config.concurrency as u32, ..config.sandbox.clone() };
+        let sandbox = Arc::new(Sandbox::new(&sandbox_config).map_err(HostError::Sandbox)?);
+        let stats = Arc::new(Stats::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        // Two batches in flight: one running, one prefetched (see lease.rs).
+        let slots = Arc::new(Semaphore::new(config.batch.max(config.concurrency) * 2));
+        let (batches_tx, batches_rx) = mpsc::channel(1);
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+
+        let leaser = Leaser {
+            pool: pool.clone(),
+            request: LeaseRequest {
+                limit: config.batch as i64,
+                lease_timeout: config.lease_timeout,
+                types: config.types.clone(),
+            },
+            idle_wait: config.idle_wait,
+            slots: slots.clone(),
+            batches: batches_tx,
+            shutdown: shutdown_rx.clone(),
+            stats: stats.clone(),
+        };
+        let executor = Executor {
+            registry: Registry::new(
+                pool.clone(),
+                sandbox.clone(),
+                sandbox_config.max_memory_bytes,
+                config.registry_refresh,
+            ),
+            sandbox,
+            workers: config.concurrency,
+            batches: batches_rx,
+            finished: finished_tx,
+            shutdown: shutdown_rx,
+            stats: stats.clone(),
+        };
+        let committer = Committer {
+            pool,
+            finished: finished_rx,
+            max_rows: config.batch.max(1000),
+            give_up_after: config.lease_timeout,
+            slots,
+            stats: stats.clone(),
+        };
+        let mut stages = tokio::task::JoinSet::new();
+        stages.spawn(leaser.run());
+        stages.spawn(executor.run());
+        stages.spawn(committer.run());
+        Ok(Host { stats, shutdown, stages })
+    }
+
+    /// The host's counters so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Stops gracefully: no new leases; tasks already running finish and are committed;
+    /// tasks leased but not started are given back, due at their old time. Returns the
+    /// final counters.
+    pub async fn stop(mut self) -> StatsSnapshot {
+        let _ = self.shutdown.send(true);
+        while let Some(done) = self.stages.join_next().await {
+            if let Err(err) = done
+                && err.is_panic()
+            {
+                tracing::error!(error = %err, "a host stage panicked");
+            }
+        }
+        self.stats.snapshot()
+    }
+}

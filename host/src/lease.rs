@@ -1,0 +1,164 @@
+//! Claims due tasks in atomic batches (`FOR UPDATE SKIP LOCKED`) and hands them to the
+//! execute stage, leasing the next batch while the current one runs.
+//!
+//! How many tasks a lease asks for is the number of free slots, capped by the batch
+//! size. A slot is taken when a task is leased and freed when its outcome is committed
+//! or the task is given back, so the host never holds more than `max_in_flight` tasks.
+//! The cap is what makes prefetching safe: with twice the batch in flight, one batch
+//! runs while the next waits in the channel, and tasks never sit leased for long
+//! behind a deep local queue (where their leases could expire before they start).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{PgPool, Row};
+use tokio::sync::{Semaphore, mpsc, watch};
+use uuid::Uuid;
+
+use crate::stats::Stats;
+use crate::task::LeasedTask;
+
+const LEASE_SQL: &str = include_str!("sql/lease.sql");
+const GIVE_BACK_SQL: &str = include_str!("sql/give_back.sql");
+
+/// Longest wait between two attempts after the database failed a lease.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What one lease statement asks for.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    /// Most tasks to claim.
+    pub limit: i64,
+    /// How long the claimed tasks stay out of other hosts' way.
+    pub lease_timeout: Duration,
+    /// Task types to claim; `None` claims every type.
+    pub types: Option<Vec<String>>,
+}
+
+/// Claims up to `request.limit` due tasks under one fresh lease token, oldest due first.
+pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTask>, sqlx::Error> {
+    let token = Uuid::new_v4();
+    let rows = sqlx::query(LEASE_SQL)
+        .bind(request.limit)
+        .bind(request.lease_timeout.as_millis() as i64)
+        .bind(request.types.as_deref())
+        .bind(token)
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(LeasedTask {
+                id: row.try_get("id")?,
+                tenant: row.try_get("tenant")?,
+                task_type: row.try_get("task_type")?,
+                key: row.try_get("key")?,
+                payload: row.try_get("payload")?,
+                state: row.try_get("state")?,
+                attempt: row.try_get("attempt")?,
+                runs: row.try_get("runs")?,
+                scheduled_at: row.try_get("scheduled_at")?,
+                token,
+            })
+        })
+        .collect()
+}
+
+/// Returns tasks that were leased but never ran, as if they had not been leased. Only
+/// tasks that still hold their lease are touched; returns how many were given back.
+pub async fn give_back(pool: &PgPool, tasks: &[LeasedTask]) -> Result<u64, sqlx::Error> {
+    if tasks.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+    let tokens: Vec<Uuid> = tasks.iter().map(|t| t.token).collect();
+    let due: Vec<_> = tasks.iter().map(|t| t.scheduled_at).collect();
+    let done = sqlx::query(GIVE_BACK_SQL)
+        .bind(ids)
+        .bind(tokens)
+        .bind(due)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// The lease stage: a loop that claims batches while slots are free.
+pub struct Leaser {
+    /// The pool leases run on.
+    pub pool: PgPool,
+    /// Batch size, timeout and type filter; `limit` is the largest batch.
+    pub request: LeaseRequest,
+    /// How long to wait before asking again when nothing was due.
+    pub idle_wait: Duration,
+    /// Free slots; the committer returns them.
+    pub slots: Arc<Semaphore>,
+    /// Where leased batches go: the execute stage.
+    pub batches: mpsc::Sender<Vec<LeasedTask>>,
+    /// Flips to true when the host shuts down; the loop stops leasing at once.
+    pub shutdown: watch::Receiver<bool>,
+    /// Shared counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Leaser {
+    /// Leases until shutdown. Database errors are logged and retried with backoff; they
+    /// never end the loop.
+    pub async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            // Wait for at least one free slot, then take as many more as are free, up to
+            // a batch.
+            let first = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => permit,
+                _ = self.shutdown.changed() => return,
+            };
+            let Ok(first) = first else { return };
+            first.forget();
+            let extra = (self.slots.available_permits() as i64).min(self.request.limit - 1);
+            if extra > 0 {
+                // Cannot fail: the permits are there and only this loop takes them.
+                if let Ok(p) = self.slots.clone().try_acquire_many_owned(extra as u32) {
+                    p.forget();
+                }
+            }
+            let wanted = 1 + extra.max(0);
+            if *self.shutdown.borrow() {
+                self.slots.add_permits(wanted as usize);
+                return;
+            }
+            let request = LeaseRequest { limit: wanted, ..self.request.clone() };
+            let started = std::time::Instant::now();
+            match lease(&self.pool, &request).await {
+                Ok(tasks) => {
+                    backoff = Duration::from_millis(100);
+                    self.stats.lease_done(tasks.len(), started.elapsed());
+                    let unused = wanted as usize - tasks.len();
+                    if unused > 0 {
+                        self.slots.add_permits(unused);
+                    }
+                    if tasks.is_empty() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.idle_wait) => {}
+                            _ = self.shutdown.changed() => return,
+                        }
+                        continue;
+                    }
+                    if let Err(mpsc::error::SendError(tasks)) = self.batches.send(tasks).await {
+                        // The execute stage is gone (the host is stopping): nobody will run
+                        // these, so hand them straight back.
+                        let _ = give_back(&self.pool, &tasks).await;
+                        return;
+                    }
+                }
+                Err(err) => {
+                    self.slots.add_permits(wanted as usize);
+                    tracing::warn!(error = %err, retry_in = ?backoff, "lease failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
+                }
+            }
+        }
+    }
+}

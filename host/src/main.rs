@@ -1,0 +1,5 @@
+//! The `recur` binary: everything lives in the library's `cli` module.
+
+fn main() -> std::process::ExitCode {
+    recur_host::cli::main()
+}

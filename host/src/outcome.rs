@@ -1,0 +1,305 @@
+//! Turns what a run produced (an outcome, or the error that stopped it) into the row
+//! the commit writes, enforcing the limits on what a module may return. A module that
+//! breaks a limit fails its own task with a message that names the limit; nothing it
+//! returned is written.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::sandbox::{Decision, Outcome, RunError, Spawn, When, human_bytes};
+use crate::task::{LeasedTask, Status};
+
+/// Largest state a run may keep.
+pub const MAX_STATE_BYTES: usize = 256 << 10;
+/// Most tasks one run may spawn.
+pub const MAX_SPAWNS: usize = 1000;
+/// Largest payload of a spawned task.
+pub const MAX_SPAWN_PAYLOAD_BYTES: usize = 256 << 10;
+/// Longest key and task type (the schema's CHECK constraints say the same).
+pub const MAX_KEY_BYTES: usize = 2048;
+/// Longest task type.
+pub const MAX_TYPE_BYTES: usize = 200;
+/// How far in the past an absolute next time may lie (it then means "as soon as
+/// possible"); further back is almost certainly a unit or clock bug in the module.
+pub const MAX_PAST: Duration = Duration::from_secs(3600);
+/// How far ahead a next time may lie.
+pub const MAX_FUTURE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// First retry delay; each further attempt doubles it.
+pub const RETRY_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+pub const RETRY_MAX: Duration = Duration::from_secs(3600);
+/// How long a task whose type has no module waits before it is tried again.
+pub const NO_MODULE_RETRY: Duration = Duration::from_secs(30);
+
+/// What a commit row does to its task, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Runs again later.
+    Rescheduled,
+    /// Finished.
+    Completed,
+    /// Tried again after a backoff.
+    Retried,
+    /// Parked as failed.
+    Failed,
+    /// Waits for a module to be deployed.
+    NoModule,
+}
+
+/// The update of one task, as the commit statement's arrays want it.
+#[derive(Debug, Clone)]
+pub struct CommitRow {
+    pub id: i64,
+    pub token: Uuid,
+    pub status: Status,
+    /// Next run as an absolute time (ms since the epoch), or
+    pub at_ms: Option<i64>,
+    /// as a delay from the commit (used when `at_ms` is `None`).
+    pub delay_ms: Option<i64>,
+    /// `Some` replaces the state; `None` keeps it.
+    pub state: Option<Vec<u8>>,
+    pub attempt: i32,
+    /// 1 when the run succeeded, else 0.
+    pub runs_inc: i32,
+    pub error: Option<String>,
+}
+
+/// A task to create, written only if its parent's row applies.
+#[derive(Debug, Clone)]
+pub struct SpawnRow {
+    pub parent: i64,
+    pub task_type: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub at_ms: Option<i64>,
+    pub delay_ms: Option<i64>,
+}
+
+/// Everything one finished task writes.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub kind: Kind,
+    pub row: CommitRow,
+    pub spawns: Vec<SpawnRow>,
+}
+
+/// Decides what to write for a task that ran. `now_ms` is the host's clock, used to
+/// check absolute times; `max_attempts` is the tenant's.
+pub fn decide(task: &LeasedTask, result: Result<Outcome, RunError>, max_attempts: i32, now_ms: i64) -> Write {
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        // A sandbox fault may be transient (a timeout under load), so it takes the retry
+        // path; a deterministic bug exhausts the attempts quickly and is parked.
+        Err(err) => return retry(task, err.to_string(), max_attempts),
+    };
+    match check(&outcome, now_ms) {
+        Ok(()) => {}
+        Err(problem) => return fail(task, format!("invalid outcome: {problem}")),
+    }
+    let spawns = outcome.spawns.into_iter().map(|s| spawn_row(task.id, s)).collect();
+    let success = |kind, status, (at_ms, delay_ms), state| Write {
+        kind,
+        row: CommitRow {
+            id: task.id,
+            token: task.token,
+            status,
+            at_ms,
+            delay_ms,
+            state,
+            attempt: 0,
+            runs_inc: 1,
+            error: None,
+        },
+        spawns,
+    };
+    match outcome.decision {
+        Decision::Reschedule(r) => success(Kind::Rescheduled, Status::Scheduled, when(&r.when), r.state),
+        Decision::Complete(state) => success(Kind::Completed, Status::Done, (None, Some(0)), state),
+        Decision::Retry(message) => retry(task, message, max_attempts),
+        Decision::Fail(message) => fail(task, message),
+    }
+}
+
+/// The write for a task that has no runnable module (none deployed for its type, or
+/// the deployed one cannot load): it stays scheduled and visible with `error`, tried
+/// again after `NO_MODULE_RETRY`, and the lease's attempt is undone.
+pub fn no_module(task: &LeasedTask, error: String) -> Write {
+    Write {
+        kind: Kind::NoModule,
+        row: CommitRow {
+            id: task.id,
+            token: task.token,
+            status: Status::Scheduled,
+            at_ms: None,
+            delay_ms: Some(NO_MODULE_RETRY.as_millis() as i64),
+            state: None,
+            attempt: (task.attempt - 1).max(0),
+            runs_inc: 0,
+            error: Some(error),
+        },
+        spawns: Vec::new(),
+    }
+}
+
+/// The write for a transient failure: back off exponentially, or park the task once
+/// it has used its attempts.
+fn retry(task: &LeasedTask, message: String, max_attempts: i32) -> Write {
+    if task.attempt >= max_attempts {
+        return fail(task, format!("{message} (gave up after {} attempts)", task.attempt));
+    }
+    let delay = backoff(task.id, task.attempt);
+    Write {
+        kind: Kind::Retried,
+        row: CommitRow {
+            id: task.id,
+            token: task.token,
+            status: Status::Scheduled,
+            at_ms: None,
+            delay_ms: Some(delay.as_millis() as i64),
+            state: None,
+            attempt: task.attempt,
+            runs_inc: 0,
+            error: Some(message),
+        },
+        spawns: Vec::new(),
+    }
+}
+
+/// The write for a permanent failure: the task is parked with its message.
+fn fail(task: &LeasedTask, message: String) -> Write {
+    Write {
+        kind: Kind::Failed,
+        row: CommitRow {
+            id: task.id,
+            token: task.token,
+            status: Status::Failed,
+            at_ms: None,
+            delay_ms: Some(0),
+            state: None,
+            attempt: task.attempt,
+            runs_inc: 0,
+            error: Some(message),
+        },
+        spawns: Vec::new(),
+    }
+}
+
+/// The delay before attempt `attempt + 1`: `RETRY_BASE * 2^(attempt-1)`, capped at
+/// `RETRY_MAX`, spread by up to ±10% (from the task id, so it is reproducible) so that
+/// tasks that failed together do not all come back in the same instant.
+pub fn backoff(task_id: i64, attempt: i32) -> Duration {
+    let exp = (attempt.max(1) - 1).min(30) as u32;
+    let delay = RETRY_BASE.saturating_mul(1 << exp).min(RETRY_MAX);
+    let spread = (task_id.wrapping_mul(2654435761).wrapping_add(attempt as i64)).rem_euclid(201) - 100;
+    delay.mul_f64(1.0 + spread as f64 / 1000.0)
+}
+
+/// Checks an outcome against the limits; the error names the first one broken.
+fn check(outcome: &Outcome, now_ms: i64) -> Result<(), String> {
+    let state = match &outcome.decision {
+        Decision::Reschedule(r) => {
+            check_when(&r.when, now_ms, "next run time")?;
+            r.state.as_ref()
+        }
+        Decision::Complete(state) => state.as_ref(),
+        Decision::Retry(_) | Decision::Fail(_) => None,
+    };
+    if let Some(state) = state
+        && state.len() > MAX_STATE_BYTES
+    {
+        return Err(format!(
+            "state of {} bytes is over the limit of {}",
+            state.len(),
+            human_bytes(MAX_STATE_BYTES)
+        ));
+    }
+    if outcome.spawns.len() > MAX_SPAWNS {
+        return Err(format!("{} spawns in one run is over the limit of {MAX_SPAWNS}", outcome.spawns.len()));
+    }
+    for spawn in &outcome.spawns {
+        check_spawn(spawn, now_ms)?;
+    }
+    Ok(())
+}
+
+fn check_spawn(spawn: &Spawn, now_ms: i64) -> Result<(), String> {
+    if spawn.task_type.is_empty() || spawn.task_type.len() > MAX_TYPE_BYTES {
+        return Err(format!("a spawn's task type must be 1 to {MAX_TYPE_BYTES} bytes, not {}", spawn.task_type.len()));
+    }
+    if spawn.key.is_empty() || spawn.key.len() > MAX_KEY_BYTES {
+        return Err(format!("a spawn's key must be 1 to {MAX_KEY_BYTES} bytes, not {}", spawn.key.len()));
+    }
+    if spawn.key.contains('\0') || spawn.task_type.contains('\0') {
+        return Err("a spawn's key or task type contains a NUL character".into());
+    }
+    if spawn.payload.len() > MAX_SPAWN_PAYLOAD_BYTES {
+        return Err(format!(
+            "a spawn's payload of {} bytes is over the limit of {}",
+            spawn.payload.len(),
+            human_bytes(MAX_SPAWN_PAYLOAD_BYTES)
+        ));
+    }
+    if let Some(when) = &spawn.when {
+        check_when(when, now_ms, "spawn time")?;
+    }
+    Ok(())
+}
+
+fn check_when(when: &When, now_ms: i64, what: &str) -> Result<(), String> {
+    match *when {
+        When::At(at) if at < now_ms - MAX_PAST.as_millis() as i64 => Err(format!(
+            "{what} {} is more than an hour in the past",
+            format_ms(at)
+        )),
+        When::At(at) if at > now_ms + MAX_FUTURE.as_millis() as i64 => Err(format!(
+            "{what} {} is more than ten years ahead",
+            format_ms(at)
+        )),
+        When::AfterMs(ms) if ms > MAX_FUTURE.as_millis() as u64 => {
+            Err(format!("{what} {ms} ms from now is more than ten years ahead"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `(at_ms, delay_ms)` for the commit statement.
+fn when(when: &When) -> (Option<i64>, Option<i64>) {
+    match *when {
+        When::At(at) => (Some(at), None),
+        When::AfterMs(ms) => (None, Some(ms as i64)),
+    }
+}
+
+fn spawn_row(parent: i64, spawn: Spawn) -> SpawnRow {
+    let (at_ms, delay_ms) = spawn.when.as_ref().map(when).unwrap_or((None, Some(0)));
+    SpawnRow { parent, task_type: spawn.task_type, key: spawn.key, payload: spawn.payload, at_ms, delay_ms }
+}
+
+/// An epoch-milliseconds time as RFC 3339, or the raw number if it is out of range.
+fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_else(|| format!("{ms} ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let secs = |a| backoff(7, a).as_secs_f64();
+        assert!((0.9..=1.1).contains(&secs(1)));
+        assert!((1.8..=2.2).contains(&secs(2)));
+        assert!((7.2..=8.8).contains(&secs(4)));
+        assert!(secs(40) <= RETRY_MAX.as_secs_f64() * 1.1);
+    }
+
+    #[test]
+    fn times_out_of_range_are_refused() {
+        let now = 1_800_000_000_000;
+        assert!(check_when(&When::At(0), now, "t").unwrap_err().contains("in the past"));
+        assert!(check_when(&When::At(now + MAX_FUTURE.as_millis() as i64 + 1), now, "t").is_err());
+        assert!(check_when(&When::At(now - 1000), now, "t").is_ok());
+        assert!(check_when(&When::AfterMs(u64::MAX), now, "t").is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! Deploying a module: validate the component against the task world, then store it as
+//! the next version of its (tenant, task type) and make it the active one, all in one
+//! transaction, so a refused or failed deploy stores nothing. Hosts pick the new
+//! version up within their registry's refresh interval.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Row};
+
+use crate::names::check_name;
+use crate::sandbox::{Sandbox, ValidationError, human_bytes};
+
+/// Largest component accepted.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+/// Why a deploy was refused. Nothing is stored in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The tenant or task type breaks the naming rule.
+    #[error("{0}")]
+    BadName(String),
+    /// The file is empty or over [`MAX_COMPONENT_BYTES`].
+    #[error("the file is {0} bytes; a component must be 1 byte to {max} long", max = human_bytes(MAX_COMPONENT_BYTES))]
+    Size(usize),
+    /// The component does not match the task world.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The database failed.
+    #[error("database error while deploying: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    /// The tenant the module serves.
+    pub tenant: String,
+    /// The task type it runs.
+    pub task_type: String,
+    /// Its version, now active.
+    pub version: i32,
+    /// Hex sha256 of the component.
+    pub sha256: String,
+    /// True when this exact component was already the active version (nothing changed).
+    pub unchanged: bool,
+}
+
+/// One active module, as `recur module list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModuleInfo {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Task type.
+    pub task_type: String,
+    /// Active version.
+    pub version: i32,
+    /// Hex sha256.
+    pub sha256: String,
+    /// Component size in bytes.
+    pub size_bytes: i32,
+    /// When this version was deployed.
+    pub deployed_at: DateTime<Utc>,
+}
+
+/// Validates `component` and stores it as the active module for `(tenant, task_type)`.
+pub async fn deploy(
+    pool: &PgPool,
+    sandbox: &Sandbox,
+    tenant: &str,
+    task_type: &str,
+    component: &[u8],
+) -> Result<Deployed, DeployError> {
+    check_name("tenant", tenant).map_err(DeployError::BadName)?;
+    check_name("task type", task_type).map_err(DeployError::BadName)?;
+    if component.is_empty() || component.len() > MAX_COMPONENT_BYTES {
+        return Err(DeployError::Size(component.len()));
+    }
+    sandbox.prepare(component)?;
+    let sha256 = hex(&Sha256::digest(component));
+
+    let mut tx = pool.begin().await?;
+    // Concurrent deploys of one type would race for the next version number; a
+    // transaction-scoped advisory lock on the pair serializes them without blocking
+    // deploys of other types.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7031))")
+        .bind(tenant)
+        .bind(task_type)
+        .execute(&mut *tx)
+        .await?;
+    let active = sqlx::query("SELECT version, sha256 FROM modules WHERE tenant = $1 AND task_type = $2 AND active")
+        .bind(tenant)
+        .bind(task_type)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(row) = &active
+        && row.try_get::<String, _>("sha256")? == sha256
+    {
+        let version = row.try_get("version")?;
+        tx.rollback().await?;
+        return Ok(Deployed { tenant: tenant.into(), task_type: task_type.into(), version, sha256, unchanged: true });
+    }
+    sqlx::query("UPDATE modules SET active = false WHERE tenant = $1 AND task_type = $2 AND active")
+        .bind(tenant)
+        .bind(task_type)
+        .execute(&mut *tx)
+        .await?;
+    let version: i32 = sqlx::query_scalar(
+        "INSERT INTO modules (tenant, task_type, version, sha256, component)
+         SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4
+         FROM modules WHERE tenant = $1 AND task_type = $2
+         RETURNING version",
+    )
+    .bind(tenant)
+    .bind(task_type)
+    .bind(&sha256)
+    .bind(component)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO tenants (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Deployed { tenant: tenant.into(), task_type: task_type.into(), version, sha256, unchanged: false })
+}
+
+/// The active module of every (tenant, task type).
+pub async fn list(pool: &PgPool) -> Result<Vec<ModuleInfo>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT tenant, task_type, version, sha256, octet_length(component) AS size_bytes, created_at
+         FROM modules WHERE active ORDER BY tenant, task_type",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ModuleInfo {
+                tenant: row.try_get("tenant")?,
+                task_type: row.try_get("task_type")?,
+                version: row.try_get("version")?,
+                sha256: row.try_get("sha256")?,
+                size_bytes: row.try_get("size_bytes")?,
+                deployed_at: row.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,168 @@
+//! Task type -> prepared component. Deploy and listing live in `deploy.rs`; this file
+//! is the host's cache: it loads the active version of each (tenant, task type) the
+//! first time a task needs it, compiles it once, and notices new deployments (hot swap)
+//! and changed tenant limits by re-reading the small `modules` index every few seconds.
+
+mod deploy;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::{PgPool, Row};
+
+pub use deploy::{DeployError, Deployed, ModuleInfo, deploy, list, MAX_COMPONENT_BYTES};
+
+use crate::sandbox::{Prepared, RunLimits, Sandbox};
+
+const ACTIVE_SQL: &str = "
+    SELECT m.tenant, m.task_type, m.version,
+           coalesce(t.memory_bytes, 67108864) AS memory_bytes,
+           coalesce(t.timeout_ms, 5000)       AS timeout_ms,
+           coalesce(t.max_attempts, 5)        AS max_attempts
+    FROM modules m LEFT JOIN tenants t ON t.name = m.tenant
+    WHERE m.active";
+
+const LOAD_SQL: &str = "
+    SELECT m.tenant, m.task_type, m.version, m.component,
+           coalesce(t.memory_bytes, 67108864) AS memory_bytes,
+           coalesce(t.timeout_ms, 5000)       AS timeout_ms,
+           coalesce(t.max_attempts, 5)        AS max_attempts
+    FROM modules m LEFT JOIN tenants t ON t.name = m.tenant
+    WHERE m.active
+      AND (m.tenant, m.task_type) IN (SELECT * FROM unnest($1::text[], $2::text[]))";
+
+/// (tenant, task type).
+pub type ModuleKey = (String, String);
+
+/// A module version ready to run, with the limits of its tenant.
+pub struct Loaded {
+    /// The deployed version this was compiled from.
+    pub version: i32,
+    /// The compiled, linked component.
+    pub prepared: Prepared,
+    /// Memory and time limits for each run.
+    pub limits: RunLimits,
+    /// Tries of one run before the task is parked.
+    pub max_attempts: i32,
+}
+
+/// What the registry knows about one (tenant, task type).
+#[derive(Clone)]
+pub enum Resolved {
+    /// Ready to run.
+    Ready(Arc<Loaded>),
+    /// Nothing runnable, and the error to record on the task.
+    Unavailable(String),
+}
+
+/// The cache of prepared modules. Owned by the execute stage's dispatcher, which is its
+/// only user, so it needs no lock.
+pub struct Registry {
+    pool: PgPool,
+    sandbox: Arc<Sandbox>,
+    /// The host's memory ceiling; a tenant may not raise its limit above it.
+    max_memory_bytes: usize,
+    modules: HashMap<ModuleKey, Resolved>,
+    /// How often to look for new deployments; also how long "no module" is believed.
+    refresh_every: Duration,
+    refreshed_at: Instant,
+}
+
+impl Registry {
+    /// An empty cache over `pool`, compiling with `sandbox`.
+    pub fn new(pool: PgPool, sandbox: Arc<Sandbox>, max_memory_bytes: usize, refresh_every: Duration) -> Self {
+        Registry { pool, sandbox, max_memory_bytes, modules: HashMap::new(), refresh_every, refreshed_at: Instant::now() }
+    }
+
+    /// Resolves every (tenant, task type) in `keys`, loading and compiling what is not
+    /// cached yet. A database error leaves the keys unresolved and is returned.
+    pub async fn resolve(&mut self, keys: HashSet<ModuleKey>) -> Result<HashMap<ModuleKey, Resolved>, sqlx::Error> {
+        if self.refreshed_at.elapsed() >= self.refresh_every {
+            self.refresh().await?;
+        }
+        let missing: Vec<&ModuleKey> = keys.iter().filter(|k| !self.modules.contains_key(*k)).collect();
+        if !missing.is_empty() {
+            let tenants: Vec<&str> = missing.iter().map(|k| k.0.as_str()).collect();
+            let types: Vec<&str> = missing.iter().map(|k| k.1.as_str()).collect();
+            let rows = sqlx::query(LOAD_SQL).bind(tenants).bind(types).fetch_all(&self.pool).await?;
+            for row in rows {
+                let key: ModuleKey = (row.try_get("tenant")?, row.try_get("task_type")?);
+                let version: i32 = row.try_get("version")?;
+                let component: Vec<u8> = row.try_get("component")?;
+                let (limits, max_attempts) = self.limits(&row)?;
+                let sandbox = self.sandbox.clone();
+                // Compiling takes tens to hundreds of milliseconds of CPU: keep it off the
+                // async threads.
+                let prepared = tokio::task::spawn_blocking(move || sandbox.prepare(&component))
+                    .await
+                    .expect("compiling a module panicked");
+                let resolved = match prepared {
+                    Ok(prepared) => {
+                        tracing::info!(tenant = key.0, task_type = key.1, version, "module loaded");
+                        Resolved::Ready(Arc::new(Loaded { version, prepared, limits, max_attempts }))
+                    }
+                    Err(err) => {
+                        tracing::error!(tenant = key.0, task_type = key.1, version, error = %err, "module cannot load");
+                        Resolved::Unavailable(format!(
+                            "module '{}' version {version} of tenant '{}' cannot load on this host: {err}",
+                            key.1, key.0
+                        ))
+                    }
+                };
+                self.modules.insert(key, resolved);
+            }
+            for key in keys.iter() {
+                self.modules
+                    .entry(key.clone())
+                    .or_insert_with(|| Resolved::Unavailable(no_module_error(&key.0, &key.1)));
+            }
+        }
+        Ok(keys.into_iter().filter_map(|k| self.modules.get(&k).cloned().map(|r| (k, r))).collect())
+    }
+
+    /// Drops cached entries that a deployment replaced, forgets every "no module", and
+    /// applies changed tenant limits in place.
+    async fn refresh(&mut self) -> Result<(), sqlx::Error> {
+        let rows = sqlx::query(ACTIVE_SQL).fetch_all(&self.pool).await?;
+        let mut active = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let key: ModuleKey = (row.try_get("tenant")?, row.try_get("task_type")?);
+            active.insert(key, (row.try_get::<i32, _>("version")?, self.limits(row)?));
+        }
+        self.modules.retain(|key, resolved| match (resolved, active.get(key)) {
+            (Resolved::Ready(loaded), Some((version, limits))) if loaded.version == *version => {
+                if (loaded.limits, loaded.max_attempts) != *limits {
+                    let updated = Loaded {
+                        version: loaded.version,
+                        prepared: loaded.prepared.clone(),
+                        limits: limits.0,
+                        max_attempts: limits.1,
+                    };
+                    *loaded = Arc::new(updated);
+                }
+                true
+            }
+            _ => false,
+        });
+        self.refreshed_at = Instant::now();
+        Ok(())
+    }
+
+    fn limits(&self, row: &sqlx::postgres::PgRow) -> Result<(RunLimits, i32), sqlx::Error> {
+        let memory: i64 = row.try_get("memory_bytes")?;
+        let timeout: i32 = row.try_get("timeout_ms")?;
+        let limits = RunLimits {
+            memory_bytes: (memory.max(0) as usize).min(self.max_memory_bytes),
+            timeout: Duration::from_millis(timeout.max(1) as u64),
+        };
+        Ok((limits, row.try_get("max_attempts")?))
+    }
+}
+
+/// The error recorded on a task whose type has no module deployed in its tenant.
+pub fn no_module_error(tenant: &str, task_type: &str) -> String {
+    format!(
+        "no module is deployed for task type '{task_type}' in tenant '{tenant}'; deploy one with `recur module deploy {task_type} <file.wasm> --tenant {tenant}`"
+    )
+}

@@ -1,0 +1,165 @@
+//! What a running task's store holds, and the host side of the imports a module is
+//! granted: logging tagged with the task, the current time, and a WASI context that
+//! sees nothing (no files, environment, arguments or network).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::Level;
+use super::bindings::recur::task::{host, types};
+
+/// Most log lines one execution may write; later lines are counted and dropped, so a
+/// module that floods the log cannot flood the host's.
+pub const MAX_LOG_LINES: u32 = 100;
+/// Longest log line kept; longer lines are cut.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+/// How much of the guest's stderr is kept to explain a trap (Rust prints its panic
+/// message there before aborting).
+pub const STDERR_CAPTURE_BYTES: usize = 2048;
+
+/// The per-execution state inside a `Store`. It lives exactly as long as one run.
+pub struct RunState {
+    /// The WASI context: deny-by-default, see [`deny_all_wasi`].
+    wasi: WasiCtx,
+    /// Resources (streams) the WASI implementation hands to the guest.
+    table: ResourceTable,
+    /// The guest's stderr, kept to explain a trap.
+    pub(super) stderr: MemoryOutputPipe,
+    /// Memory ceiling and whether the guest hit it.
+    pub(super) limiter: MemoryCeiling,
+    /// Who is running, for log lines.
+    task_id: i64,
+    tenant: String,
+    task_type: String,
+    /// Log lines written and dropped so far in this run.
+    log_lines: u32,
+    pub(super) log_dropped: u32,
+}
+
+impl RunState {
+    /// A fresh state for one execution of `task` under a memory ceiling of
+    /// `memory_bytes`.
+    pub fn new(task_id: i64, tenant: &str, task_type: &str, memory_bytes: usize) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+        RunState {
+            wasi: deny_all_wasi(stderr.clone()),
+            table: ResourceTable::new(),
+            stderr,
+            limiter: MemoryCeiling { limit: memory_bytes, hit: false },
+            task_id,
+            tenant: tenant.to_owned(),
+            task_type: task_type.to_owned(),
+            log_lines: 0,
+            log_dropped: 0,
+        }
+    }
+}
+
+/// The WASI context every module gets. `WasiCtxBuilder::new()` already denies what
+/// matters, and this function is where that is written down: stdin is closed, stdout
+/// is discarded, no environment variables, no arguments, no preopened directories (so
+/// no filesystem at all), every socket address denied and name lookup off. The wall
+/// and monotonic clocks stay, which the contract grants anyway ("the current time").
+/// stderr goes to a small in-memory buffer so a panic message can explain a trap.
+fn deny_all_wasi(stderr: MemoryOutputPipe) -> WasiCtx {
+    WasiCtx::builder()
+        .stderr(stderr)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Caps linear memory growth and remembers whether the guest ran into the cap, so the
+/// resulting trap can be reported as "memory limit exceeded" rather than a bare trap.
+pub struct MemoryCeiling {
+    limit: usize,
+    pub(super) hit: bool,
+}
+
+impl MemoryCeiling {
+    /// The ceiling in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+impl ResourceLimiter for MemoryCeiling {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            // An error (rather than Ok(false)) traps at once: a Rust guest would abort on
+            // a failed allocation anyway, and the trap carries a clear reason.
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} exceeded (the module asked for {desired} bytes)",
+                human_bytes(self.limit)
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables hold function references; 100k entries is far beyond what a task
+        // module needs and bounds what a hostile one can take.
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Formats a byte count as MiB or KiB for error messages.
+pub fn human_bytes(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+impl types::Host for RunState {}
+
+impl host::Host for RunState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.log_lines >= MAX_LOG_LINES {
+            self.log_dropped += 1;
+            return;
+        }
+        self.log_lines += 1;
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE_BYTES {
+            let mut cut = MAX_LOG_LINE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…");
+        }
+        let (id, tenant, task_type) = (self.task_id, &self.tenant, &self.task_type);
+        match level {
+            Level::Trace => tracing::trace!(target: "recur::guest", task = id, tenant, task_type, "{message}"),
+            Level::Debug => tracing::debug!(target: "recur::guest", task = id, tenant, task_type, "{message}"),
+            Level::Info => tracing::info!(target: "recur::guest", task = id, tenant, task_type, "{message}"),
+            Level::Warn => tracing::warn!(target: "recur::guest", task = id, tenant, task_type, "{message}"),
+            Level::Error => tracing::error!(target: "recur::guest", task = id, tenant, task_type, "{message}"),
+        }
+    }
+
+    fn now(&mut self) -> types::Timestamp {
+        now_ms()
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the host's clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

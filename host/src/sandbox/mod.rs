@@ -1,0 +1,224 @@
+//! The sandbox: narrows wasmtime to what recur uses. One `Engine` per host (pooling
+//! allocator, epoch interruption driven by a ticker thread), a `Linker` that grants
+//! only the `recur:task` host interface and a WASI that sees nothing, a prepared
+//! component per module version, and a fresh `Store` per execution with a memory
+//! ceiling and an epoch deadline. A trap, a timeout or a memory overrun becomes a
+//! [`RunError`] for that one task; nothing a guest does unwinds the host.
+
+mod bindings;
+mod imports;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+pub use bindings::{Decision, Level, Outcome, Reschedule, Spawn, Task, When};
+use bindings::{TaskModule, TaskModulePre};
+pub use imports::{MAX_LOG_LINES, human_bytes, now_ms};
+use imports::RunState;
+
+/// The WIT world modules must export, as named in error messages.
+pub const WORLD: &str = "recur:task/task-module@0.1.0";
+
+/// How often the epoch ticker advances the engine's epoch: the granularity of timeouts.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Settings fixed for the life of a host's engine.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// How many executions may run at once: the pooling allocator reserves this many
+    /// instance slots (plus a little headroom).
+    pub concurrent_runs: u32,
+    /// The most linear memory any tenant may allow a run; each pool slot is sized to it.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig { concurrent_runs: 16, max_memory_bytes: 256 << 20 }
+    }
+}
+
+/// The limits one execution runs under (from its tenant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Linear memory ceiling in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock budget.
+    pub timeout: Duration,
+}
+
+/// Why a component was refused at deploy (or when a host loads it).
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationError {
+    /// The bytes are not WebAssembly at all.
+    #[error("the file is not WebAssembly (it does not start with the \\0asm header); pass the .wasm component your build produced")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error("the file is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)")]
+    CoreModule,
+    /// The component does not compile.
+    #[error("the component is not valid: {0}")]
+    Invalid(String),
+    /// It imports something the host does not grant.
+    #[error("the component imports something recur does not grant (it may grant only recur:task/host@0.1.0 and WASI): {0}")]
+    Imports(String),
+    /// It does not export the task world.
+    #[error("the component does not export the {WORLD} world (`run: func(task) -> outcome`): {0}")]
+    Exports(String),
+}
+
+/// Why an execution produced no outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// The run used up its time budget.
+    #[error("timed out after {0} ms")]
+    Timeout(u64),
+    /// The run tried to grow memory past its ceiling.
+    #[error("memory limit of {} exceeded", human_bytes(*.0))]
+    Memory(usize),
+    /// The run recursed past the wasm stack.
+    #[error("stack overflow")]
+    StackOverflow,
+    /// The guest trapped (a Rust panic ends here), with what it printed to stderr.
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The instance could not be created (for instance the pool is exhausted).
+    #[error("could not instantiate the module: {0}")]
+    Instantiate(String),
+}
+
+/// A module version compiled and linked, ready to instantiate cheaply per task.
+#[derive(Clone)]
+pub struct Prepared {
+    pre: TaskModulePre<RunState>,
+}
+
+/// One engine, linker and epoch ticker, shared by every worker thread of a host.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<RunState>,
+    /// Stops the ticker thread when the sandbox is dropped.
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Sandbox {
+    /// Builds the engine and linker and starts the epoch ticker.
+    pub fn new(config: &SandboxConfig) -> anyhow::Result<Sandbox> {
+        let slots = config.concurrent_runs + 2;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 16)
+            .total_memories(slots * 4)
+            .total_tables(slots * 16)
+            .total_stacks(slots)
+            .max_memory_size(config.max_memory_bytes);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        TaskModule::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |state| state)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (ticking, stop) = (engine.clone(), ticker_stop.clone());
+        thread::Builder::new().name("recur-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(EPOCH_TICK);
+                ticking.increment_epoch();
+            }
+        })?;
+        Ok(Sandbox { engine, linker, ticker_stop })
+    }
+
+    /// Compiles `bytes` and checks it against the task world: it must be a component,
+    /// import nothing beyond what the linker grants, and export `run` with the right type.
+    pub fn prepare(&self, bytes: &[u8]) -> Result<Prepared, ValidationError> {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', _, _, 0, 0]) => return Err(ValidationError::CoreModule),
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(ValidationError::NotWasm),
+        }
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| ValidationError::Invalid(one_line(&e)))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| ValidationError::Imports(one_line(&e)))?;
+        let pre = TaskModulePre::new(pre).map_err(|e| ValidationError::Exports(one_line(&e)))?;
+        Ok(Prepared { pre })
+    }
+
+    /// Runs one execution of a task in a fresh store and returns what the module decided.
+    pub fn run(&self, module: &Prepared, task: Task, limits: RunLimits) -> Result<Outcome, RunError> {
+        let state = RunState::new(task.id, &task.tenant, &task.task_type, limits.memory_bytes);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let result = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| (e, true))
+            .and_then(|instance| instance.call_run(&mut store, &task).map_err(|e| (e, false)));
+        let dropped = store.data().log_dropped;
+        if dropped > 0 {
+            tracing::warn!(task = task.id, dropped, "module exceeded {MAX_LOG_LINES} log lines; the rest were dropped");
+        }
+        result.map_err(|(err, instantiating)| classify(err, instantiating, store.data(), limits))
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Names what went wrong in a run, in words an operator can act on.
+fn classify(err: wasmtime::Error, instantiating: bool, state: &RunState, limits: RunLimits) -> RunError {
+    if state.limiter.hit {
+        return RunError::Memory(state.limiter.limit());
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => RunError::Timeout(limits.timeout.as_millis() as u64),
+        Some(Trap::StackOverflow) => RunError::StackOverflow,
+        Some(trap) => {
+            let stderr = state.stderr.contents();
+            let stderr = String::from_utf8_lossy(&stderr);
+            let stderr = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+            if stderr.is_empty() {
+                RunError::Trap(trap.to_string())
+            } else {
+                RunError::Trap(format!("{trap}; the module wrote: {}", truncate(&stderr, 500)))
+            }
+        }
+        None if instantiating => RunError::Instantiate(one_line(&err)),
+        None => RunError::Trap(one_line(&err)),
+    }
+}
+
+/// An error and its causes on one line.
+fn one_line(err: &wasmtime::Error) -> String {
+    truncate(&format!("{err:#}").replace('\n', " "), 1000)
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}

@@ -1,0 +1,49 @@
+-- Write back the outcomes of many executions, and the tasks they spawned, in one
+-- statement. Each row applies only while the task still holds the lease token it was
+-- run under: a host whose lease expired cannot overwrite the newer result of the host
+-- that took over. Spawns are written only for outcomes that applied, into the spawning
+-- task's tenant, and a key that exists already is absorbed by the unique constraint.
+--
+-- Outcomes, one array element each:
+--   $1 id, $2 lease token, $3 status, $4 next run as an absolute time in ms since the
+--   epoch (or NULL), $5 next run as a delay in ms from now (used when $4 is NULL),
+--   $6 whether to replace the state, $7 the new state, $8 attempt, $9 runs to add,
+--   $10 last_error.
+-- Spawns: $11 parent id, $12 task type, $13 key, $14 payload, $15 absolute ms, $16 delay ms.
+WITH outcome AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::uuid[], $3::smallint[], $4::bigint[], $5::bigint[],
+                $6::boolean[], $7::bytea[], $8::integer[], $9::integer[], $10::text[])
+         AS o(id, token, status, at_ms, delay_ms, set_state, state, attempt, runs_inc, error)
+),
+committed AS (
+    UPDATE tasks AS t
+    SET status      = o.status,
+        next_run_at = CASE WHEN o.at_ms IS NOT NULL
+                           THEN to_timestamp(o.at_ms / 1000.0)
+                           ELSE now() + o.delay_ms * interval '1 millisecond' END,
+        state       = CASE WHEN o.set_state THEN o.state ELSE t.state END,
+        attempt     = o.attempt,
+        runs        = t.runs + o.runs_inc,
+        last_error  = o.error,
+        lease_token = NULL,
+        updated_at  = now()
+    FROM outcome AS o
+    WHERE t.id = o.id
+      AND t.lease_token = o.token
+    RETURNING t.id, t.tenant
+),
+spawned AS (
+    INSERT INTO tasks (tenant, task_type, key, payload, next_run_at)
+    SELECT c.tenant, s.task_type, s.key, s.payload,
+           CASE WHEN s.at_ms IS NOT NULL
+                THEN to_timestamp(s.at_ms / 1000.0)
+                ELSE now() + s.delay_ms * interval '1 millisecond' END
+    FROM unnest($11::bigint[], $12::text[], $13::text[], $14::bytea[], $15::bigint[],
+                $16::bigint[]) AS s(parent, task_type, key, payload, at_ms, delay_ms)
+    JOIN committed AS c ON c.id = s.parent
+    ON CONFLICT ON CONSTRAINT tasks_unique_key DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM committed) AS committed,
+       (SELECT count(*) FROM spawned)   AS spawned

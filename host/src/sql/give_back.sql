@@ -1,0 +1,12 @@
+-- Return leased tasks that never ran, as if they had not been leased: due at their old
+-- time, unleased, the lease's attempt undone. Fenced by the lease token, so a task
+-- another host has taken over since is left alone.
+-- $1 ids, $2 lease tokens, $3 the times the tasks were due.
+UPDATE tasks AS t
+SET next_run_at = g.scheduled_at,
+    lease_token = NULL,
+    attempt     = greatest(t.attempt - 1, 0),
+    updated_at  = now()
+FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[]) AS g(id, token, scheduled_at)
+WHERE t.id = g.id
+  AND t.lease_token = g.token

@@ -1,0 +1,24 @@
+-- Claim up to $1 due tasks and push them out of every other host's way.
+-- $1 batch size, $2 lease timeout in ms, $3 task types (NULL: all), $4 lease token.
+-- SKIP LOCKED lets concurrent hosts claim disjoint batches without waiting on each
+-- other; moving next_run_at forward is the lease itself, so a host that dies leaves
+-- tasks that are due again when the lease runs out, with no rescuer process.
+WITH due AS (
+    SELECT id, next_run_at
+    FROM tasks
+    WHERE status = 0
+      AND next_run_at <= now()
+      AND ($3::text[] IS NULL OR task_type = ANY($3::text[]))
+    ORDER BY next_run_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks AS t
+SET next_run_at = now() + $2::bigint * interval '1 millisecond',
+    lease_token = $4,
+    attempt     = t.attempt + 1,
+    updated_at  = now()
+FROM due
+WHERE t.id = due.id
+RETURNING t.id, t.tenant, t.task_type, t.key, t.payload, t.state, t.attempt, t.runs,
+          due.next_run_at AS scheduled_at

@@ -1,0 +1,128 @@
+//! Counters a host keeps while it runs: what it leased, ran, committed and gave back.
+//! The demo prints them, tests read them, and later the metrics endpoint will export them.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Live counters, shared by the stages of one host. Relaxed atomics: each counter is
+/// independent, and a snapshot only needs to be roughly simultaneous.
+#[derive(Debug, Default)]
+pub struct Stats {
+    leases: AtomicU64,
+    leased: AtomicU64,
+    lease_micros: AtomicU64,
+    executed: AtomicU64,
+    exec_micros: AtomicU64,
+    rescheduled: AtomicU64,
+    completed: AtomicU64,
+    retried: AtomicU64,
+    failed: AtomicU64,
+    no_module: AtomicU64,
+    spawned: AtomicU64,
+    committed: AtomicU64,
+    fenced_out: AtomicU64,
+    commits: AtomicU64,
+    commit_micros: AtomicU64,
+    given_back: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Lease statements that ran.
+    pub leases: u64,
+    /// Tasks those leases claimed.
+    pub leased: u64,
+    /// Executions in the sandbox (successful or not).
+    pub executed: u64,
+    /// Mean time one execution spent in the sandbox, in microseconds.
+    pub exec_us_mean: u64,
+    /// Mean time of one lease statement, in microseconds.
+    pub lease_us_mean: u64,
+    /// Mean time of one commit statement, in microseconds.
+    pub commit_us_mean: u64,
+    /// Outcomes that rescheduled their task.
+    pub rescheduled: u64,
+    /// Outcomes that completed their task.
+    pub completed: u64,
+    /// Outcomes that asked for a retry, and sandbox faults that will be retried.
+    pub retried: u64,
+    /// Outcomes that parked their task as failed.
+    pub failed: u64,
+    /// Tasks leased for a type no module is deployed for.
+    pub no_module: u64,
+    /// New tasks created by spawns (duplicates absorbed are not counted).
+    pub spawned: u64,
+    /// Outcomes written to the database.
+    pub committed: u64,
+    /// Outcomes dropped because the task's lease had passed to another host.
+    pub fenced_out: u64,
+    /// Commit statements that ran.
+    pub commits: u64,
+    /// Leased tasks returned unrun at shutdown.
+    pub given_back: u64,
+}
+
+impl Stats {
+    pub(crate) fn lease_done(&self, tasks: usize, took: Duration) {
+        self.leases.fetch_add(1, Relaxed);
+        self.leased.fetch_add(tasks as u64, Relaxed);
+        self.lease_micros.fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    pub(crate) fn executed(&self, took: Duration) {
+        self.executed.fetch_add(1, Relaxed);
+        self.exec_micros.fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    pub(crate) fn decided(&self, decision: crate::outcome::Kind) {
+        use crate::outcome::Kind;
+        let counter = match decision {
+            Kind::Rescheduled => &self.rescheduled,
+            Kind::Completed => &self.completed,
+            Kind::Retried => &self.retried,
+            Kind::Failed => &self.failed,
+            Kind::NoModule => &self.no_module,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn commit_done(&self, outcomes: usize, committed: u64, spawned: u64, took: Duration) {
+        self.commits.fetch_add(1, Relaxed);
+        self.commit_micros.fetch_add(took.as_micros() as u64, Relaxed);
+        self.committed.fetch_add(committed, Relaxed);
+        self.fenced_out.fetch_add(outcomes as u64 - committed.min(outcomes as u64), Relaxed);
+        self.spawned.fetch_add(spawned, Relaxed);
+    }
+
+    pub(crate) fn given_back(&self, tasks: u64) {
+        self.given_back.fetch_add(tasks, Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mean = |total: &AtomicU64, count: &AtomicU64| {
+            total.load(Relaxed).checked_div(count.load(Relaxed)).unwrap_or(0)
+        };
+        StatsSnapshot {
+            leases: self.leases.load(Relaxed),
+            leased: self.leased.load(Relaxed),
+            executed: self.executed.load(Relaxed),
+            exec_us_mean: mean(&self.exec_micros, &self.executed),
+            lease_us_mean: mean(&self.lease_micros, &self.leases),
+            commit_us_mean: mean(&self.commit_micros, &self.commits),
+            rescheduled: self.rescheduled.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            no_module: self.no_module.load(Relaxed),
+            spawned: self.spawned.load(Relaxed),
+            committed: self.committed.load(Relaxed),
+            fenced_out: self.fenced_out.load(Relaxed),
+            commits: self.commits.load(Relaxed),
+            given_back: self.given_back.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The task as the host holds it between lease and commit, and the status codes the
+//! `tasks` table stores.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// The `tasks.status` codes. They are part of the schema (see `migrations/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i16)]
+pub enum Status {
+    /// Waiting for `next_run_at`, or leased and running.
+    Scheduled = 0,
+    /// Completed by its module; never runs again.
+    Done = 1,
+    /// Parked after a permanent failure or the last allowed attempt.
+    Failed = 2,
+}
+
+/// A task claimed by a lease. It lives from the lease until its outcome is committed
+/// or given back.
+#[derive(Debug, Clone)]
+pub struct LeasedTask {
+    /// The task's primary key.
+    pub id: i64,
+    /// The tenant that owns the task; it selects the module and the limits.
+    pub tenant: String,
+    /// The task type; it names the module.
+    pub task_type: String,
+    /// The task's unique key within (tenant, task_type).
+    pub key: String,
+    /// The payload given at enqueue.
+    pub payload: Vec<u8>,
+    /// The state the module returned last time.
+    pub state: Option<Vec<u8>>,
+    /// Tries of the current run, this one included (the lease raised it).
+    pub attempt: i32,
+    /// Successful runs before this one.
+    pub runs: i64,
+    /// When this run was due (before the lease pushed `next_run_at` out).
+    pub scheduled_at: DateTime<Utc>,
+    /// The lease's fencing token; the commit applies only while the row still holds it.
+    pub token: Uuid,
+}

@@ -1,0 +1,34 @@
+//! Returns as much as it is asked for, to test the host's limits on outcomes: payload
+//! `{"state_bytes": N}` reschedules after a second with an N-byte state; `{"spawns": N}`
+//! completes with N spawns of type "noop", keys `child-0` to `child-{N-1}`. With neither,
+//! it completes; `state_bytes` wins when both are given.
+use std::time::Duration;
+
+use recur_guest::{Handler, Outcome, Spawn, Task};
+
+#[derive(serde::Deserialize)]
+struct Payload {
+    state_bytes: Option<usize>,
+    spawns: Option<usize>,
+}
+
+struct HugeOutput;
+
+impl Handler for HugeOutput {
+    fn run(task: Task) -> Outcome {
+        match task.payload_json::<Payload>() {
+            Ok(Payload {
+                state_bytes: Some(n),
+                ..
+            }) => recur_guest::reschedule_after(Duration::from_secs(1)).with_state(vec![b'x'; n]),
+            Ok(Payload {
+                spawns: Some(n), ..
+            }) => recur_guest::complete()
+                .spawns((0..n).map(|i| Spawn::new("noop", format!("child-{i}")))),
+            Ok(_) => recur_guest::complete(),
+            Err(e) => recur_guest::fail(e.to_string()),
+        }
+    }
+}
+
+recur_guest::export!(HugeOutput);

@@ -1,0 +1,13 @@
+//! Panics with "deliberate trap"; a panic in a component aborts, which the host sees as a
+//! trap.
+use recur_guest::{Handler, Outcome, Task};
+
+struct Trap;
+
+impl Handler for Trap {
+    fn run(_task: Task) -> Outcome {
+        panic!("deliberate trap");
+    }
+}
+
+recur_guest::export!(Trap);

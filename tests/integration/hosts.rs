@@ -1,0 +1,122 @@
+//! Many hosts, one table: disjoint leases, every due task run, and crashes that lose
+//! nothing.
+
+use std::time::Duration;
+
+use recur_host::Host;
+use recur_host::commit;
+use recur_host::examples::artifacts::NOOP_COMPONENT;
+use recur_host::lease::{LeaseRequest, lease};
+use recur_host::outcome;
+use recur_host::sandbox::{Decision, Outcome};
+
+use crate::support::{TestDb, test_config, wait};
+
+const DONE: &str = "SELECT count(*) FILTER (WHERE status = 1) = count(*) FROM tasks";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_split_the_work_and_never_run_a_task_twice() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    let tasks: Vec<(String, String, String)> =
+        (0..3000).map(|i| ("noop".into(), format!("k{i}"), String::new())).collect();
+    let tasks: Vec<(&str, &str, &str)> = tasks.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+    assert_eq!(db.enqueue(&tasks).await, 3000);
+
+    let mut config = test_config();
+    config.lease_timeout = Duration::from_secs(60);
+    let a = Host::start(db.pool.clone(), config.clone()).unwrap();
+    let b = Host::start(db.another_pool().await, config).unwrap();
+    db.wait_for(DONE, Duration::from_secs(60)).await;
+    let (a, b) = (a.stop().await, b.stop().await);
+
+    assert!(a.executed > 0 && b.executed > 0, "both hosts worked: {a:?} {b:?}");
+    assert_eq!(a.executed + b.executed, 3000, "every task ran exactly once");
+    assert_eq!(a.committed + b.committed, 3000);
+    assert_eq!(a.fenced_out + b.fenced_out, 0);
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE runs = 1 AND lease_token IS NULL").await, 3000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_nothing() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    db.enqueue(&[("noop", "a", ""), ("noop", "b", ""), ("noop", "c", "")]).await;
+
+    // A "host" leases two tasks and dies before committing.
+    let request = LeaseRequest { limit: 2, lease_timeout: Duration::from_millis(800), types: None };
+    let crashed = lease(&db.pool, &request).await.unwrap();
+    assert_eq!(crashed.len(), 2);
+    // While the lease holds, nobody else gets those tasks.
+    let others = lease(&db.pool, &LeaseRequest { limit: 10, ..request.clone() }).await.unwrap();
+    assert_eq!(others.len(), 1);
+    assert!(crashed.iter().all(|c| c.id != others[0].id));
+
+    let host = Host::start(db.pool.clone(), test_config()).unwrap();
+    db.wait_for(DONE, Duration::from_secs(20)).await;
+    host.stop().await;
+    for task in &crashed {
+        let row = db.task(&task.key).await;
+        assert_eq!((row.status, row.runs), (1, 1), "{}: {row:?}", task.key);
+    }
+
+    // The dead host's late commit (old token) must not touch the newer result.
+    let stale = Outcome { decision: Decision::Fail("stale".into()), spawns: vec![] };
+    let writes: Vec<_> = crashed.iter().map(|t| outcome::decide(t, Ok(stale.clone()), 5, 0)).collect();
+    let done = commit::commit(&db.pool, &writes).await.unwrap();
+    assert_eq!(done.committed, 0);
+    for task in &crashed {
+        let row = db.task(&task.key).await;
+        assert_eq!((row.status, row.error), (1, None));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_dropped_mid_batch_loses_nothing() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
+    let tasks: Vec<(&str, &str, &str)> = keys.iter().map(|k| ("noop", k.as_str(), "")).collect();
+    db.enqueue(&tasks).await;
+
+    let mut config = test_config();
+    config.lease_timeout = Duration::from_secs(1);
+    let doomed = Host::start(db.pool.clone(), config.clone()).unwrap();
+    wait(Duration::from_secs(20), "the first host to lease", || {
+        let leased = doomed.stats().leased;
+        async move { leased > 0 }
+    })
+    .await;
+    drop(doomed); // a crash: nothing committed or given back from here on
+
+    let survivor = Host::start(db.another_pool().await, config).unwrap();
+    db.wait_for(DONE, Duration::from_secs(60)).await;
+    survivor.stop().await;
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE status = 1 AND runs = 1").await, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_gives_back_what_it_did_not_run() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    let keys: Vec<String> = (0..5000).map(|i| format!("k{i}")).collect();
+    let tasks: Vec<(&str, &str, &str)> = keys.iter().map(|k| ("noop", k.as_str(), "")).collect();
+    db.enqueue(&tasks).await;
+
+    let mut config = test_config();
+    config.lease_timeout = Duration::from_secs(600);
+    let host = Host::start(db.pool.clone(), config).unwrap();
+    wait(Duration::from_secs(20), "some executions", || {
+        let executed = host.stats().executed;
+        async move { executed > 100 }
+    })
+    .await;
+    let stats = host.stop().await;
+    // Nothing is left leased: every task is done or due again, none waits for its lease.
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE lease_token IS NOT NULL").await, 0);
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE status = 1").await, stats.committed as i64);
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE status = 0 AND next_run_at <= now() AND attempt = 0").await,
+        5000 - stats.committed as i64
+    );
+}

@@ -1,0 +1,11 @@
+//! recur's integration tests: real PostgreSQL (a database per test, DATABASE_URL or
+//! the local default), real components built from `modules/`, and, where a test is
+//! about the command line, the real `recur` binary.
+
+mod cli;
+mod deploy;
+mod enqueue;
+mod hosts;
+mod outcomes;
+mod sandbox;
+mod support;

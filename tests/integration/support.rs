@@ -1,0 +1,180 @@
+//! What every test needs: a fresh migrated database of its own, deploying the test
+//! modules, and waiting on conditions in the database (never on bare sleeps).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use recur_host::enqueue::{self, NewTask};
+use recur_host::sandbox::{Sandbox, SandboxConfig};
+use recur_host::{HostConfig, db, registry};
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// A database created for one test and dropped when the test ends (even if it fails).
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    name: String,
+    server: String,
+}
+
+fn server_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| db::DEFAULT_DATABASE_URL.to_owned())
+}
+
+/// `server` with its database replaced by `database`.
+fn with_database(server: &str, database: &str) -> String {
+    let base = server.split('?').next().unwrap_or(server);
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[after_scheme..].find('/').map_or(base.len(), |i| after_scheme + i);
+    format!("{}/{database}", &base[..host_end])
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let server = server_url();
+        let name = format!("recur_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut admin = PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("tests need PostgreSQL at {server} (set DATABASE_URL): {e}"));
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+        admin.close().await.ok();
+        let url = with_database(&server, &name);
+        let pool = db::connect(&url, 8).await.unwrap();
+        db::migrate(&pool).await.unwrap();
+        TestDb { pool, url, name, server }
+    }
+
+    /// A second, independent pool on the same database (as another host would have).
+    pub async fn another_pool(&self) -> PgPool {
+        db::connect(&self.url, 8).await.unwrap()
+    }
+
+    /// Deploys the component at `path` as `task_type` for tenant `default`.
+    pub async fn deploy(&self, task_type: &str, path: &str) {
+        self.deploy_for("default", task_type, path).await;
+    }
+
+    pub async fn deploy_for(&self, tenant: &str, task_type: &str, path: &str) {
+        let bytes = std::fs::read(path).unwrap();
+        let sandbox = Sandbox::new(&SandboxConfig { concurrent_runs: 1, ..SandboxConfig::default() }).unwrap();
+        registry::deploy(&self.pool, &sandbox, tenant, task_type, &bytes).await.unwrap();
+    }
+
+    /// Sets a tenant's limits.
+    pub async fn limits(&self, tenant: &str, timeout_ms: i32, max_attempts: i32) {
+        sqlx::query(
+            "INSERT INTO tenants (name, timeout_ms, max_attempts) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET timeout_ms = $2, max_attempts = $3",
+        )
+        .bind(tenant)
+        .bind(timeout_ms)
+        .bind(max_attempts)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
+    /// Enqueues `(type, key, payload)` tasks in tenant `default`, due now.
+    pub async fn enqueue(&self, tasks: &[(&str, &str, &str)]) -> u64 {
+        let tasks: Vec<NewTask> = tasks
+            .iter()
+            .map(|(t, k, p)| NewTask { payload: p.as_bytes().to_vec(), ..NewTask::new(*t, *k) })
+            .collect();
+        enqueue::enqueue(&self.pool, &tasks).await.unwrap()
+    }
+
+    /// Runs a scalar query.
+    pub async fn scalar<T>(&self, sql: &str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// One task's row by key: (status, runs, attempt, state as text, last_error).
+    pub async fn task(&self, key: &str) -> TaskRow {
+        let row: (i16, i64, i32, Option<Vec<u8>>, Option<String>, f64) = sqlx::query_as(
+            "SELECT status, runs, attempt, state, last_error,
+                    extract(epoch FROM next_run_at - now())::float8
+             FROM tasks WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap_or_else(|e| panic!("task {key}: {e}"));
+        TaskRow {
+            status: row.0,
+            runs: row.1,
+            attempt: row.2,
+            state: row.3.map(|s| String::from_utf8_lossy(&s).into_owned()),
+            error: row.4,
+            due_in_secs: row.5,
+        }
+    }
+
+    /// Waits until `sql` (a boolean query) is true; fails the test after `timeout`.
+    pub async fn wait_for(&self, sql: &str, timeout: Duration) {
+        let pool = self.pool.clone();
+        let sql = sql.to_owned();
+        wait(timeout, &sql.clone(), move || {
+            let (pool, sql) = (pool.clone(), sql.clone());
+            async move { sqlx::query_scalar::<_, bool>(&sql).fetch_one(&pool).await.unwrap_or(false) }
+        })
+        .await;
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop cannot await; a short-lived runtime on its own thread can.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&server).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A task row, as the tests look at it.
+#[derive(Debug)]
+pub struct TaskRow {
+    pub status: i16,
+    pub runs: i64,
+    pub attempt: i32,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub due_in_secs: f64,
+}
+
+/// Polls `check` until it is true; panics with `what` after `timeout`.
+pub async fn wait<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Host settings for tests: small batches, short lease, quick polling and refresh.
+pub fn test_config() -> HostConfig {
+    let mut config = HostConfig::default();
+    config.concurrency = 2;
+    config.batch = 64;
+    config.lease_timeout = Duration::from_secs(2);
+    config.idle_wait = Duration::from_millis(20);
+    config.registry_refresh = Duration::from_millis(200);
+    config.sandbox.concurrent_runs = 2;
+    config
+}
