@@ -43,8 +43,11 @@ pub async fn commit(pool: &PgPool, writes: &[Write]) -> Result<Committed, sqlx::
     let mut runs_inc = Vec::with_capacity(n);
     let mut errors: Vec<Option<&str>> = Vec::with_capacity(n);
     let (mut parents, mut types, mut keys) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut payloads, mut spawn_at, mut spawn_delay): (Vec<&[u8]>, Vec<Option<i64>>, Vec<Option<i64>>) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let (mut payloads, mut spawn_at, mut spawn_delay): (
+        Vec<&[u8]>,
+        Vec<Option<i64>>,
+        Vec<Option<i64>>,
+    ) = (Vec::new(), Vec::new(), Vec::new());
     for write in writes {
         let row = &write.row;
         ids.push(row.id);
@@ -133,7 +136,11 @@ impl Committer {
     /// Turns a finished task into its write, or sets it aside to give back.
     fn sort(&self, finished: Finished, writes: &mut Vec<Write>, unrun: &mut Vec<LeasedTask>) {
         let write = match finished {
-            Finished::Ran { task, result, max_attempts } => outcome::decide(&task, result, max_attempts, now_ms()),
+            Finished::Ran {
+                task,
+                result,
+                max_attempts,
+            } => outcome::decide(&task, result, max_attempts, now_ms()),
             Finished::NoModule(task, error) => outcome::no_module(&task, error),
             Finished::NotRun(task) => return unrun.push(task),
         };
@@ -151,7 +158,12 @@ impl Committer {
             let started = Instant::now();
             match commit(&self.pool, writes).await {
                 Ok(done) => {
-                    self.stats.commit_done(writes.len(), done.committed, done.spawned, started.elapsed());
+                    self.stats.commit_done(
+                        writes.len(),
+                        done.committed,
+                        done.spawned,
+                        started.elapsed(),
+                    );
                     return;
                 }
                 Err(err) if first_try.elapsed() + backoff < self.give_up_after => {

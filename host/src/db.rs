@@ -17,7 +17,9 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postg
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The URL does not parse.
-    #[error("DATABASE_URL {url:?} is not a valid PostgreSQL URL ({source}); expected postgres://user[:password]@host[:port]/database")]
+    #[error(
+        "DATABASE_URL {url:?} is not a valid PostgreSQL URL ({source}); expected postgres://user[:password]@host[:port]/database"
+    )]
     BadUrl {
         /// The URL with any password hidden.
         url: String,
@@ -25,7 +27,9 @@ pub enum DbError {
         source: sqlx::Error,
     },
     /// The server did not answer or refused the login.
-    #[error("cannot connect to PostgreSQL at {url}: {source}; check that it runs and that DATABASE_URL is right")]
+    #[error(
+        "cannot connect to PostgreSQL at {url}: {source}; check that it runs and that DATABASE_URL is right"
+    )]
     Connect {
         /// The URL with any password hidden.
         url: String,
@@ -46,8 +50,10 @@ pub enum DbError {
 /// Opens a pool of up to `max_connections` connections to `url`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
     let shown = hide_password(url);
-    let options: PgConnectOptions =
-        url.parse().map_err(|source| DbError::BadUrl { url: shown.clone(), source })?;
+    let options: PgConnectOptions = url.parse().map_err(|source| DbError::BadUrl {
+        url: shown.clone(),
+        source,
+    })?;
     // Statement logging at INFO would print every lease and commit.
     let options = options.log_statements(tracing::log::LevelFilter::Trace);
     PgPoolOptions::new()
@@ -82,7 +88,9 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), DbError> {
         None
     };
     match applied {
-        None => Err(DbError::Schema("the database has no recur schema; run `recur migrate` first".into())),
+        None => Err(DbError::Schema(
+            "the database has no recur schema; run `recur migrate` first".into(),
+        )),
         Some(v) if v < latest => Err(DbError::Schema(format!(
             "the database schema is at version {v} but this recur needs {latest}; run `recur migrate`"
         ))),
@@ -99,7 +107,12 @@ pub fn hide_password(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }

@@ -55,13 +55,21 @@ impl NewTask {
         check_name("tenant", &self.tenant)?;
         check_name("task type", &self.task_type)?;
         if self.key.is_empty() || self.key.len() > MAX_KEY_BYTES {
-            return Err(format!("the key must be 1 to {MAX_KEY_BYTES} bytes, not {}", self.key.len()));
+            return Err(format!(
+                "the key must be 1 to {MAX_KEY_BYTES} bytes, not {}",
+                self.key.len()
+            ));
         }
         if self.key.contains('\0') {
-            return Err("the key contains a NUL character, which PostgreSQL text cannot store".into());
+            return Err(
+                "the key contains a NUL character, which PostgreSQL text cannot store".into(),
+            );
         }
         if self.payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(format!("the payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}", self.payload.len()));
+            return Err(format!(
+                "the payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
+                self.payload.len()
+            ));
         }
         Ok(())
     }
@@ -87,7 +95,8 @@ pub enum EnqueueError {
 /// Returns how many were new; the rest had keys that existed already.
 pub async fn enqueue(pool: &PgPool, tasks: &[NewTask]) -> Result<u64, EnqueueError> {
     for (index, task) in tasks.iter().enumerate() {
-        task.check().map_err(|message| EnqueueError::Invalid { index, message })?;
+        task.check()
+            .map_err(|message| EnqueueError::Invalid { index, message })?;
     }
     let mut tx = pool.begin().await?;
     let mut new = 0;
@@ -99,7 +108,10 @@ pub async fn enqueue(pool: &PgPool, tasks: &[NewTask]) -> Result<u64, EnqueueErr
 }
 
 /// Inserts one chunk of already-checked tasks inside `tx`; returns how many were new.
-pub async fn insert_chunk(tx: &mut Transaction<'_, Postgres>, chunk: &[NewTask]) -> Result<u64, sqlx::Error> {
+pub async fn insert_chunk(
+    tx: &mut Transaction<'_, Postgres>,
+    chunk: &[NewTask],
+) -> Result<u64, sqlx::Error> {
     let tenants: Vec<&str> = chunk.iter().map(|t| t.tenant.as_str()).collect();
     let types: Vec<&str> = chunk.iter().map(|t| t.task_type.as_str()).collect();
     let keys: Vec<&str> = chunk.iter().map(|t| t.key.as_str()).collect();

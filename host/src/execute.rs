@@ -67,7 +67,8 @@ impl Executor {
         let mut threads = Vec::with_capacity(self.workers);
         for n in 0..self.workers {
             let (jobs, finished) = (jobs_rx.clone(), self.finished.clone());
-            let (sandbox, stats, stopping) = (self.sandbox.clone(), self.stats.clone(), stopping.clone());
+            let (sandbox, stats, stopping) =
+                (self.sandbox.clone(), self.stats.clone(), stopping.clone());
             let thread = thread::Builder::new()
                 .name(format!("recur-worker-{n}"))
                 .spawn(move || work(&sandbox, &jobs, &finished, &stats, &stopping))
@@ -101,7 +102,10 @@ impl Executor {
 
     /// Resolves the batch's modules and queues each task, or sends it on as unrunnable.
     async fn dispatch(&mut self, batch: Vec<LeasedTask>, jobs: &crossbeam_channel::Sender<Job>) {
-        let keys: HashSet<_> = batch.iter().map(|t| (t.tenant.clone(), t.task_type.clone())).collect();
+        let keys: HashSet<_> = batch
+            .iter()
+            .map(|t| (t.tenant.clone(), t.task_type.clone()))
+            .collect();
         let resolved = loop {
             match self.registry.resolve(keys.clone()).await {
                 Ok(resolved) => break resolved,
@@ -121,7 +125,10 @@ impl Executor {
             let key = (task.tenant.clone(), task.task_type.clone());
             let message = match resolved.get(&key) {
                 Some(Resolved::Ready(module)) => {
-                    let _ = jobs.send(Job { task, module: module.clone() });
+                    let _ = jobs.send(Job {
+                        task,
+                        module: module.clone(),
+                    });
                     continue;
                 }
                 Some(Resolved::Unavailable(error)) => Finished::NoModule(task, error.clone()),
@@ -162,6 +169,10 @@ fn work(
         if let Err(err) = &result {
             tracing::debug!(task = task.id, tenant = task.tenant, task_type = task.task_type, error = %err, "run failed");
         }
-        let _ = finished.send(Finished::Ran { task, result, max_attempts: module.max_attempts });
+        let _ = finished.send(Finished::Ran {
+            task,
+            result,
+            max_attempts: module.max_attempts,
+        });
     }
 }

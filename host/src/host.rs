@@ -56,7 +56,10 @@ impl Default for HostConfig {
             idle_wait: DEFAULT_IDLE_WAIT,
             types: None,
             registry_refresh: DEFAULT_REGISTRY_REFRESH,
-            sandbox: SandboxConfig { concurrent_runs: cpus as u32, ..SandboxConfig::default() },
+            sandbox: SandboxConfig {
+                concurrent_runs: cpus as u32,
+                ..SandboxConfig::default()
+            },
         }
     }
 }
@@ -84,13 +87,19 @@ impl Host {
     /// Starts the pipeline on the current tokio runtime.
     pub fn start(pool: PgPool, config: HostConfig) -> Result<Host, HostError> {
         if config.concurrency == 0 || config.batch == 0 {
-            return Err(HostError::Config("concurrency and batch must be at least 1".into()));
+            return Err(HostError::Config(
+                "concurrency and batch must be at least 1".into(),
+            ));
         }
         if config.lease_timeout < Duration::from_millis(100) {
-            return Err(HostError::Config("the lease timeout must be at least 100 ms".into()));
+            return Err(HostError::Config(
+                "the lease timeout must be at least 100 ms".into(),
+            ));
         }
-        let sandbox_config =
-            SandboxConfig { concurrent_runs: config.concurrency as u32, ..config.sandbox.clone() };
+        let sandbox_config = SandboxConfig {
+            concurrent_runs: config.concurrency as u32,
+            ..config.sandbox.clone()
+        };
         let sandbox = Arc::new(Sandbox::new(&sandbox_config).map_err(HostError::Sandbox)?);
         let stats = Arc::new(Stats::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -138,7 +147,11 @@ impl Host {
         stages.spawn(leaser.run());
         stages.spawn(executor.run());
         stages.spawn(committer.run());
-        Ok(Host { stats, shutdown, stages })
+        Ok(Host {
+            stats,
+            shutdown,
+            stages,
+        })
     }
 
     /// The host's counters so far.

@@ -125,7 +125,10 @@ impl Leaser {
                 self.slots.add_permits(wanted as usize);
                 return;
             }
-            let request = LeaseRequest { limit: wanted, ..self.request.clone() };
+            let request = LeaseRequest {
+                limit: wanted,
+                ..self.request.clone()
+            };
             let started = std::time::Instant::now();
             match lease(&self.pool, &request).await {
                 Ok(tasks) => {

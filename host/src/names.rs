@@ -7,8 +7,13 @@ pub const MAX_NAME_BYTES: usize = 200;
 /// Checks a tenant name or task type: 1 to 200 bytes of ASCII letters, digits and
 /// `. _ - : /`, starting with a letter or digit. `what` names the field in the error.
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c));
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c));
     if name.is_empty() || name.len() > MAX_NAME_BYTES || !ok_start || !ok_chars {
         return Err(format!(
             "{what} {name:?} is not valid: use 1 to {MAX_NAME_BYTES} ASCII letters, digits and . _ - : /, starting with a letter or digit"

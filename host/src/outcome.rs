@@ -86,7 +86,12 @@ pub struct Write {
 
 /// Decides what to write for a task that ran. `now_ms` is the host's clock, used to
 /// check absolute times; `max_attempts` is the tenant's.
-pub fn decide(task: &LeasedTask, result: Result<Outcome, RunError>, max_attempts: i32, now_ms: i64) -> Write {
+pub fn decide(
+    task: &LeasedTask,
+    result: Result<Outcome, RunError>,
+    max_attempts: i32,
+    now_ms: i64,
+) -> Write {
     let outcome = match result {
         Ok(outcome) => outcome,
         // A sandbox fault may be transient (a timeout under load), so it takes the retry
@@ -97,7 +102,11 @@ pub fn decide(task: &LeasedTask, result: Result<Outcome, RunError>, max_attempts
         Ok(()) => {}
         Err(problem) => return fail(task, format!("invalid outcome: {problem}")),
     }
-    let spawns = outcome.spawns.into_iter().map(|s| spawn_row(task.id, s)).collect();
+    let spawns = outcome
+        .spawns
+        .into_iter()
+        .map(|s| spawn_row(task.id, s))
+        .collect();
     let success = |kind, status, (at_ms, delay_ms), state| Write {
         kind,
         row: CommitRow {
@@ -114,7 +123,9 @@ pub fn decide(task: &LeasedTask, result: Result<Outcome, RunError>, max_attempts
         spawns,
     };
     match outcome.decision {
-        Decision::Reschedule(r) => success(Kind::Rescheduled, Status::Scheduled, when(&r.when), r.state),
+        Decision::Reschedule(r) => {
+            success(Kind::Rescheduled, Status::Scheduled, when(&r.when), r.state)
+        }
         Decision::Complete(state) => success(Kind::Completed, Status::Done, (None, Some(0)), state),
         Decision::Retry(message) => retry(task, message, max_attempts),
         Decision::Fail(message) => fail(task, message),
@@ -146,7 +157,10 @@ pub fn no_module(task: &LeasedTask, error: String) -> Write {
 /// it has used its attempts.
 fn retry(task: &LeasedTask, message: String, max_attempts: i32) -> Write {
     if task.attempt >= max_attempts {
-        return fail(task, format!("{message} (gave up after {} attempts)", task.attempt));
+        return fail(
+            task,
+            format!("{message} (gave up after {} attempts)", task.attempt),
+        );
     }
     let delay = backoff(task.id, task.attempt);
     Write {
@@ -191,7 +205,11 @@ fn fail(task: &LeasedTask, message: String) -> Write {
 pub fn backoff(task_id: i64, attempt: i32) -> Duration {
     let exp = (attempt.max(1) - 1).min(30) as u32;
     let delay = RETRY_BASE.saturating_mul(1 << exp).min(RETRY_MAX);
-    let spread = (task_id.wrapping_mul(2654435761).wrapping_add(attempt as i64)).rem_euclid(201) - 100;
+    let spread = (task_id
+        .wrapping_mul(2654435761)
+        .wrapping_add(attempt as i64))
+    .rem_euclid(201)
+        - 100;
     delay.mul_f64(1.0 + spread as f64 / 1000.0)
 }
 
@@ -215,7 +233,10 @@ fn check(outcome: &Outcome, now_ms: i64) -> Result<(), String> {
         ));
     }
     if outcome.spawns.len() > MAX_SPAWNS {
-        return Err(format!("{} spawns in one run is over the limit of {MAX_SPAWNS}", outcome.spawns.len()));
+        return Err(format!(
+            "{} spawns in one run is over the limit of {MAX_SPAWNS}",
+            outcome.spawns.len()
+        ));
     }
     for spawn in &outcome.spawns {
         check_spawn(spawn, now_ms)?;
@@ -225,10 +246,16 @@ fn check(outcome: &Outcome, now_ms: i64) -> Result<(), String> {
 
 fn check_spawn(spawn: &Spawn, now_ms: i64) -> Result<(), String> {
     if spawn.task_type.is_empty() || spawn.task_type.len() > MAX_TYPE_BYTES {
-        return Err(format!("a spawn's task type must be 1 to {MAX_TYPE_BYTES} bytes, not {}", spawn.task_type.len()));
+        return Err(format!(
+            "a spawn's task type must be 1 to {MAX_TYPE_BYTES} bytes, not {}",
+            spawn.task_type.len()
+        ));
     }
     if spawn.key.is_empty() || spawn.key.len() > MAX_KEY_BYTES {
-        return Err(format!("a spawn's key must be 1 to {MAX_KEY_BYTES} bytes, not {}", spawn.key.len()));
+        return Err(format!(
+            "a spawn's key must be 1 to {MAX_KEY_BYTES} bytes, not {}",
+            spawn.key.len()
+        ));
     }
     if spawn.key.contains('\0') || spawn.task_type.contains('\0') {
         return Err("a spawn's key or task type contains a NUL character".into());
@@ -256,9 +283,9 @@ fn check_when(when: &When, now_ms: i64, what: &str) -> Result<(), String> {
             "{what} {} is more than ten years ahead",
             format_ms(at)
         )),
-        When::AfterMs(ms) if ms > MAX_FUTURE.as_millis() as u64 => {
-            Err(format!("{what} {ms} ms from now is more than ten years ahead"))
-        }
+        When::AfterMs(ms) if ms > MAX_FUTURE.as_millis() as u64 => Err(format!(
+            "{what} {ms} ms from now is more than ten years ahead"
+        )),
         _ => Ok(()),
     }
 }
@@ -273,12 +300,21 @@ fn when(when: &When) -> (Option<i64>, Option<i64>) {
 
 fn spawn_row(parent: i64, spawn: Spawn) -> SpawnRow {
     let (at_ms, delay_ms) = spawn.when.as_ref().map(when).unwrap_or((None, Some(0)));
-    SpawnRow { parent, task_type: spawn.task_type, key: spawn.key, payload: spawn.payload, at_ms, delay_ms }
+    SpawnRow {
+        parent,
+        task_type: spawn.task_type,
+        key: spawn.key,
+        payload: spawn.payload,
+        at_ms,
+        delay_ms,
+    }
 }
 
 /// An epoch-milliseconds time as RFC 3339, or the raw number if it is out of range.
 fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_else(|| format!("{ms} ms"))
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 #[cfg(test)]
@@ -297,7 +333,11 @@ mod tests {
     #[test]
     fn times_out_of_range_are_refused() {
         let now = 1_800_000_000_000;
-        assert!(check_when(&When::At(0), now, "t").unwrap_err().contains("in the past"));
+        assert!(
+            check_when(&When::At(0), now, "t")
+                .unwrap_err()
+                .contains("in the past")
+        );
         assert!(check_when(&When::At(now + MAX_FUTURE.as_millis() as i64 + 1), now, "t").is_err());
         assert!(check_when(&When::At(now - 1000), now, "t").is_ok());
         assert!(check_when(&When::AfterMs(u64::MAX), now, "t").is_err());

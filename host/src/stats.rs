@@ -69,7 +69,8 @@ impl Stats {
     pub(crate) fn lease_done(&self, tasks: usize, took: Duration) {
         self.leases.fetch_add(1, Relaxed);
         self.leased.fetch_add(tasks as u64, Relaxed);
-        self.lease_micros.fetch_add(took.as_micros() as u64, Relaxed);
+        self.lease_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
     }
 
     pub(crate) fn executed(&self, took: Duration) {
@@ -89,11 +90,19 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn commit_done(&self, outcomes: usize, committed: u64, spawned: u64, took: Duration) {
+    pub(crate) fn commit_done(
+        &self,
+        outcomes: usize,
+        committed: u64,
+        spawned: u64,
+        took: Duration,
+    ) {
         self.commits.fetch_add(1, Relaxed);
-        self.commit_micros.fetch_add(took.as_micros() as u64, Relaxed);
+        self.commit_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
         self.committed.fetch_add(committed, Relaxed);
-        self.fenced_out.fetch_add(outcomes as u64 - committed.min(outcomes as u64), Relaxed);
+        self.fenced_out
+            .fetch_add(outcomes as u64 - committed.min(outcomes as u64), Relaxed);
         self.spawned.fetch_add(spawned, Relaxed);
     }
 
@@ -104,7 +113,10 @@ impl Stats {
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let mean = |total: &AtomicU64, count: &AtomicU64| {
-            total.load(Relaxed).checked_div(count.load(Relaxed)).unwrap_or(0)
+            total
+                .load(Relaxed)
+                .checked_div(count.load(Relaxed))
+                .unwrap_or(0)
         };
         StatsSnapshot {
             leases: self.leases.load(Relaxed),

@@ -21,17 +21,30 @@ fn recur_with_stdin(db: &TestDb, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn stdout(output: &Output) -> String {
-    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn error(output: &Output) -> String {
-    assert!(!output.status.success(), "should have failed: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        !output.status.success(),
+        "should have failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     stderr
@@ -41,54 +54,124 @@ fn error(output: &Output) -> String {
 async fn deploy_enqueue_and_status_from_the_command_line() {
     let db = TestDb::new().await;
     assert!(stdout(&recur(&db, &["migrate"])).contains("schema is at version"));
-    assert!(stdout(&recur(&db, &["module", "deploy", "noop", "--example", "noop"])).contains("deployed noop version 1"));
-    assert!(error(&recur(&db, &["module", "deploy", "noop", "--example", "nope"])).contains("no example module"));
-    assert!(error(&recur(&db, &["module", "deploy", "noop", "/no/such.wasm"])).contains("cannot read /no/such.wasm"));
+    assert!(
+        stdout(&recur(
+            &db,
+            &["module", "deploy", "noop", "--example", "noop"]
+        ))
+        .contains("deployed noop version 1")
+    );
+    assert!(
+        error(&recur(
+            &db,
+            &["module", "deploy", "noop", "--example", "nope"]
+        ))
+        .contains("no example module")
+    );
+    assert!(
+        error(&recur(&db, &["module", "deploy", "noop", "/no/such.wasm"]))
+            .contains("cannot read /no/such.wasm")
+    );
     assert!(stdout(&recur(&db, &["module", "list"])).contains("noop"));
 
-    assert!(stdout(&recur(&db, &["enqueue", "noop", "k1", "--payload", r#"{"every_ms": 1000}"#])).contains("1 new"));
+    assert!(
+        stdout(&recur(
+            &db,
+            &[
+                "enqueue",
+                "noop",
+                "k1",
+                "--payload",
+                r#"{"every_ms": 1000}"#
+            ]
+        ))
+        .contains("1 new")
+    );
     assert!(stdout(&recur(&db, &["enqueue", "noop", "k1"])).contains("exists already"));
-    assert!(error(&recur(&db, &["enqueue", "noop", "k2", "--payload", "{oops"])).contains("not valid JSON"));
-    assert!(error(&recur(&db, &["enqueue", "noop", "k2", "--at", "tomorrow"])).contains("RFC 3339"));
+    assert!(
+        error(&recur(
+            &db,
+            &["enqueue", "noop", "k2", "--payload", "{oops"]
+        ))
+        .contains("not valid JSON")
+    );
+    assert!(
+        error(&recur(&db, &["enqueue", "noop", "k2", "--at", "tomorrow"])).contains("RFC 3339")
+    );
     assert!(stdout(&recur(&db, &["enqueue", "noop", "k2", "--at", "+1h"])).contains("1 new"));
 
-    let lines: String = (0..1000).map(|i| format!("{{\"type\": \"noop\", \"key\": \"b{i}\"}}\n")).collect();
+    let lines: String = (0..1000)
+        .map(|i| format!("{{\"type\": \"noop\", \"key\": \"b{i}\"}}\n"))
+        .collect();
     let lines = format!("{lines}{{\"type\": \"noop\", \"key\": \"k1\"}}\n");
-    assert!(stdout(&recur_with_stdin(&db, &["enqueue", "--bulk"], &lines)).contains("enqueued 1000 new tasks (1 already existed)"));
+    assert!(
+        stdout(&recur_with_stdin(&db, &["enqueue", "--bulk"], &lines))
+            .contains("enqueued 1000 new tasks (1 already existed)")
+    );
 
     let bad = "{\"type\": \"noop\", \"key\": \"z1\"}\nnot json\n{\"type\": \"noop\"}\n{\"type\": \"noop\", \"key\": \"z2\", \"at\": \"soon\"}\n";
     let err = error(&recur_with_stdin(&db, &["enqueue", "--bulk"], bad));
-    assert!(err.contains("line 2:") && err.contains("line 3:") && err.contains("line 4:"), "{err}");
+    assert!(
+        err.contains("line 2:") && err.contains("line 3:") && err.contains("line 4:"),
+        "{err}"
+    );
     assert!(err.contains("nothing was enqueued"));
-    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE key LIKE 'z%'").await, 0);
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE key LIKE 'z%'")
+            .await,
+        0
+    );
 
-    let status: serde_json::Value = serde_json::from_str(&stdout(&recur(&db, &["status", "--json"]))).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&recur(&db, &["status", "--json"]))).unwrap();
     let noop = &status["types"][0];
-    for key in ["tenant", "task_type", "scheduled", "due", "running", "failed", "done", "lag_ms"] {
+    for key in [
+        "tenant",
+        "task_type",
+        "scheduled",
+        "due",
+        "running",
+        "failed",
+        "done",
+        "lag_ms",
+    ] {
         assert!(noop.get(key).is_some(), "status lacks {key}: {status}");
     }
-    assert_eq!(noop["scheduled"].as_i64().unwrap() + noop["due"].as_i64().unwrap(), 1002);
+    assert_eq!(
+        noop["scheduled"].as_i64().unwrap() + noop["due"].as_i64().unwrap(),
+        1002
+    );
 }
 
 #[tokio::test]
 async fn commands_on_a_database_without_the_schema_say_to_migrate() {
     let db = TestDb::new().await;
-    sqlx::query("DROP TABLE _sqlx_migrations").execute(&db.pool).await.unwrap();
+    sqlx::query("DROP TABLE _sqlx_migrations")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     assert!(error(&recur(&db, &["status"])).contains("run `recur migrate` first"));
     let output = Command::new(env!("CARGO_BIN_EXE_recur"))
         .args(["status"])
         .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
         .output()
         .unwrap();
-    assert!(error(&output).contains("cannot connect to PostgreSQL at postgres://nobody@127.0.0.1:1/none"));
+    assert!(
+        error(&output)
+            .contains("cannot connect to PostgreSQL at postgres://nobody@127.0.0.1:1/none")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_process_works_until_sigterm_and_exits_cleanly() {
     let db = TestDb::new().await;
-    db.deploy("noop", recur_host::examples::artifacts::NOOP_COMPONENT).await;
+    db.deploy("noop", recur_host::examples::artifacts::NOOP_COMPONENT)
+        .await;
     let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
-    let tasks: Vec<(&str, &str, &str)> = keys.iter().map(|k| ("noop", k.as_str(), r#"{"every_ms": 200}"#)).collect();
+    let tasks: Vec<(&str, &str, &str)> = keys
+        .iter()
+        .map(|k| ("noop", k.as_str(), r#"{"every_ms": 200}"#))
+        .collect();
     db.enqueue(&tasks).await;
 
     let mut host = Command::new(env!("CARGO_BIN_EXE_recur"))
@@ -98,12 +181,20 @@ async fn a_host_process_works_until_sigterm_and_exits_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    db.wait_for("SELECT min(runs) >= 3 FROM tasks", Duration::from_secs(30)).await;
+    db.wait_for("SELECT min(runs) >= 3 FROM tasks", Duration::from_secs(30))
+        .await;
     // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
     unsafe { libc::kill(host.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || host.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || host.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "exit status {status}");
-    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE lease_token IS NOT NULL").await, 0);
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE lease_token IS NOT NULL")
+            .await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,18 +205,38 @@ async fn the_demo_runs_on_a_private_cluster_and_removes_it() {
         .env_remove("DATABASE_URL")
         .output()
         .unwrap();
-    assert!(output.status.success(), "demo failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
-    for key in ["executed", "completed", "spawned", "failed", "tasks_per_sec"] {
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    for key in [
+        "executed",
+        "completed",
+        "spawned",
+        "failed",
+        "tasks_per_sec",
+    ] {
         assert!(summary.get(key).is_some(), "summary lacks {key}: {summary}");
     }
     assert!(summary["executed"].as_u64().unwrap() >= 500, "{summary}");
     assert_eq!(summary["failed"], 0);
-    let dir = summary["cluster_dir"].as_str().expect("the demo used a private cluster");
+    let dir = summary["cluster_dir"]
+        .as_str()
+        .expect("the demo used a private cluster");
     assert!(!std::path::Path::new(dir).exists(), "{dir} was left behind");
-    let leftover = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
-        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(dir))
-    });
-    assert!(!leftover, "a process of the private cluster is still running");
+    let leftover = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(dir))
+        });
+    assert!(
+        !leftover,
+        "a process of the private cluster is still running"
+    );
 }

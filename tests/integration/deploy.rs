@@ -7,7 +7,11 @@ use recur_host::sandbox::{Sandbox, SandboxConfig, ValidationError};
 use crate::support::TestDb;
 
 async fn deploy(db: &TestDb, bytes: &[u8]) -> Result<registry::Deployed, DeployError> {
-    let sandbox = Sandbox::new(&SandboxConfig { concurrent_runs: 1, ..SandboxConfig::default() }).unwrap();
+    let sandbox = Sandbox::new(&SandboxConfig {
+        concurrent_runs: 1,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
     registry::deploy(&db.pool, &sandbox, "default", "thing", bytes).await
 }
 
@@ -19,15 +23,23 @@ async fn deploy_refuses_what_is_not_a_task_component_and_stores_nothing() {
         (b"", "a component must be 1 byte"),
         (b"#!/bin/sh\necho hello\n", "not WebAssembly"),
         (core_module, "core WebAssembly module, not a component"),
-        (&std::fs::read(WRONG_WORLD_COMPONENT).unwrap(), "does not export the recur:task/task-module@0.1.0 world"),
+        (
+            &std::fs::read(WRONG_WORLD_COMPONENT).unwrap(),
+            "does not export the recur:task/task-module@0.1.0 world",
+        ),
     ];
     for (bytes, expected) in cases {
         let err = deploy(&db, bytes).await.unwrap_err().to_string();
         assert!(err.contains(expected), "expected {expected:?} in {err:?}");
     }
     let truncated = std::fs::read(NOOP_COMPONENT).unwrap();
-    let err = deploy(&db, &truncated[..truncated.len() / 2]).await.unwrap_err();
-    assert!(matches!(err, DeployError::Invalid(ValidationError::Invalid(_))), "{err}");
+    let err = deploy(&db, &truncated[..truncated.len() / 2])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DeployError::Invalid(ValidationError::Invalid(_))),
+        "{err}"
+    );
     assert_eq!(db.scalar::<i64>("SELECT count(*) FROM modules").await, 0);
     assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tenants").await, 0);
 }
@@ -45,5 +57,8 @@ async fn redeploying_makes_a_new_active_version_and_the_same_bytes_change_nothin
     assert_eq!((second.version, second.unchanged), (2, false));
     let listed = registry::list(&db.pool).await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].version, listed[0].sha256.clone()), (2, second.sha256));
+    assert_eq!(
+        (listed[0].version, listed[0].sha256.clone()),
+        (2, second.sha256)
+    );
 }

@@ -18,9 +18,13 @@ const DONE: &str = "SELECT count(*) FILTER (WHERE status = 1) = count(*) FROM ta
 async fn two_hosts_split_the_work_and_never_run_a_task_twice() {
     let db = TestDb::new().await;
     db.deploy("noop", NOOP_COMPONENT).await;
-    let tasks: Vec<(String, String, String)> =
-        (0..3000).map(|i| ("noop".into(), format!("k{i}"), String::new())).collect();
-    let tasks: Vec<(&str, &str, &str)> = tasks.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+    let tasks: Vec<(String, String, String)> = (0..3000)
+        .map(|i| ("noop".into(), format!("k{i}"), String::new()))
+        .collect();
+    let tasks: Vec<(&str, &str, &str)> = tasks
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
     assert_eq!(db.enqueue(&tasks).await, 3000);
 
     let mut config = test_config();
@@ -30,25 +34,45 @@ async fn two_hosts_split_the_work_and_never_run_a_task_twice() {
     db.wait_for(DONE, Duration::from_secs(60)).await;
     let (a, b) = (a.stop().await, b.stop().await);
 
-    assert!(a.executed > 0 && b.executed > 0, "both hosts worked: {a:?} {b:?}");
+    assert!(
+        a.executed > 0 && b.executed > 0,
+        "both hosts worked: {a:?} {b:?}"
+    );
     assert_eq!(a.executed + b.executed, 3000, "every task ran exactly once");
     assert_eq!(a.committed + b.committed, 3000);
     assert_eq!(a.fenced_out + b.fenced_out, 0);
-    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE runs = 1 AND lease_token IS NULL").await, 3000);
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE runs = 1 AND lease_token IS NULL")
+            .await,
+        3000
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_nothing() {
     let db = TestDb::new().await;
     db.deploy("noop", NOOP_COMPONENT).await;
-    db.enqueue(&[("noop", "a", ""), ("noop", "b", ""), ("noop", "c", "")]).await;
+    db.enqueue(&[("noop", "a", ""), ("noop", "b", ""), ("noop", "c", "")])
+        .await;
 
     // A "host" leases two tasks and dies before committing.
-    let request = LeaseRequest { limit: 2, lease_timeout: Duration::from_millis(800), types: None };
+    let request = LeaseRequest {
+        limit: 2,
+        lease_timeout: Duration::from_millis(800),
+        types: None,
+    };
     let crashed = lease(&db.pool, &request).await.unwrap();
     assert_eq!(crashed.len(), 2);
     // While the lease holds, nobody else gets those tasks.
-    let others = lease(&db.pool, &LeaseRequest { limit: 10, ..request.clone() }).await.unwrap();
+    let others = lease(
+        &db.pool,
+        &LeaseRequest {
+            limit: 10,
+            ..request.clone()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(others.len(), 1);
     assert!(crashed.iter().all(|c| c.id != others[0].id));
 
@@ -61,8 +85,14 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
     }
 
     // The dead host's late commit (old token) must not touch the newer result.
-    let stale = Outcome { decision: Decision::Fail("stale".into()), spawns: vec![] };
-    let writes: Vec<_> = crashed.iter().map(|t| outcome::decide(t, Ok(stale.clone()), 5, 0)).collect();
+    let stale = Outcome {
+        decision: Decision::Fail("stale".into()),
+        spawns: vec![],
+    };
+    let writes: Vec<_> = crashed
+        .iter()
+        .map(|t| outcome::decide(t, Ok(stale.clone()), 5, 0))
+        .collect();
     let done = commit::commit(&db.pool, &writes).await.unwrap();
     assert_eq!(done.committed, 0);
     for task in &crashed {
@@ -92,7 +122,11 @@ async fn a_host_dropped_mid_batch_loses_nothing() {
     let survivor = Host::start(db.another_pool().await, config).unwrap();
     db.wait_for(DONE, Duration::from_secs(60)).await;
     survivor.stop().await;
-    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE status = 1 AND runs = 1").await, 2000);
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE status = 1 AND runs = 1")
+            .await,
+        2000
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,10 +147,21 @@ async fn graceful_stop_gives_back_what_it_did_not_run() {
     .await;
     let stats = host.stop().await;
     // Nothing is left leased: every task is done or due again, none waits for its lease.
-    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE lease_token IS NOT NULL").await, 0);
-    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE status = 1").await, stats.committed as i64);
     assert_eq!(
-        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE status = 0 AND next_run_at <= now() AND attempt = 0").await,
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE lease_token IS NOT NULL")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE status = 1")
+            .await,
+        stats.committed as i64
+    );
+    assert_eq!(
+        db.scalar::<i64>(
+            "SELECT count(*) FROM tasks WHERE status = 0 AND next_run_at <= now() AND attempt = 0"
+        )
+        .await,
         5000 - stats.committed as i64
     );
 }

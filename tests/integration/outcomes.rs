@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use recur_host::Host;
-use recur_host::examples::artifacts::{COUNTER_COMPONENT, CRAWLER_COMPONENT, FLAKY_COMPONENT, HUGE_OUTPUT_COMPONENT, NOOP_COMPONENT};
+use recur_host::examples::artifacts::{
+    COUNTER_COMPONENT, CRAWLER_COMPONENT, FLAKY_COMPONENT, HUGE_OUTPUT_COMPONENT, NOOP_COMPONENT,
+};
 
 use crate::support::{TestDb, test_config};
 
@@ -20,12 +22,20 @@ async fn reschedule_keeps_time_and_state_and_complete_finishes() {
     ])
     .await;
     let host = Host::start(db.pool.clone(), test_config()).unwrap();
-    db.wait_for("SELECT status = 1 FROM tasks WHERE key = 'three'", Duration::from_secs(20)).await;
+    db.wait_for(
+        "SELECT status = 1 FROM tasks WHERE key = 'three'",
+        Duration::from_secs(20),
+    )
+    .await;
     host.stop().await;
 
     let later = db.task("later").await;
     assert_eq!((later.status, later.runs, later.attempt), (0, 1, 0));
-    assert!((55.0..=61.0).contains(&later.due_in_secs), "next run in {} s", later.due_in_secs);
+    assert!(
+        (55.0..=61.0).contains(&later.due_in_secs),
+        "next run in {} s",
+        later.due_in_secs
+    );
     let once = db.task("once").await;
     assert_eq!((once.status, once.runs), (1, 1));
     let three = db.task("three").await;
@@ -40,22 +50,40 @@ async fn retry_backs_off_then_parks_and_fail_parks_at_once() {
     db.limits("default", 5000, 3).await;
     db.enqueue(&[
         ("flaky", "recovers", r#"{"fail_times": 1, "mode": "retry"}"#),
-        ("flaky", "gives-up", r#"{"fail_times": 10, "mode": "retry"}"#),
+        (
+            "flaky",
+            "gives-up",
+            r#"{"fail_times": 10, "mode": "retry"}"#,
+        ),
         ("flaky", "broken", r#"{"fail_times": 10, "mode": "fail"}"#),
     ])
     .await;
     let host = Host::start(db.pool.clone(), test_config()).unwrap();
     // Backoff: ~1 s after the first failure, ~2 s after the second.
-    db.wait_for("SELECT status = 2 FROM tasks WHERE key = 'gives-up'", Duration::from_secs(20)).await;
-    db.wait_for("SELECT status = 1 FROM tasks WHERE key = 'recovers'", Duration::from_secs(20)).await;
+    db.wait_for(
+        "SELECT status = 2 FROM tasks WHERE key = 'gives-up'",
+        Duration::from_secs(20),
+    )
+    .await;
+    db.wait_for(
+        "SELECT status = 1 FROM tasks WHERE key = 'recovers'",
+        Duration::from_secs(20),
+    )
+    .await;
     host.stop().await;
 
     let recovers = db.task("recovers").await;
-    assert_eq!((recovers.runs, recovers.attempt, recovers.error), (1, 0, None));
+    assert_eq!(
+        (recovers.runs, recovers.attempt, recovers.error),
+        (1, 0, None)
+    );
     let gives_up = db.task("gives-up").await;
     assert_eq!((gives_up.runs, gives_up.attempt), (0, 3));
     let error = gives_up.error.unwrap();
-    assert!(error.contains("flaky: attempt 3") && error.contains("gave up after 3 attempts"), "{error}");
+    assert!(
+        error.contains("flaky: attempt 3") && error.contains("gave up after 3 attempts"),
+        "{error}"
+    );
     let broken = db.task("broken").await;
     assert_eq!((broken.status, broken.attempt), (2, 1));
     assert!(broken.error.unwrap().contains("permanent"));
@@ -65,14 +93,26 @@ async fn retry_backs_off_then_parks_and_fail_parks_at_once() {
 async fn retry_waits_for_its_backoff() {
     let db = TestDb::new().await;
     db.deploy("flaky", FLAKY_COMPONENT).await;
-    db.enqueue(&[("flaky", "once", r#"{"fail_times": 1, "mode": "retry"}"#)]).await;
-    let host = Host::start(db.pool.clone(), test_config()).unwrap();
-    db.wait_for("SELECT attempt = 1 AND lease_token IS NULL FROM tasks WHERE key = 'once'", Duration::from_secs(10))
+    db.enqueue(&[("flaky", "once", r#"{"fail_times": 1, "mode": "retry"}"#)])
         .await;
+    let host = Host::start(db.pool.clone(), test_config()).unwrap();
+    db.wait_for(
+        "SELECT attempt = 1 AND lease_token IS NULL FROM tasks WHERE key = 'once'",
+        Duration::from_secs(10),
+    )
+    .await;
     let row = db.task("once").await;
     assert_eq!(row.status, 0);
-    assert!((0.5..=1.2).contains(&row.due_in_secs), "first backoff is about 1 s, got {}", row.due_in_secs);
-    db.wait_for("SELECT status = 1 FROM tasks WHERE key = 'once'", Duration::from_secs(10)).await;
+    assert!(
+        (0.5..=1.2).contains(&row.due_in_secs),
+        "first backoff is about 1 s, got {}",
+        row.due_in_secs
+    );
+    db.wait_for(
+        "SELECT status = 1 FROM tasks WHERE key = 'once'",
+        Duration::from_secs(10),
+    )
+    .await;
     host.stop().await;
 }
 
@@ -83,7 +123,11 @@ async fn spawns_land_in_the_parents_tenant_and_duplicates_are_absorbed() {
     db.deploy("crawler", CRAWLER_COMPONENT).await;
     db.deploy("noop", NOOP_COMPONENT).await;
     // Two parents spawn the same five children: five tasks, not ten.
-    db.enqueue(&[("spawner", "p1", r#"{"spawns": 5}"#), ("spawner", "p2", r#"{"spawns": 5}"#)]).await;
+    db.enqueue(&[
+        ("spawner", "p1", r#"{"spawns": 5}"#),
+        ("spawner", "p2", r#"{"spawns": 5}"#),
+    ])
+    .await;
     // A crawler over a key space of 2 sites x 3 pages can never exceed 6 tasks.
     db.enqueue(&[(
         "crawler",
@@ -92,15 +136,36 @@ async fn spawns_land_in_the_parents_tenant_and_duplicates_are_absorbed() {
     )])
     .await;
     let host = Host::start(db.pool.clone(), test_config()).unwrap();
-    db.wait_for("SELECT count(*) = 2 FROM tasks WHERE task_type = 'spawner' AND status = 1", Duration::from_secs(20))
-        .await;
-    db.wait_for("SELECT count(*) = 5 FROM tasks WHERE task_type = 'noop' AND status = 1", Duration::from_secs(20)).await;
-    db.wait_for("SELECT sum(runs) >= 20 FROM tasks WHERE task_type = 'crawler'", Duration::from_secs(30)).await;
+    db.wait_for(
+        "SELECT count(*) = 2 FROM tasks WHERE task_type = 'spawner' AND status = 1",
+        Duration::from_secs(20),
+    )
+    .await;
+    db.wait_for(
+        "SELECT count(*) = 5 FROM tasks WHERE task_type = 'noop' AND status = 1",
+        Duration::from_secs(20),
+    )
+    .await;
+    db.wait_for(
+        "SELECT sum(runs) >= 20 FROM tasks WHERE task_type = 'crawler'",
+        Duration::from_secs(30),
+    )
+    .await;
     let stats = host.stop().await;
 
-    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE task_type = 'noop'").await, 5);
-    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks WHERE tenant <> 'default'").await, 0);
-    let crawled = db.scalar::<i64>("SELECT count(*) FROM tasks WHERE task_type = 'crawler'").await;
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE task_type = 'noop'")
+            .await,
+        5
+    );
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE tenant <> 'default'")
+            .await,
+        0
+    );
+    let crawled = db
+        .scalar::<i64>("SELECT count(*) FROM tasks WHERE task_type = 'crawler'")
+        .await;
     assert!((2..=6).contains(&crawled), "{crawled} crawler tasks");
     assert!(stats.spawned >= 5 + crawled as u64 - 1);
 }

@@ -26,7 +26,9 @@ fn server_url() -> String {
 fn with_database(server: &str, database: &str) -> String {
     let base = server.split('?').next().unwrap_or(server);
     let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[after_scheme..].find('/').map_or(base.len(), |i| after_scheme + i);
+    let host_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
     format!("{}/{database}", &base[..host_end])
 }
 
@@ -34,17 +36,32 @@ impl TestDb {
     pub async fn new() -> TestDb {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let server = server_url();
-        let name = format!("recur_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let mut admin = PgConnection::connect(&server)
+        let name = format!(
+            "recur_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = PgConnection::connect(&server).await.unwrap_or_else(|e| {
+            panic!("tests need PostgreSQL at {server} (set DATABASE_URL): {e}")
+        });
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
             .await
-            .unwrap_or_else(|e| panic!("tests need PostgreSQL at {server} (set DATABASE_URL): {e}"));
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
         admin.close().await.ok();
         let url = with_database(&server, &name);
         let pool = db::connect(&url, 8).await.unwrap();
         db::migrate(&pool).await.unwrap();
-        TestDb { pool, url, name, server }
+        TestDb {
+            pool,
+            url,
+            name,
+            server,
+        }
     }
 
     /// A second, independent pool on the same database (as another host would have).
@@ -59,8 +76,14 @@ impl TestDb {
 
     pub async fn deploy_for(&self, tenant: &str, task_type: &str, path: &str) {
         let bytes = std::fs::read(path).unwrap();
-        let sandbox = Sandbox::new(&SandboxConfig { concurrent_runs: 1, ..SandboxConfig::default() }).unwrap();
-        registry::deploy(&self.pool, &sandbox, tenant, task_type, &bytes).await.unwrap();
+        let sandbox = Sandbox::new(&SandboxConfig {
+            concurrent_runs: 1,
+            ..SandboxConfig::default()
+        })
+        .unwrap();
+        registry::deploy(&self.pool, &sandbox, tenant, task_type, &bytes)
+            .await
+            .unwrap();
     }
 
     /// Sets a tenant's limits.
@@ -81,7 +104,10 @@ impl TestDb {
     pub async fn enqueue(&self, tasks: &[(&str, &str, &str)]) -> u64 {
         let tasks: Vec<NewTask> = tasks
             .iter()
-            .map(|(t, k, p)| NewTask { payload: p.as_bytes().to_vec(), ..NewTask::new(*t, *k) })
+            .map(|(t, k, p)| NewTask {
+                payload: p.as_bytes().to_vec(),
+                ..NewTask::new(*t, *k)
+            })
             .collect();
         enqueue::enqueue(&self.pool, &tasks).await.unwrap()
     }
@@ -91,7 +117,10 @@ impl TestDb {
     where
         T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
     {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// One task's row by key: (status, runs, attempt, state as text, last_error).
@@ -121,7 +150,12 @@ impl TestDb {
         let sql = sql.to_owned();
         wait(timeout, &sql.clone(), move || {
             let (pool, sql) = (pool.clone(), sql.clone());
-            async move { sqlx::query_scalar::<_, bool>(&sql).fetch_one(&pool).await.unwrap_or(false) }
+            async move {
+                sqlx::query_scalar::<_, bool>(&sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or(false)
+            }
         })
         .await;
     }
@@ -132,10 +166,15 @@ impl Drop for TestDb {
         let (server, name) = (self.server.clone(), self.name.clone());
         // Drop cannot await; a short-lived runtime on its own thread can.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async {
                 if let Ok(mut admin) = PgConnection::connect(&server).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
                 }
             });
         })
@@ -162,7 +201,10 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -38,22 +38,35 @@ pub enum ModuleCommand {
 
 pub async fn run(pool: &PgPool, command: ModuleCommand) -> anyhow::Result<()> {
     match command {
-        ModuleCommand::Deploy { task_type, file, example: name, tenant } => {
+        ModuleCommand::Deploy {
+            task_type,
+            file,
+            example: name,
+            tenant,
+        } => {
             let component = match (file, name) {
                 (Some(path), _) => read_component(&path)?,
                 (None, Some(name)) => match example(&name) {
                     Some(example) => example.component.to_vec(),
                     None => {
                         let names: Vec<_> = EXAMPLES.iter().map(|e| e.name).collect();
-                        anyhow::bail!("there is no example module {name:?}; the examples are {}", names.join(", "));
+                        anyhow::bail!(
+                            "there is no example module {name:?}; the examples are {}",
+                            names.join(", ")
+                        );
                     }
                 },
                 (None, None) => anyhow::bail!("give a .wasm file or --example NAME"),
             };
-            let sandbox = Sandbox::new(&SandboxConfig { concurrent_runs: 1, ..SandboxConfig::default() })?;
+            let sandbox = Sandbox::new(&SandboxConfig {
+                concurrent_runs: 1,
+                ..SandboxConfig::default()
+            })?;
             let deployed = registry::deploy(pool, &sandbox, &tenant, &task_type, &component)
                 .await
-                .with_context(|| format!("module refused, nothing was stored for {task_type} (tenant {tenant})"))?;
+                .with_context(|| {
+                    format!("module refused, nothing was stored for {task_type} (tenant {tenant})")
+                })?;
             if deployed.unchanged {
                 println!(
                     "{} (tenant {}) is already at version {} with this component; nothing changed",
@@ -80,7 +93,10 @@ pub async fn run(pool: &PgPool, command: ModuleCommand) -> anyhow::Result<()> {
             } else if modules.is_empty() {
                 println!("no modules deployed; try `recur module deploy noop --example noop`");
             } else {
-                println!("{:<16} {:<20} {:>7} {:>10} {:<14} DEPLOYED", "TENANT", "TYPE", "VERSION", "SIZE", "SHA256");
+                println!(
+                    "{:<16} {:<20} {:>7} {:>10} {:<14} DEPLOYED",
+                    "TENANT", "TYPE", "VERSION", "SIZE", "SHA256"
+                );
                 for m in &modules {
                     println!(
                         "{:<16} {:<20} {:>7} {:>10} {:<14} {}",
@@ -100,7 +116,8 @@ pub async fn run(pool: &PgPool, command: ModuleCommand) -> anyhow::Result<()> {
 
 /// Reads a component file, refusing one too large before reading it all.
 fn read_component(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > MAX_COMPONENT_BYTES as u64 {
         anyhow::bail!(
             "{} is {}; a component may be at most {}",

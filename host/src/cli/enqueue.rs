@@ -64,8 +64,8 @@ pub async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<()> {
     };
     let payload = match &args.payload {
         Some(text) => {
-            let value: serde_json::Value =
-                serde_json::from_str(text).with_context(|| format!("--payload is not valid JSON: {text:?}"))?;
+            let value: serde_json::Value = serde_json::from_str(text)
+                .with_context(|| format!("--payload is not valid JSON: {text:?}"))?;
             serde_json::to_vec(&value)?
         }
         None => Vec::new(),
@@ -74,12 +74,21 @@ pub async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<()> {
         Some(at) => parse_at(at).map_err(|e| anyhow::anyhow!("--at {e}"))?,
         None => None,
     };
-    let task = NewTask { tenant: args.tenant, task_type, key, payload, run_at };
+    let task = NewTask {
+        tenant: args.tenant,
+        task_type,
+        key,
+        payload,
+        run_at,
+    };
     let new = enqueue::enqueue(pool, std::slice::from_ref(&task)).await?;
     if new == 1 {
         println!("enqueued 1 new task");
     } else {
-        println!("a task with key {:?} exists already (type {}, tenant {}); nothing changed", task.key, task.task_type, task.tenant);
+        println!(
+            "a task with key {:?} exists already (type {}, tenant {}); nothing changed",
+            task.key, task.task_type, task.tenant
+        );
     }
     Ok(())
 }
@@ -122,7 +131,10 @@ async fn bulk(pool: &PgPool, default_tenant: &str) -> anyhow::Result<()> {
         new += enqueue::insert_chunk(&mut tx, &chunk).await?;
     }
     tx.commit().await?;
-    println!("enqueued {new} new tasks ({} already existed)", read as u64 - new);
+    println!(
+        "enqueued {new} new tasks ({} already existed)",
+        read as u64 - new
+    );
     Ok(())
 }
 

@@ -37,7 +37,8 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
     config.lease_timeout = args.lease_timeout;
     if !args.types.is_empty() {
         for t in &args.types {
-            crate::names::check_name("task type", t).map_err(|e| anyhow::anyhow!("--types: {e}"))?;
+            crate::names::check_name("task type", t)
+                .map_err(|e| anyhow::anyhow!("--types: {e}"))?;
         }
         config.types = Some(args.types);
     }

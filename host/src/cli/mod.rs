@@ -49,9 +49,18 @@ enum Command {
 /// Parses the arguments, runs the command and prints any error on one line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet_by_default = matches!(cli.command, Command::Demo(_) | Command::Status(_) | Command::Enqueue(_));
-    init_logging(cli.log.as_deref(), if quiet_by_default { "warn" } else { "info" });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let quiet_by_default = matches!(
+        cli.command,
+        Command::Demo(_) | Command::Status(_) | Command::Enqueue(_)
+    );
+    init_logging(
+        cli.log.as_deref(),
+        if quiet_by_default { "warn" } else { "info" },
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -101,5 +110,8 @@ fn init_logging(filter: Option<&str>, default: &str) {
         eprintln!("warning: ignoring log filter {filter:?}: {err}");
         tracing_subscriber::EnvFilter::new(default)
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 /// Parses `500ms`, `30s`, `5m`, `2h` or `1d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| bad_duration(text))?;
     let millis = match unit {
@@ -18,7 +20,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400_000,
         _ => return Err(bad_duration(text)),
     };
-    number.checked_mul(millis).map(Duration::from_millis).ok_or_else(|| bad_duration(text))
+    number
+        .checked_mul(millis)
+        .map(Duration::from_millis)
+        .ok_or_else(|| bad_duration(text))
 }
 
 fn bad_duration(text: &str) -> String {
@@ -35,13 +40,20 @@ pub fn parse_at(text: &str) -> Result<Option<DateTime<Utc>>, String> {
     if let Some(delay) = text.strip_prefix('+') {
         let delay = parse_duration(delay).map_err(|_| bad_at(text))?;
         let delay = chrono::Duration::from_std(delay).map_err(|_| bad_at(text))?;
-        return Utc::now().checked_add_signed(delay).map(Some).ok_or_else(|| bad_at(text));
+        return Utc::now()
+            .checked_add_signed(delay)
+            .map(Some)
+            .ok_or_else(|| bad_at(text));
     }
-    DateTime::parse_from_rfc3339(text).map(|t| Some(t.with_timezone(&Utc))).map_err(|_| bad_at(text))
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|_| bad_at(text))
 }
 
 fn bad_at(text: &str) -> String {
-    format!("{text:?} is not a time; use RFC 3339 (2026-11-26T10:00:00Z), `now`, or a delay like +30s or +2h")
+    format!(
+        "{text:?} is not a time; use RFC 3339 (2026-11-26T10:00:00Z), `now`, or a delay like +30s or +2h"
+    )
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@ pub enum ClusterError {
     )]
     NotInstalled,
     /// Running as root with no unprivileged user to run PostgreSQL as.
-    #[error("running as root and found no unprivileged user (postgres or nobody) to run a private PostgreSQL as; set DATABASE_URL instead")]
+    #[error(
+        "running as root and found no unprivileged user (postgres or nobody) to run a private PostgreSQL as; set DATABASE_URL instead"
+    )]
     NoUser,
     /// A step failed.
     #[error("{step} failed: {detail}")]
@@ -47,13 +49,27 @@ impl PrivateCluster {
         let bin = find_bin_dir().ok_or(ClusterError::NotInstalled)?;
         // SAFETY: geteuid has no preconditions.
         let run_as = if unsafe { libc::geteuid() } == 0 {
-            Some(["postgres", "nobody"].iter().find_map(|name| user_ids(name)).ok_or(ClusterError::NoUser)?)
+            Some(
+                ["postgres", "nobody"]
+                    .iter()
+                    .find_map(|name| user_ids(name))
+                    .ok_or(ClusterError::NoUser)?,
+            )
         } else {
             None
         };
-        let dir = std::env::temp_dir().join(format!("recur-demo-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!(
+            "recur-demo-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir(&dir).map_err(|e| step("creating the cluster directory", e))?;
-        let cluster = PrivateCluster { dir, port: free_port()?, bin, run_as };
+        let cluster = PrivateCluster {
+            dir,
+            port: free_port()?,
+            bin,
+            run_as,
+        };
         std::fs::set_permissions(&cluster.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| step("securing the cluster directory", e))?;
         if let Some((uid, gid)) = run_as {
@@ -61,7 +77,15 @@ impl PrivateCluster {
                 .map_err(|e| step("handing the cluster directory to the postgres user", e))?;
         }
         cluster.pg("initdb", |c| {
-            c.arg("-D").arg(cluster.data()).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+            c.arg("-D").arg(cluster.data()).args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]);
         })?;
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
@@ -69,7 +93,10 @@ impl PrivateCluster {
             cluster.dir.display()
         );
         cluster.pg("pg_ctl", |c| {
-            c.arg("-D").arg(cluster.data()).arg("-l").arg(cluster.dir.join("server.log"));
+            c.arg("-D")
+                .arg(cluster.data())
+                .arg("-l")
+                .arg(cluster.dir.join("server.log"));
             c.args(["-w", "-t", "60", "-o", &options, "start"]);
         })?;
         Ok(cluster)
@@ -91,7 +118,11 @@ impl PrivateCluster {
 
     /// Runs a PostgreSQL program from the bin directory, as the unprivileged user when
     /// root, and turns a failure into its output.
-    fn pg(&self, program: &'static str, args: impl FnOnce(&mut Command)) -> Result<(), ClusterError> {
+    fn pg(
+        &self,
+        program: &'static str,
+        args: impl FnOnce(&mut Command),
+    ) -> Result<(), ClusterError> {
         let mut command = Command::new(self.bin.join(program));
         args(&mut command);
         command.current_dir(&self.dir).stdin(Stdio::null());
@@ -105,9 +136,15 @@ impl PrivateCluster {
                 "{} {}{}",
                 String::from_utf8_lossy(&output.stderr).trim(),
                 String::from_utf8_lossy(&output.stdout).trim(),
-                log.lines().last().map(|l| format!(" (server log: {l})")).unwrap_or_default()
+                log.lines()
+                    .last()
+                    .map(|l| format!(" (server log: {l})"))
+                    .unwrap_or_default()
             );
-            return Err(ClusterError::Step { step: program, detail: detail.trim().to_owned() });
+            return Err(ClusterError::Step {
+                step: program,
+                detail: detail.trim().to_owned(),
+            });
         }
         Ok(())
     }
@@ -117,7 +154,9 @@ impl Drop for PrivateCluster {
     fn drop(&mut self) {
         if self.data().join("postmaster.pid").exists() {
             let stopped = self.pg("pg_ctl", |c| {
-                c.arg("-D").arg(self.data()).args(["-m", "immediate", "-w", "-t", "30", "stop"]);
+                c.arg("-D")
+                    .arg(self.data())
+                    .args(["-m", "immediate", "-w", "-t", "30", "stop"]);
             });
             if let Err(err) = stopped {
                 tracing::warn!(error = %err, "could not stop the private PostgreSQL");
@@ -164,9 +203,15 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
 /// A loopback port nothing listens on right now.
 fn free_port() -> Result<u16, ClusterError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| step("finding a free port", e))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| step("finding a free port", e))
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| step("finding a free port", e))
 }
 
 fn step(step: &'static str, err: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Step { step, detail: err.to_string() }
+    ClusterError::Step {
+        step,
+        detail: err.to_string(),
+    }
 }

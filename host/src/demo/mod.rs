@@ -73,7 +73,10 @@ pub struct Summary {
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (summary, table) = demo(&args).await?;
     println!();
-    println!("recur demo: {} tasks for {:.1} s on {}", summary.enqueued, summary.seconds, summary.database);
+    println!(
+        "recur demo: {} tasks for {:.1} s on {}",
+        summary.enqueued, summary.seconds, summary.database
+    );
     println!("  executed     {:>10}", summary.executed);
     println!("  rescheduled  {:>10}", summary.rescheduled);
     println!("  completed    {:>10}", summary.completed);
@@ -98,11 +101,16 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<(Summary, String)> {
     } else if let Ok(url) = std::env::var("DATABASE_URL") {
         (url, "DATABASE_URL".to_owned())
     } else if PgConnection::connect(LOCAL_SERVER).await.is_ok() {
-        (LOCAL_SERVER.to_owned(), "the PostgreSQL on localhost:5432".to_owned())
+        (
+            LOCAL_SERVER.to_owned(),
+            "the PostgreSQL on localhost:5432".to_owned(),
+        )
     } else {
         start_private(&mut cluster)?
     };
-    let cluster_dir = cluster.as_ref().map(|c: &PrivateCluster| c.dir().display().to_string());
+    let cluster_dir = cluster
+        .as_ref()
+        .map(|c: &PrivateCluster| c.dir().display().to_string());
     let url = fresh_database(&server).await?;
     let result = work(&url, args).await;
     drop(cluster);
@@ -116,7 +124,10 @@ fn start_private(cluster: &mut Option<PrivateCluster>) -> anyhow::Result<(String
     eprintln!("starting a private PostgreSQL cluster for the demo…");
     let started = PrivateCluster::start()?;
     let url = started.url();
-    let shown = format!("a private PostgreSQL cluster in {}", started.dir().display());
+    let shown = format!(
+        "a private PostgreSQL cluster in {}",
+        started.dir().display()
+    );
     *cluster = Some(started);
     Ok((url, shown))
 }
@@ -126,11 +137,17 @@ async fn fresh_database(server: &str) -> anyhow::Result<String> {
     let mut conn = PgConnection::connect(server)
         .await
         .with_context(|| format!("cannot connect to {}", db::hide_password(server)))?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)")).execute(&mut conn).await?;
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)"
+    ))
+    .execute(&mut conn)
+    .await?;
     sqlx::query(&format!("CREATE DATABASE {DEMO_DATABASE}"))
         .execute(&mut conn)
         .await
-        .context("cannot create the demo database; use a DATABASE_URL whose role may CREATE DATABASE")?;
+        .context(
+            "cannot create the demo database; use a DATABASE_URL whose role may CREATE DATABASE",
+        )?;
     conn.close().await.ok();
     let options: sqlx::postgres::PgConnectOptions = server.parse()?;
     let mut url = url_without_database(server);
@@ -153,14 +170,27 @@ fn url_without_database(url: &str) -> String {
 async fn work(url: &str, args: &DemoArgs) -> anyhow::Result<(Summary, String)> {
     let pool = db::connect(url, 8).await?;
     db::migrate(&pool).await?;
-    let sandbox = Sandbox::new(&SandboxConfig { concurrent_runs: 1, ..SandboxConfig::default() })?;
+    let sandbox = Sandbox::new(&SandboxConfig {
+        concurrent_runs: 1,
+        ..SandboxConfig::default()
+    })?;
     for example in EXAMPLES {
-        registry::deploy(&pool, &sandbox, DEFAULT_TENANT, example.name, example.component).await?;
+        registry::deploy(
+            &pool,
+            &sandbox,
+            DEFAULT_TENANT,
+            example.name,
+            example.component,
+        )
+        .await?;
     }
     drop(sandbox);
     let tasks = workload(args.tasks);
     let enqueued = enqueue::enqueue(&pool, &tasks).await?;
-    eprintln!("enqueued {enqueued} tasks; running a host for {} s…", args.seconds);
+    eprintln!(
+        "enqueued {enqueued} tasks; running a host for {} s…",
+        args.seconds
+    );
 
     let started = Instant::now();
     let host = Host::start(pool.clone(), HostConfig::default())?;
@@ -202,16 +232,28 @@ fn workload(n: usize) -> Vec<NewTask> {
     (0..n)
         .map(|i| {
             let (task_type, key, payload) = match i % 10 {
-                0..=4 => ("noop", format!("poll-{i}"), r#"{"every_ms": 1000}"#.to_owned()),
+                0..=4 => (
+                    "noop",
+                    format!("poll-{i}"),
+                    r#"{"every_ms": 1000}"#.to_owned(),
+                ),
                 5 | 6 => ("noop", format!("once-{i}"), String::new()),
-                7 | 8 => ("counter", format!("count-{i}"), r#"{"runs": 5, "every_ms": 500}"#.to_owned()),
+                7 | 8 => (
+                    "counter",
+                    format!("count-{i}"),
+                    r#"{"runs": 5, "every_ms": 500}"#.to_owned(),
+                ),
                 _ => (
                     "crawler",
                     format!("https://site-{}.example/page/{}", i % 50, i / 50),
-                    r#"{"sites": 50, "pages": 400, "fanout": 2, "min_ms": 1000, "max_ms": 8000}"#.to_owned(),
+                    r#"{"sites": 50, "pages": 400, "fanout": 2, "min_ms": 1000, "max_ms": 8000}"#
+                        .to_owned(),
                 ),
             };
-            NewTask { payload: payload.into_bytes(), ..NewTask::new(task_type, key) }
+            NewTask {
+                payload: payload.into_bytes(),
+                ..NewTask::new(task_type, key)
+            }
         })
         .collect()
 }
@@ -222,7 +264,10 @@ mod tests {
 
     #[test]
     fn strips_the_database() {
-        assert_eq!(url_without_database("postgres://u@h:5/db?sslmode=disable"), "postgres://u@h:5");
+        assert_eq!(
+            url_without_database("postgres://u@h:5/db?sslmode=disable"),
+            "postgres://u@h:5"
+        );
         assert_eq!(url_without_database("postgres://u@h:5"), "postgres://u@h:5");
     }
 }

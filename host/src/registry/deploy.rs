@@ -87,23 +87,33 @@ pub async fn deploy(
         .bind(task_type)
         .execute(&mut *tx)
         .await?;
-    let active = sqlx::query("SELECT version, sha256 FROM modules WHERE tenant = $1 AND task_type = $2 AND active")
-        .bind(tenant)
-        .bind(task_type)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let active = sqlx::query(
+        "SELECT version, sha256 FROM modules WHERE tenant = $1 AND task_type = $2 AND active",
+    )
+    .bind(tenant)
+    .bind(task_type)
+    .fetch_optional(&mut *tx)
+    .await?;
     if let Some(row) = &active
         && row.try_get::<String, _>("sha256")? == sha256
     {
         let version = row.try_get("version")?;
         tx.rollback().await?;
-        return Ok(Deployed { tenant: tenant.into(), task_type: task_type.into(), version, sha256, unchanged: true });
+        return Ok(Deployed {
+            tenant: tenant.into(),
+            task_type: task_type.into(),
+            version,
+            sha256,
+            unchanged: true,
+        });
     }
-    sqlx::query("UPDATE modules SET active = false WHERE tenant = $1 AND task_type = $2 AND active")
-        .bind(tenant)
-        .bind(task_type)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE modules SET active = false WHERE tenant = $1 AND task_type = $2 AND active",
+    )
+    .bind(tenant)
+    .bind(task_type)
+    .execute(&mut *tx)
+    .await?;
     let version: i32 = sqlx::query_scalar(
         "INSERT INTO modules (tenant, task_type, version, sha256, component)
          SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4
@@ -121,7 +131,13 @@ pub async fn deploy(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(Deployed { tenant: tenant.into(), task_type: task_type.into(), version, sha256, unchanged: false })
+    Ok(Deployed {
+        tenant: tenant.into(),
+        task_type: task_type.into(),
+        version,
+        sha256,
+        unchanged: false,
+    })
 }
 
 /// The active module of every (tenant, task type).

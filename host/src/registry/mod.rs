@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{PgPool, Row};
 
-pub use deploy::{DeployError, Deployed, ModuleInfo, deploy, list, MAX_COMPONENT_BYTES};
+pub use deploy::{DeployError, Deployed, MAX_COMPONENT_BYTES, ModuleInfo, deploy, list};
 
 use crate::sandbox::{Prepared, RunLimits, Sandbox};
 
@@ -71,21 +71,43 @@ pub struct Registry {
 
 impl Registry {
     /// An empty cache over `pool`, compiling with `sandbox`.
-    pub fn new(pool: PgPool, sandbox: Arc<Sandbox>, max_memory_bytes: usize, refresh_every: Duration) -> Self {
-        Registry { pool, sandbox, max_memory_bytes, modules: HashMap::new(), refresh_every, refreshed_at: Instant::now() }
+    pub fn new(
+        pool: PgPool,
+        sandbox: Arc<Sandbox>,
+        max_memory_bytes: usize,
+        refresh_every: Duration,
+    ) -> Self {
+        Registry {
+            pool,
+            sandbox,
+            max_memory_bytes,
+            modules: HashMap::new(),
+            refresh_every,
+            refreshed_at: Instant::now(),
+        }
     }
 
     /// Resolves every (tenant, task type) in `keys`, loading and compiling what is not
     /// cached yet. A database error leaves the keys unresolved and is returned.
-    pub async fn resolve(&mut self, keys: HashSet<ModuleKey>) -> Result<HashMap<ModuleKey, Resolved>, sqlx::Error> {
+    pub async fn resolve(
+        &mut self,
+        keys: HashSet<ModuleKey>,
+    ) -> Result<HashMap<ModuleKey, Resolved>, sqlx::Error> {
         if self.refreshed_at.elapsed() >= self.refresh_every {
             self.refresh().await?;
         }
-        let missing: Vec<&ModuleKey> = keys.iter().filter(|k| !self.modules.contains_key(*k)).collect();
+        let missing: Vec<&ModuleKey> = keys
+            .iter()
+            .filter(|k| !self.modules.contains_key(*k))
+            .collect();
         if !missing.is_empty() {
             let tenants: Vec<&str> = missing.iter().map(|k| k.0.as_str()).collect();
             let types: Vec<&str> = missing.iter().map(|k| k.1.as_str()).collect();
-            let rows = sqlx::query(LOAD_SQL).bind(tenants).bind(types).fetch_all(&self.pool).await?;
+            let rows = sqlx::query(LOAD_SQL)
+                .bind(tenants)
+                .bind(types)
+                .fetch_all(&self.pool)
+                .await?;
             for row in rows {
                 let key: ModuleKey = (row.try_get("tenant")?, row.try_get("task_type")?);
                 let version: i32 = row.try_get("version")?;
@@ -100,7 +122,12 @@ impl Registry {
                 let resolved = match prepared {
                     Ok(prepared) => {
                         tracing::info!(tenant = key.0, task_type = key.1, version, "module loaded");
-                        Resolved::Ready(Arc::new(Loaded { version, prepared, limits, max_attempts }))
+                        Resolved::Ready(Arc::new(Loaded {
+                            version,
+                            prepared,
+                            limits,
+                            max_attempts,
+                        }))
                     }
                     Err(err) => {
                         tracing::error!(tenant = key.0, task_type = key.1, version, error = %err, "module cannot load");
@@ -118,7 +145,10 @@ impl Registry {
                     .or_insert_with(|| Resolved::Unavailable(no_module_error(&key.0, &key.1)));
             }
         }
-        Ok(keys.into_iter().filter_map(|k| self.modules.get(&k).cloned().map(|r| (k, r))).collect())
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| self.modules.get(&k).cloned().map(|r| (k, r)))
+            .collect())
     }
 
     /// Drops cached entries that a deployment replaced, forgets every "no module", and
@@ -130,21 +160,24 @@ impl Registry {
             let key: ModuleKey = (row.try_get("tenant")?, row.try_get("task_type")?);
             active.insert(key, (row.try_get::<i32, _>("version")?, self.limits(row)?));
         }
-        self.modules.retain(|key, resolved| match (resolved, active.get(key)) {
-            (Resolved::Ready(loaded), Some((version, limits))) if loaded.version == *version => {
-                if (loaded.limits, loaded.max_attempts) != *limits {
-                    let updated = Loaded {
-                        version: loaded.version,
-                        prepared: loaded.prepared.clone(),
-                        limits: limits.0,
-                        max_attempts: limits.1,
-                    };
-                    *loaded = Arc::new(updated);
+        self.modules
+            .retain(|key, resolved| match (resolved, active.get(key)) {
+                (Resolved::Ready(loaded), Some((version, limits)))
+                    if loaded.version == *version =>
+                {
+                    if (loaded.limits, loaded.max_attempts) != *limits {
+                        let updated = Loaded {
+                            version: loaded.version,
+                            prepared: loaded.prepared.clone(),
+                            limits: limits.0,
+                            max_attempts: limits.1,
+                        };
+                        *loaded = Arc::new(updated);
+                    }
+                    true
                 }
-                true
-            }
-            _ => false,
-        });
+                _ => false,
+            });
         self.refreshed_at = Instant::now();
         Ok(())
     }

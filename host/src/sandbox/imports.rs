@@ -49,7 +49,10 @@ impl RunState {
             wasi: deny_all_wasi(stderr.clone()),
             table: ResourceTable::new(),
             stderr,
-            limiter: MemoryCeiling { limit: memory_bytes, hit: false },
+            limiter: MemoryCeiling {
+                limit: memory_bytes,
+                hit: false,
+            },
             task_id,
             tenant: tenant.to_owned(),
             task_type: task_type.to_owned(),
@@ -76,7 +79,10 @@ fn deny_all_wasi(stderr: MemoryOutputPipe) -> WasiCtx {
 
 impl WasiView for RunState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -95,7 +101,12 @@ impl MemoryCeiling {
 }
 
 impl ResourceLimiter for MemoryCeiling {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.hit = true;
             // An error (rather than Ok(false)) traps at once: a Rust guest would abort on
@@ -108,7 +119,12 @@ impl ResourceLimiter for MemoryCeiling {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // Tables hold function references; 100k entries is far beyond what a task
         // module needs and bounds what a hostile one can take.
         Ok(desired <= 100_000)
@@ -146,11 +162,21 @@ impl host::Host for RunState {
         }
         let (id, tenant, task_type) = (self.task_id, &self.tenant, &self.task_type);
         match level {
-            Level::Trace => tracing::trace!(target: "recur::guest", task = id, tenant, task_type, "{message}"),
-            Level::Debug => tracing::debug!(target: "recur::guest", task = id, tenant, task_type, "{message}"),
-            Level::Info => tracing::info!(target: "recur::guest", task = id, tenant, task_type, "{message}"),
-            Level::Warn => tracing::warn!(target: "recur::guest", task = id, tenant, task_type, "{message}"),
-            Level::Error => tracing::error!(target: "recur::guest", task = id, tenant, task_type, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "recur::guest", task = id, tenant, task_type, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "recur::guest", task = id, tenant, task_type, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "recur::guest", task = id, tenant, task_type, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "recur::guest", task = id, tenant, task_type, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "recur::guest", task = id, tenant, task_type, "{message}")
+            }
         }
     }
 
@@ -161,5 +187,8 @@ impl host::Host for RunState {
 
 /// Milliseconds since the Unix epoch, by the host's clock.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -18,8 +18,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use bindings::{Decision, Level, Outcome, Reschedule, Spawn, Task, When};
 use bindings::{TaskModule, TaskModulePre};
-pub use imports::{MAX_LOG_LINES, human_bytes, now_ms};
 use imports::RunState;
+pub use imports::{MAX_LOG_LINES, human_bytes, now_ms};
 
 /// The WIT world modules must export, as named in error messages.
 pub const WORLD: &str = "recur:task/task-module@0.1.0";
@@ -39,7 +39,10 @@ pub struct SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { concurrent_runs: 16, max_memory_bytes: 256 << 20 }
+        SandboxConfig {
+            concurrent_runs: 16,
+            max_memory_bytes: 256 << 20,
+        }
     }
 }
 
@@ -56,16 +59,22 @@ pub struct RunLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum ValidationError {
     /// The bytes are not WebAssembly at all.
-    #[error("the file is not WebAssembly (it does not start with the \\0asm header); pass the .wasm component your build produced")]
+    #[error(
+        "the file is not WebAssembly (it does not start with the \\0asm header); pass the .wasm component your build produced"
+    )]
     NotWasm,
     /// A core module, not a component.
-    #[error("the file is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)")]
+    #[error(
+        "the file is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
+    )]
     CoreModule,
     /// The component does not compile.
     #[error("the component is not valid: {0}")]
     Invalid(String),
     /// It imports something the host does not grant.
-    #[error("the component imports something recur does not grant (it may grant only recur:task/host@0.1.0 and WASI): {0}")]
+    #[error(
+        "the component imports something recur does not grant (it may grant only recur:task/host@0.1.0 and WASI): {0}"
+    )]
     Imports(String),
     /// It does not export the task world.
     #[error("the component does not export the {WORLD} world (`run: func(task) -> outcome`): {0}")]
@@ -129,13 +138,19 @@ impl Sandbox {
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (ticking, stop) = (engine.clone(), ticker_stop.clone());
-        thread::Builder::new().name("recur-epoch".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                thread::sleep(EPOCH_TICK);
-                ticking.increment_epoch();
-            }
-        })?;
-        Ok(Sandbox { engine, linker, ticker_stop })
+        thread::Builder::new()
+            .name("recur-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            ticker_stop,
+        })
     }
 
     /// Compiles `bytes` and checks it against the task world: it must be a component,
@@ -146,8 +161,8 @@ impl Sandbox {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(ValidationError::NotWasm),
         }
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| ValidationError::Invalid(one_line(&e)))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| ValidationError::Invalid(one_line(&e)))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -157,7 +172,12 @@ impl Sandbox {
     }
 
     /// Runs one execution of a task in a fresh store and returns what the module decided.
-    pub fn run(&self, module: &Prepared, task: Task, limits: RunLimits) -> Result<Outcome, RunError> {
+    pub fn run(
+        &self,
+        module: &Prepared,
+        task: Task,
+        limits: RunLimits,
+    ) -> Result<Outcome, RunError> {
         let state = RunState::new(task.id, &task.tenant, &task.task_type, limits.memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -172,7 +192,11 @@ impl Sandbox {
             .and_then(|instance| instance.call_run(&mut store, &task).map_err(|e| (e, false)));
         let dropped = store.data().log_dropped;
         if dropped > 0 {
-            tracing::warn!(task = task.id, dropped, "module exceeded {MAX_LOG_LINES} log lines; the rest were dropped");
+            tracing::warn!(
+                task = task.id,
+                dropped,
+                "module exceeded {MAX_LOG_LINES} log lines; the rest were dropped"
+            );
         }
         result.map_err(|(err, instantiating)| classify(err, instantiating, store.data(), limits))
     }
@@ -185,7 +209,12 @@ impl Drop for Sandbox {
 }
 
 /// Names what went wrong in a run, in words an operator can act on.
-fn classify(err: wasmtime::Error, instantiating: bool, state: &RunState, limits: RunLimits) -> RunError {
+fn classify(
+    err: wasmtime::Error,
+    instantiating: bool,
+    state: &RunState,
+    limits: RunLimits,
+) -> RunError {
     if state.limiter.hit {
         return RunError::Memory(state.limiter.limit());
     }
@@ -199,7 +228,10 @@ fn classify(err: wasmtime::Error, instantiating: bool, state: &RunState, limits:
             if stderr.is_empty() {
                 RunError::Trap(trap.to_string())
             } else {
-                RunError::Trap(format!("{trap}; the module wrote: {}", truncate(&stderr, 500)))
+                RunError::Trap(format!(
+                    "{trap}; the module wrote: {}",
+                    truncate(&stderr, 500)
+                ))
             }
         }
         None if instantiating => RunError::Instantiate(one_line(&err)),
