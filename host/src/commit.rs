@@ -42,12 +42,12 @@ pub async fn commit(pool: &PgPool, writes: &[Write]) -> Result<Committed, sqlx::
     let mut attempts = Vec::with_capacity(n);
     let mut runs_inc = Vec::with_capacity(n);
     let mut errors: Vec<Option<&str>> = Vec::with_capacity(n);
-    let (mut parents, mut types, mut keys) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut payloads, mut spawn_at, mut spawn_delay): (
-        Vec<&[u8]>,
-        Vec<Option<i64>>,
-        Vec<Option<i64>>,
-    ) = (Vec::new(), Vec::new(), Vec::new());
+    let mut parents = Vec::new();
+    let mut types: Vec<&str> = Vec::new();
+    let mut keys: Vec<&str> = Vec::new();
+    let mut payloads: Vec<&[u8]> = Vec::new();
+    let mut spawn_at: Vec<Option<i64>> = Vec::new();
+    let mut spawn_delay: Vec<Option<i64>> = Vec::new();
     for write in writes {
         let row = &write.row;
         ids.push(row.id);

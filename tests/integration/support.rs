@@ -211,12 +211,17 @@ where
 
 /// Host settings for tests: small batches, short lease, quick polling and refresh.
 pub fn test_config() -> HostConfig {
-    let mut config = HostConfig::default();
-    config.concurrency = 2;
-    config.batch = 64;
-    config.lease_timeout = Duration::from_secs(2);
-    config.idle_wait = Duration::from_millis(20);
-    config.registry_refresh = Duration::from_millis(200);
-    config.sandbox.concurrent_runs = 2;
-    config
+    let defaults = HostConfig::default();
+    HostConfig {
+        concurrency: 2,
+        batch: 64,
+        lease_timeout: Duration::from_secs(2),
+        idle_wait: Duration::from_millis(20),
+        registry_refresh: Duration::from_millis(200),
+        sandbox: SandboxConfig {
+            concurrent_runs: 2,
+            ..defaults.sandbox.clone()
+        },
+        ..defaults
+    }
 }

@@ -133,7 +133,7 @@ impl ResourceLimiter for MemoryCeiling {
 
 /// Formats a byte count as MiB or KiB for error messages.
 pub fn human_bytes(bytes: usize) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
     } else if bytes >= 1 << 10 {
         format!("{} KiB", bytes >> 10)
@@ -158,7 +158,7 @@ impl host::Host for RunState {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let (id, tenant, task_type) = (self.task_id, &self.tenant, &self.task_type);
         match level {
