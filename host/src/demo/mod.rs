@@ -111,8 +111,12 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<(Summary, String)> {
     let cluster_dir = cluster
         .as_ref()
         .map(|c: &PrivateCluster| c.dir().display().to_string());
-    let url = fresh_database(&server).await?;
-    let result = work(&url, args).await;
+    // Ctrl-C anywhere in the demo must still stop and remove a private cluster, so the
+    // whole run races the signal instead of leaving SIGINT's default (exit at once).
+    let result = tokio::select! {
+        result = async { work(&fresh_database(&server).await?, args).await } => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     drop(cluster);
     let (mut summary, table) = result?;
     summary.database = database;
@@ -149,22 +153,20 @@ async fn fresh_database(server: &str) -> anyhow::Result<String> {
             "cannot create the demo database; use a DATABASE_URL whose role may CREATE DATABASE",
         )?;
     conn.close().await.ok();
-    let options: sqlx::postgres::PgConnectOptions = server.parse()?;
-    let mut url = url_without_database(server);
-    url.push('/');
-    url.push_str(DEMO_DATABASE);
-    let _ = options;
-    Ok(url)
+    Ok(with_database(server, DEMO_DATABASE))
 }
 
-/// `postgres://user@host:port/db?x` -> `postgres://user@host:port` (query dropped).
-fn url_without_database(url: &str) -> String {
-    let url = url.split('?').next().unwrap_or(url);
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find('/') {
-        Some(slash) => url[..after_scheme + slash].to_owned(),
-        None => url.to_owned(),
-    }
+/// `postgres://user@host:port/db?options` -> `postgres://user@host:port/<database>?options`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    format!("{}/{database}{query}", &base[..host_end])
 }
 
 async fn work(url: &str, args: &DemoArgs) -> anyhow::Result<(Summary, String)> {
@@ -194,10 +196,7 @@ async fn work(url: &str, args: &DemoArgs) -> anyhow::Result<(Summary, String)> {
 
     let started = Instant::now();
     let host = Host::start(pool.clone(), HostConfig::default())?;
-    tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs(args.seconds)) => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("interrupted; stopping the host"),
-    }
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let stats = host.stop().await;
     let seconds = started.elapsed().as_secs_f64();
     let status = crate::status::status(&pool).await?;
@@ -260,14 +259,14 @@ fn workload(n: usize) -> Vec<NewTask> {
 
 #[cfg(test)]
 mod tests {
-    use super::url_without_database;
+    use super::with_database;
 
     #[test]
-    fn strips_the_database() {
+    fn swaps_the_database_and_keeps_the_options() {
         assert_eq!(
-            url_without_database("postgres://u@h:5/db?sslmode=disable"),
-            "postgres://u@h:5"
+            with_database("postgres://u@h:5/db?sslmode=disable", "x"),
+            "postgres://u@h:5/x?sslmode=disable"
         );
-        assert_eq!(url_without_database("postgres://u@h:5"), "postgres://u@h:5");
+        assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
     }
 }

@@ -19,7 +19,10 @@ impl Handler for Flaky {
         };
         match payload.mode.as_str() {
             _ if task.attempt > payload.fail_times => recur_guest::complete(),
-            "fail" => recur_guest::fail(format!("flaky: permanent failure on attempt {}", task.attempt)),
+            "fail" => recur_guest::fail(format!(
+                "flaky: permanent failure on attempt {}",
+                task.attempt
+            )),
             _ => recur_guest::retry(format!("flaky: attempt {}", task.attempt)),
         }
     }
