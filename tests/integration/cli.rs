@@ -167,12 +167,7 @@ async fn a_host_process_works_until_sigterm_and_exits_cleanly() {
     let db = TestDb::new().await;
     db.deploy("noop", recur_host::examples::artifacts::NOOP_COMPONENT)
         .await;
-    let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
-    let tasks: Vec<(&str, &str, &str)> = keys
-        .iter()
-        .map(|k| ("noop", k.as_str(), r#"{"every_ms": 200}"#))
-        .collect();
-    db.enqueue(&tasks).await;
+    db.enqueue_n("noop", 500, r#"{"every_ms": 200}"#).await;
 
     let mut host = Command::new(env!("CARGO_BIN_EXE_recur"))
         .args(["host", "--concurrency", "2", "--batch", "100"])

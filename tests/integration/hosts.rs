@@ -18,14 +18,7 @@ const DONE: &str = "SELECT count(*) FILTER (WHERE status = 1) = count(*) FROM ta
 async fn two_hosts_split_the_work_and_never_run_a_task_twice() {
     let db = TestDb::new().await;
     db.deploy("noop", NOOP_COMPONENT).await;
-    let tasks: Vec<(String, String, String)> = (0..3000)
-        .map(|i| ("noop".into(), format!("k{i}"), String::new()))
-        .collect();
-    let tasks: Vec<(&str, &str, &str)> = tasks
-        .iter()
-        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
-        .collect();
-    assert_eq!(db.enqueue(&tasks).await, 3000);
+    assert_eq!(db.enqueue_n("noop", 3000, "").await, 3000);
 
     let mut config = test_config();
     config.lease_timeout = Duration::from_secs(60);
@@ -105,9 +98,7 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
 async fn a_host_dropped_mid_batch_loses_nothing() {
     let db = TestDb::new().await;
     db.deploy("noop", NOOP_COMPONENT).await;
-    let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
-    let tasks: Vec<(&str, &str, &str)> = keys.iter().map(|k| ("noop", k.as_str(), "")).collect();
-    db.enqueue(&tasks).await;
+    db.enqueue_n("noop", 2000, "").await;
 
     let mut config = test_config();
     config.lease_timeout = Duration::from_secs(1);
@@ -133,9 +124,7 @@ async fn a_host_dropped_mid_batch_loses_nothing() {
 async fn graceful_stop_gives_back_what_it_did_not_run() {
     let db = TestDb::new().await;
     db.deploy("noop", NOOP_COMPONENT).await;
-    let keys: Vec<String> = (0..5000).map(|i| format!("k{i}")).collect();
-    let tasks: Vec<(&str, &str, &str)> = keys.iter().map(|k| ("noop", k.as_str(), "")).collect();
-    db.enqueue(&tasks).await;
+    db.enqueue_n("noop", 5000, "").await;
 
     let mut config = test_config();
     config.lease_timeout = Duration::from_secs(600);
@@ -164,4 +153,27 @@ async fn graceful_stop_gives_back_what_it_did_not_run() {
         .await,
         5000 - stats.committed as i64
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_limited_to_some_types_leaves_the_others_alone() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    db.deploy("other", NOOP_COMPONENT).await;
+    db.enqueue(&[("noop", "mine", ""), ("other", "not-mine", "")])
+        .await;
+    let config = recur_host::HostConfig {
+        types: Some(vec!["noop".into()]),
+        ..test_config()
+    };
+    let host = Host::start(db.pool.clone(), config).unwrap();
+    db.wait_for(
+        "SELECT status = 1 FROM tasks WHERE key = 'mine'",
+        Duration::from_secs(10),
+    )
+    .await;
+    let stats = host.stop().await;
+    assert_eq!(stats.leased, 1);
+    let other = db.task("not-mine").await;
+    assert_eq!((other.status, other.runs, other.attempt), (0, 0, 0));
 }

@@ -112,6 +112,17 @@ impl TestDb {
         enqueue::enqueue(&self.pool, &tasks).await.unwrap()
     }
 
+    /// Enqueues `n` tasks of `task_type` with keys `k0` to `k{n-1}` and one payload.
+    pub async fn enqueue_n(&self, task_type: &str, n: usize, payload: &str) -> u64 {
+        let tasks: Vec<NewTask> = (0..n)
+            .map(|i| NewTask {
+                payload: payload.as_bytes().to_vec(),
+                ..NewTask::new(task_type, format!("k{i}"))
+            })
+            .collect();
+        enqueue::enqueue(&self.pool, &tasks).await.unwrap()
+    }
+
     /// Runs a scalar query.
     pub async fn scalar<T>(&self, sql: &str) -> T
     where
