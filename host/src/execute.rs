@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::registry::{Loaded, Registry, Resolved};
-use crate::sandbox::{Outcome, RunError, Sandbox, Task};
-use crate::stats::Stats;
+use crate::sandbox::{Outcome, RunError, Sandbox, Task, now_ms};
+use crate::stats::{RunTimes, Stats};
 use crate::task::LeasedTask;
 
 /// A leased task on its way to the commit stage.
@@ -147,6 +147,7 @@ fn work(
     stats: &Stats,
     stopping: &AtomicBool,
 ) {
+    let mut times = RunTimes::new();
     while let Ok(Job { mut task, module }) = jobs.recv() {
         if stopping.load(Ordering::Relaxed) {
             let _ = finished.send(Finished::NotRun(task));
@@ -163,9 +164,10 @@ fn work(
             runs: task.runs.max(0) as u64,
             scheduled_at: task.scheduled_at.timestamp_millis(),
         };
+        let lag_ms = now_ms() - input.scheduled_at;
         let started = Instant::now();
         let result = sandbox.run(&module.prepared, input, module.limits);
-        stats.executed(started.elapsed());
+        times.record(stats, started.elapsed(), lag_ms);
         if let Err(err) = &result {
             tracing::debug!(task = task.id, tenant = task.tenant, task_type = task.task_type, error = %err, "run failed");
         }

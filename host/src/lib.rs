@@ -17,7 +17,9 @@
 //! - `enqueue`: producer API (single and bulk, unique keys).
 //! - `status`: per tenant and type counts and lag.
 //! - `db`: connecting and migrating.
-//! - `demo`: the embedded quick start, with a private PostgreSQL when none is around.
+//! - `demo`: the embedded quick start.
+//! - `bench`: `recur bench`, the throughput and latency measurements.
+//! - `scratch`: a throwaway database (a private PostgreSQL when none is around).
 //! - `examples`: the example modules compiled into the binary.
 //! - `cli`: argument parsing and the subcommands.
 //! - `task`, `names`, `stats`: the leased task, naming rules, counters.
@@ -35,6 +37,7 @@ pub mod names;
 pub mod outcome;
 pub mod registry;
 pub mod sandbox;
+pub mod scratch;
 pub mod stats;
 pub mod status;
 pub mod task;

@@ -1,9 +1,12 @@
-//! Counters a host keeps while it runs: what it leased, ran, committed and gave back.
-//! The demo prints them, tests read them, and later the metrics endpoint will export them.
+//! Counters and latency histograms a host keeps while it runs: what it leased, ran,
+//! committed and gave back, and how long leases, commits, runs and due tasks took. The
+//! demo prints them, tests read them, `recur bench` reports them.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Live counters, shared by the stages of one host. Relaxed atomics: each counter is
@@ -26,6 +29,91 @@ pub struct Stats {
     commits: AtomicU64,
     commit_micros: AtomicU64,
     given_back: AtomicU64,
+    /// Latency histograms. A std Mutex, not tokio's: it is held for a few hundred
+    /// nanoseconds, never across an await, and worker threads (not async tasks) take it.
+    latencies: Mutex<Latencies>,
+}
+
+/// Latency distributions, in the unit each name ends with.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    /// Lease statements.
+    pub lease_us: Histogram<u64>,
+    /// Commit statements.
+    pub commit_us: Histogram<u64>,
+    /// One run in the sandbox: store, instantiate, call, drop.
+    pub exec_ns: Histogram<u64>,
+    /// From a task's due time to the start of its run.
+    pub lag_ms: Histogram<u64>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        let histogram = || Histogram::new(2).expect("2 significant digits is a valid precision");
+        Latencies {
+            lease_us: histogram(),
+            commit_us: histogram(),
+            exec_ns: histogram(),
+            lag_ms: histogram(),
+        }
+    }
+}
+
+impl Latencies {
+    fn add(&mut self, other: &Latencies) {
+        // Auto-resizing histograms accept any value, so adding cannot fail.
+        let _ = self.lease_us.add(&other.lease_us);
+        let _ = self.commit_us.add(&other.commit_us);
+        let _ = self.exec_ns.add(&other.exec_ns);
+        let _ = self.lag_ms.add(&other.lag_ms);
+    }
+
+    fn clear(&mut self) {
+        self.lease_us.reset();
+        self.commit_us.reset();
+        self.exec_ns.reset();
+        self.lag_ms.reset();
+    }
+}
+
+/// A worker thread's own run and lag histograms, merged into the shared ones every
+/// [`RunTimes::FLUSH_EVERY`] runs, so the hot path takes no lock.
+pub(crate) struct RunTimes {
+    local: Latencies,
+    pending: u32,
+}
+
+impl RunTimes {
+    const FLUSH_EVERY: u32 = 256;
+
+    pub(crate) fn new() -> Self {
+        RunTimes {
+            local: Latencies::default(),
+            pending: 0,
+        }
+    }
+
+    pub(crate) fn record(&mut self, stats: &Stats, exec: Duration, lag_ms: i64) {
+        stats.executed(exec);
+        let _ = self.local.exec_ns.record(exec.as_nanos().max(1) as u64);
+        let _ = self.local.lag_ms.record(lag_ms.max(0) as u64);
+        self.pending += 1;
+        if self.pending >= Self::FLUSH_EVERY {
+            self.flush(stats);
+        }
+    }
+
+    pub(crate) fn flush(&mut self, stats: &Stats) {
+        if self.pending > 0 {
+            stats
+                .latencies
+                .lock()
+                .expect("latency lock poisoned")
+                .add(&self.local);
+            self.local.clear();
+            self.pending = 0;
+        }
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -73,7 +161,7 @@ impl Stats {
             .fetch_add(took.as_micros() as u64, Relaxed);
     }
 
-    pub(crate) fn executed(&self, took: Duration) {
+    fn executed(&self, took: Duration) {
         self.executed.fetch_add(1, Relaxed);
         self.exec_micros.fetch_add(took.as_micros() as u64, Relaxed);
     }
@@ -104,10 +192,33 @@ impl Stats {
         self.fenced_out
             .fetch_add(outcomes as u64 - committed.min(outcomes as u64), Relaxed);
         self.spawned.fetch_add(spawned, Relaxed);
+        let _ = self
+            .latencies
+            .lock()
+            .expect("latency lock poisoned")
+            .commit_us
+            .record(took.as_micros().max(1) as u64);
     }
 
     pub(crate) fn given_back(&self, tasks: u64) {
         self.given_back.fetch_add(tasks, Relaxed);
+    }
+
+    /// A copy of the latency histograms (runs still buffered in a worker's own
+    /// histograms since its last flush are not in it yet).
+    pub fn latencies(&self) -> Latencies {
+        self.latencies
+            .lock()
+            .expect("latency lock poisoned")
+            .clone()
+    }
+
+    /// Empties the latency histograms, to measure a steady state after a warm-up.
+    pub fn reset_latencies(&self) {
+        self.latencies
+            .lock()
+            .expect("latency lock poisoned")
+            .clear();
     }
 
     /// Reads every counter.

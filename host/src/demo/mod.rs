@@ -1,17 +1,11 @@
-//! `recur demo`: the quick start in one command. It finds a PostgreSQL (DATABASE_URL,
-//! else one on localhost:5432, else a private throwaway cluster), creates a fresh
-//! `recur_demo` database, deploys the example modules, enqueues N tasks across them,
-//! runs a host for S seconds and prints what happened.
-
-mod cluster;
+//! `recur demo`: the quick start in one command. It gets a fresh `recur_demo` database
+//! (see `scratch`: on DATABASE_URL's server, else localhost:5432, else a private
+//! cluster), deploys the example modules, enqueues N tasks across them, runs a host for
+//! S seconds and prints what happened.
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde::Serialize;
-use sqlx::{Connection, PgConnection};
-
-pub use cluster::{ClusterError, PrivateCluster};
 
 use crate::db;
 use crate::enqueue::{self, DEFAULT_TENANT, NewTask};
@@ -19,14 +13,10 @@ use crate::examples::EXAMPLES;
 use crate::host::{Host, HostConfig};
 use crate::registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::scratch::Scratch;
 
-/// Set to 1 to make the demo start a private cluster even when a server answers (tests use
-/// it to exercise that path).
-pub const FORCE_PRIVATE_ENV: &str = "RECUR_DEMO_PRIVATE_CLUSTER";
 /// The database the demo creates (and recreates on each run) on a server it finds.
 pub const DEMO_DATABASE: &str = "recur_demo";
-/// Where the demo looks for a server when DATABASE_URL is not set.
-const LOCAL_SERVER: &str = "postgres://postgres@localhost:5432/postgres";
 
 /// Arguments of `recur demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -94,79 +84,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 /// Runs the demo and returns its summary and a status table of the end state.
 pub async fn demo(args: &DemoArgs) -> anyhow::Result<(Summary, String)> {
-    let forced = std::env::var(FORCE_PRIVATE_ENV).is_ok_and(|v| v == "1");
-    let mut cluster = None;
-    let (server, database) = if forced {
-        start_private(&mut cluster)?
-    } else if let Ok(url) = std::env::var("DATABASE_URL") {
-        (url, "DATABASE_URL".to_owned())
-    } else if PgConnection::connect(LOCAL_SERVER).await.is_ok() {
-        (
-            LOCAL_SERVER.to_owned(),
-            "the PostgreSQL on localhost:5432".to_owned(),
-        )
-    } else {
-        start_private(&mut cluster)?
-    };
-    let cluster_dir = cluster
-        .as_ref()
-        .map(|c: &PrivateCluster| c.dir().display().to_string());
+    let scratch = Scratch::create(DEMO_DATABASE).await?;
     // Ctrl-C anywhere in the demo must still stop and remove a private cluster, so the
     // whole run races the signal instead of leaving SIGINT's default (exit at once).
     let result = tokio::select! {
-        result = async { work(&fresh_database(&server).await?, args).await } => result,
+        result = work(&scratch.url, args) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    drop(cluster);
+    let (database, cluster_dir) = (scratch.description.clone(), scratch.cluster_dir());
+    drop(scratch);
     let (mut summary, table) = result?;
     summary.database = database;
     summary.cluster_dir = cluster_dir;
     Ok((summary, table))
-}
-
-fn start_private(cluster: &mut Option<PrivateCluster>) -> anyhow::Result<(String, String)> {
-    eprintln!("starting a private PostgreSQL cluster for the demo…");
-    let started = PrivateCluster::start()?;
-    let url = started.url();
-    let shown = format!(
-        "a private PostgreSQL cluster in {}",
-        started.dir().display()
-    );
-    *cluster = Some(started);
-    Ok((url, shown))
-}
-
-/// Drops and recreates the demo database on `server`; returns its URL.
-async fn fresh_database(server: &str) -> anyhow::Result<String> {
-    let mut conn = PgConnection::connect(server)
-        .await
-        .with_context(|| format!("cannot connect to {}", db::hide_password(server)))?;
-    sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)"
-    ))
-    .execute(&mut conn)
-    .await?;
-    sqlx::query(&format!("CREATE DATABASE {DEMO_DATABASE}"))
-        .execute(&mut conn)
-        .await
-        .context(
-            "cannot create the demo database; use a DATABASE_URL whose role may CREATE DATABASE",
-        )?;
-    conn.close().await.ok();
-    Ok(with_database(server, DEMO_DATABASE))
-}
-
-/// `postgres://user@host:port/db?options` -> `postgres://user@host:port/<database>?options`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[after_scheme..]
-        .find('/')
-        .map_or(base.len(), |i| after_scheme + i);
-    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-    format!("{}/{database}{query}", &base[..host_end])
 }
 
 async fn work(url: &str, args: &DemoArgs) -> anyhow::Result<(Summary, String)> {
@@ -255,18 +185,4 @@ fn workload(n: usize) -> Vec<NewTask> {
             }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn swaps_the_database_and_keeps_the_options() {
-        assert_eq!(
-            with_database("postgres://u@h:5/db?sslmode=disable", "x"),
-            "postgres://u@h:5/x?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
-    }
 }
