@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::registry::{Loaded, Registry, Resolved};
-use crate::sandbox::{Outcome, RunError, Sandbox, Task, now_ms};
+use crate::sandbox::{Decision, Outcome, Reschedule, RunError, Sandbox, Task, When, now_ms};
 use crate::stats::{RunTimes, Stats};
 use crate::task::LeasedTask;
 
@@ -33,6 +33,40 @@ pub enum Finished {
     NotRun(LeasedTask),
 }
 
+/// What runs a task's logic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Runner {
+    /// The task's module, in the sandbox: what recur is.
+    #[default]
+    Sandbox,
+    /// An in-process stand-in that behaves like the `noop` module (reschedule after
+    /// `every_ms`, else complete) without any sandbox, so that `recur bench --sql-only`
+    /// measures the ceiling the database and the pipeline allow. Never for real work.
+    NativeNoop,
+}
+
+/// The `noop` module's logic, natively.
+fn native_noop(task: &Task) -> Outcome {
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        every_ms: Option<u64>,
+    }
+    let every_ms = serde_json::from_slice::<Payload>(&task.payload)
+        .ok()
+        .and_then(|p| p.every_ms);
+    let decision = match every_ms {
+        Some(ms) => Decision::Reschedule(Reschedule {
+            when: When::AfterMs(ms),
+            state: None,
+        }),
+        None => Decision::Complete(None),
+    };
+    Outcome {
+        decision,
+        spawns: Vec::new(),
+    }
+}
+
 /// One task and the module to run it with.
 struct Job {
     task: LeasedTask,
@@ -47,6 +81,8 @@ pub struct Executor {
     pub registry: Registry,
     /// Worker threads.
     pub workers: usize,
+    /// What runs the tasks.
+    pub runner: Runner,
     /// Leased batches from the lease stage; closed when it stops.
     pub batches: mpsc::Receiver<Vec<LeasedTask>>,
     /// Where finished tasks go: the commit stage.
@@ -69,9 +105,10 @@ impl Executor {
             let (jobs, finished) = (jobs_rx.clone(), self.finished.clone());
             let (sandbox, stats, stopping) =
                 (self.sandbox.clone(), self.stats.clone(), stopping.clone());
+            let runner = self.runner;
             let thread = thread::Builder::new()
                 .name(format!("recur-worker-{n}"))
-                .spawn(move || work(&sandbox, &jobs, &finished, &stats, &stopping))
+                .spawn(move || work(&sandbox, runner, &jobs, &finished, &stats, &stopping))
                 .expect("cannot start a worker thread");
             threads.push(thread);
         }
@@ -142,6 +179,7 @@ impl Executor {
 /// A worker thread's loop: run jobs until the queue closes.
 fn work(
     sandbox: &Sandbox,
+    runner: Runner,
     jobs: &crossbeam_channel::Receiver<Job>,
     finished: &mpsc::UnboundedSender<Finished>,
     stats: &Stats,
@@ -166,7 +204,10 @@ fn work(
         };
         let lag_ms = now_ms() - input.scheduled_at;
         let started = Instant::now();
-        let result = sandbox.run(&module.prepared, input, module.limits);
+        let result = match runner {
+            Runner::Sandbox => sandbox.run(&module.prepared, input, module.limits),
+            Runner::NativeNoop => Ok(native_noop(&input)),
+        };
         times.record(stats, started.elapsed(), lag_ms);
         if let Err(err) = &result {
             tracing::debug!(task = task.id, tenant = task.tenant, task_type = task.task_type, error = %err, "run failed");

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::commit::Committer;
-use crate::execute::Executor;
+use crate::execute::{Executor, Runner};
 use crate::lease::{LeaseRequest, Leaser};
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -44,6 +44,8 @@ pub struct HostConfig {
     pub registry_refresh: Duration,
     /// Engine-wide sandbox settings.
     pub sandbox: SandboxConfig,
+    /// What runs the tasks: the sandbox, except in `recur bench --sql-only`.
+    pub runner: Runner,
 }
 
 impl Default for HostConfig {
@@ -60,6 +62,7 @@ impl Default for HostConfig {
                 concurrent_runs: cpus as u32,
                 ..SandboxConfig::default()
             },
+            runner: Runner::Sandbox,
         }
     }
 }
@@ -130,6 +133,7 @@ impl Host {
             ),
             sandbox,
             workers: config.concurrency,
+            runner: config.runner,
             batches: batches_rx,
             finished: finished_tx,
             shutdown: shutdown_rx,
@@ -152,6 +156,16 @@ impl Host {
             shutdown,
             stages,
         })
+    }
+
+    /// The latency histograms so far.
+    pub fn latencies(&self) -> crate::stats::Latencies {
+        self.stats.latencies()
+    }
+
+    /// Empties the latency histograms (the bench does this after its warm-up).
+    pub fn reset_latencies(&self) {
+        self.stats.reset_latencies();
     }
 
     /// The host's counters so far.

@@ -24,6 +24,7 @@
 //! - `cli`: argument parsing and the subcommands.
 //! - `task`, `names`, `stats`: the leased task, naming rules, counters.
 
+pub mod bench;
 pub mod cli;
 pub mod commit;
 pub mod db;

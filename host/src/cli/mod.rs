@@ -44,6 +44,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Run the quick start: a database, the example modules, N tasks, S seconds of hosting.
     Demo(crate::demo::DemoArgs),
+    /// Measure throughput and latency on a fresh database (see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Parses the arguments, runs the command and prints any error on one line.
@@ -51,7 +53,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet_by_default = matches!(
         cli.command,
-        Command::Demo(_) | Command::Status(_) | Command::Enqueue(_)
+        Command::Demo(_) | Command::Bench(_) | Command::Status(_) | Command::Enqueue(_)
     );
     init_logging(
         cli.log.as_deref(),
@@ -91,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Host(args) => host::run(connect_migrated(&url).await?, args).await,
         Command::Status(args) => status::run(&connect_migrated(&url).await?, args).await,
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

@@ -1,0 +1,66 @@
+//! Loading the bench's tasks fast: one COPY of all rows, streamed in chunks so memory
+//! stays flat however many tasks are loaded, with a progress bar on a terminal.
+
+use std::fmt::Write;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::PgPool;
+
+/// Rows per chunk sent to COPY.
+const CHUNK: usize = 50_000;
+
+/// Loads `tasks` `noop` tasks with keys `t0..`, payload `payload`, the first due at the
+/// database's now and the rest spread evenly over `spread` (zero: all due now).
+/// Returns how long the load took.
+pub async fn load(
+    pool: &PgPool,
+    tasks: usize,
+    payload: &[u8],
+    spread: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
+    let bar = ProgressBar::new(tasks as u64).with_style(
+        ProgressStyle::with_template("loading {pos}/{len} tasks {bar:40} {per_sec} eta {eta}")
+            .expect("the template is valid"),
+    );
+    // bytea in COPY's text format: \\x and hex digits (the backslash itself escaped).
+    let mut payload_hex = String::from("\\\\x");
+    for byte in payload {
+        let _ = write!(payload_hex, "{byte:02x}");
+    }
+    let spread_us = spread.as_micros() as i64;
+
+    let mut conn = pool.acquire().await?;
+    let mut copy = conn
+        .copy_in_raw("COPY tasks (tenant, task_type, key, payload, next_run_at) FROM STDIN")
+        .await?;
+    let mut buffer = String::with_capacity(CHUNK * 96);
+    for i in 0..tasks {
+        let offset = if spread_us > 0 {
+            (i as i64 * 7919 % tasks as i64) * spread_us / tasks as i64
+        } else {
+            0
+        };
+        let due = now + chrono::Duration::microseconds(offset);
+        let _ = writeln!(
+            buffer,
+            "default\tnoop\tt{i}\t{payload_hex}\t{}",
+            due.format("%Y-%m-%d %H:%M:%S%.6f+00")
+        );
+        if (i + 1) % CHUNK == 0 {
+            copy.send(buffer.as_bytes()).await?;
+            buffer.clear();
+            bar.set_position(i as u64 + 1);
+        }
+    }
+    if !buffer.is_empty() {
+        copy.send(buffer.as_bytes()).await?;
+    }
+    copy.finish().await?;
+    bar.finish_and_clear();
+    sqlx::query("ANALYZE tasks").execute(&mut *conn).await?;
+    Ok(started.elapsed())
+}

@@ -1,0 +1,326 @@
+//! `recur bench`: loads tasks into a fresh database, runs a host on them, and reports
+//! throughput, latencies, row writes per execution, CPU and memory. Speed is measured
+//! here and written down in BENCHMARKS.md, never asserted by a test.
+//!
+//! Modes: `burn` works T one-shot tasks down to zero (the standard job-queue
+//! benchmark); `recurring` keeps T tasks rescheduling every `--every-ms`, due times
+//! spread over one interval, so the offered rate is T / interval (recur's own
+//! workload). `--sql-only` replaces the sandbox with an in-process no-op, which gives
+//! the ceiling the database and the pipeline allow; `--with-ceiling` runs both on
+//! identical tables and reports the ratio.
+
+mod load;
+mod probe;
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::db;
+use crate::enqueue::DEFAULT_TENANT;
+use crate::examples::example;
+use crate::execute::Runner;
+use crate::host::{DEFAULT_BATCH, Host, HostConfig};
+use crate::registry;
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::scratch::Scratch;
+
+/// The database the bench creates (and recreates) on the server it finds.
+pub const BENCH_DATABASE: &str = "recur_bench";
+
+/// The workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// T one-shot tasks, worked to zero.
+    Burn,
+    /// T tasks that reschedule themselves every --every-ms.
+    Recurring,
+}
+
+/// Arguments of `recur bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The workload.
+    #[arg(long, value_enum, default_value = "burn")]
+    pub mode: Mode,
+    /// Tasks to load.
+    #[arg(long, default_value_t = 100_000)]
+    pub tasks: usize,
+    /// Longest run in seconds (burn mode stops earlier when every task is done).
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Seconds at the start of a recurring run left out of the figures (module
+    /// compilation, filling the pipeline).
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u64,
+    /// Recurring mode: each task's interval; tasks / interval is the offered rate.
+    #[arg(long, default_value_t = 5000)]
+    pub every_ms: u64,
+    /// Worker threads (default: the number of CPUs).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Largest lease batch.
+    #[arg(long, default_value_t = DEFAULT_BATCH)]
+    pub batch: usize,
+    /// Replace the sandbox with an in-process no-op: the ceiling of recur's SQL here.
+    #[arg(long, conflicts_with = "with_ceiling")]
+    pub sql_only: bool,
+    /// Run the real bench, then the --sql-only one on a fresh table, and report the ratio.
+    #[arg(long)]
+    pub with_ceiling: bool,
+    /// End with one JSON line of the results.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    pub sql_only: bool,
+    pub tasks: usize,
+    pub concurrency: usize,
+    pub batch: usize,
+    /// Executions committed per second, over the measured window.
+    pub tasks_per_sec: f64,
+    /// Executions committed in the window, and its length.
+    pub executions: u64,
+    pub seconds: f64,
+    pub lease_ms_p50: f64,
+    pub lease_ms_p99: f64,
+    pub commit_ms_p50: f64,
+    pub commit_ms_p99: f64,
+    /// Due time to start of execution.
+    pub lag_ms_p99: f64,
+    /// Time in the sandbox per task (store, instantiate, call, drop).
+    pub exec_us_p50: f64,
+    pub exec_us_p99: f64,
+    /// Row writes on `tasks` per execution, from pg_stat_user_tables.
+    pub db_writes_per_task: f64,
+    pub table_rows: i64,
+    /// CPU in percent of one core; `db_cpu_pct` is null when PostgreSQL is not local.
+    pub host_cpu_pct: f64,
+    pub db_cpu_pct: Option<f64>,
+    pub host_rss_mb: f64,
+    pub load_tasks_per_sec: f64,
+    pub dead_tuples_after: i64,
+    pub index_bytes_after: i64,
+    /// With --with-ceiling: this run's rate over the --sql-only run's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling_tasks_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_ceiling: Option<f64>,
+    pub database: String,
+}
+
+/// Runs the bench and prints its report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let scratch = Scratch::create(BENCH_DATABASE).await?;
+    let result = tokio::select! {
+        result = bench(&scratch, &args) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    drop(scratch);
+    let report = result?;
+    print_table(&report);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+async fn bench(scratch: &Scratch, args: &BenchArgs) -> anyhow::Result<Report> {
+    let runner = if args.sql_only {
+        Runner::NativeNoop
+    } else {
+        Runner::Sandbox
+    };
+    let mut report = once(scratch, args, runner).await?;
+    if args.with_ceiling {
+        let ceiling = once(scratch, args, Runner::NativeNoop).await?;
+        report.ceiling_tasks_per_sec = Some(ceiling.tasks_per_sec);
+        report.ratio_to_ceiling = Some(round(
+            report.tasks_per_sec / ceiling.tasks_per_sec.max(1e-9),
+            3,
+        ));
+    }
+    report.database = scratch.description.clone();
+    Ok(report)
+}
+
+/// One measured run on a freshly loaded table.
+async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Result<Report> {
+    let setup = db::connect(&scratch.url, 2).await?;
+    db::migrate(&setup).await?;
+    sqlx::query("TRUNCATE tasks").execute(&setup).await?;
+    let noop = example("noop").expect("the noop example is built in");
+    let sandbox = Sandbox::new(&SandboxConfig {
+        concurrent_runs: 1,
+        ..SandboxConfig::default()
+    })?;
+    registry::deploy(&setup, &sandbox, DEFAULT_TENANT, "noop", noop.component).await?;
+    drop(sandbox);
+
+    let (payload, spread) = match args.mode {
+        Mode::Burn => (Vec::new(), Duration::ZERO),
+        Mode::Recurring => (
+            format!(r#"{{"every_ms": {}}}"#, args.every_ms).into_bytes(),
+            Duration::from_millis(args.every_ms),
+        ),
+    };
+    eprintln!("loading {} tasks…", args.tasks);
+    let load_time = load::load(&setup, args.tasks, &payload, spread).await?;
+    sqlx::query("CHECKPOINT").execute(&setup).await?;
+    let writes_before = probe::task_writes(&setup).await?;
+
+    let mut config = HostConfig {
+        batch: args.batch,
+        runner,
+        ..HostConfig::default()
+    };
+    if let Some(concurrency) = args.concurrency {
+        config.concurrency = concurrency;
+    }
+    let concurrency = config.concurrency;
+    let pool = db::connect(&scratch.url, 4).await?;
+    eprintln!(
+        "running {}{} for up to {} s…",
+        mode_name(args.mode),
+        if args.sql_only || runner == Runner::NativeNoop {
+            " (sql-only)"
+        } else {
+            ""
+        },
+        args.seconds
+    );
+    let host = Host::start(pool.clone(), config)?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+
+    // Burn: the window is the whole run, to the last commit. Recurring: after a warm-up.
+    let warmup = match args.mode {
+        Mode::Burn => Duration::ZERO,
+        Mode::Recurring => Duration::from_secs(args.warmup.min(args.seconds.saturating_sub(1))),
+    };
+    tokio::time::sleep(warmup).await;
+    host.reset_latencies();
+    let (window_start, committed_start, cpu_start) = (
+        Instant::now(),
+        host.stats().committed,
+        probe::CpuSample::take(),
+    );
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let done = args.mode == Mode::Burn && host.stats().committed >= args.tasks as u64;
+        if done || Instant::now() >= deadline {
+            break;
+        }
+    }
+    let (window, cpu_end) = (window_start.elapsed(), probe::CpuSample::take());
+    let latencies = host.latencies();
+    let executions = host.stats().committed - committed_start;
+    let total = host.stop().await;
+    pool.close().await;
+
+    let (host_cpu, db_cpu) = cpu_start.percent_until(&cpu_end);
+    // Let PostgreSQL's statistics settle: backends flush them when they exit.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let writes = probe::task_writes(&setup).await? - writes_before;
+    let table_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&setup)
+        .await?;
+    let (dead, index_bytes) = probe::bloat(&setup).await?;
+    setup.close().await;
+
+    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64, per_ms: f64| {
+        round(h.value_at_quantile(q) as f64 / per_ms, 3)
+    };
+    Ok(Report {
+        mode: args.mode,
+        sql_only: runner == Runner::NativeNoop,
+        tasks: args.tasks,
+        concurrency,
+        batch: args.batch,
+        tasks_per_sec: round(executions as f64 / window.as_secs_f64(), 0),
+        executions,
+        seconds: round(window.as_secs_f64(), 2),
+        lease_ms_p50: ms(&latencies.lease_us, 0.5, 1000.0),
+        lease_ms_p99: ms(&latencies.lease_us, 0.99, 1000.0),
+        commit_ms_p50: ms(&latencies.commit_us, 0.5, 1000.0),
+        commit_ms_p99: ms(&latencies.commit_us, 0.99, 1000.0),
+        lag_ms_p99: ms(&latencies.lag_ms, 0.99, 1.0),
+        exec_us_p50: ms(&latencies.exec_ns, 0.5, 1000.0),
+        exec_us_p99: ms(&latencies.exec_ns, 0.99, 1000.0),
+        db_writes_per_task: round(writes as f64 / total.executed.max(1) as f64, 2),
+        table_rows,
+        host_cpu_pct: round(host_cpu, 0),
+        db_cpu_pct: db_cpu.map(|c| round(c, 0)),
+        host_rss_mb: round(probe::peak_rss_mb(), 1),
+        load_tasks_per_sec: round(args.tasks as f64 / load_time.as_secs_f64(), 0),
+        dead_tuples_after: dead,
+        index_bytes_after: index_bytes,
+        ceiling_tasks_per_sec: None,
+        ratio_to_ceiling: None,
+        database: String::new(),
+    })
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Burn => "burn",
+        Mode::Recurring => "recurring",
+    }
+}
+
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
+fn print_table(r: &Report) {
+    println!();
+    println!(
+        "recur bench: {} {}, {} tasks, concurrency {}, batch {}, on {}",
+        mode_name(r.mode),
+        if r.sql_only { "(sql-only)" } else { "" },
+        r.tasks,
+        r.concurrency,
+        r.batch,
+        r.database
+    );
+    println!(
+        "  tasks/s               {:>12.0}   ({} executions in {:.1} s)",
+        r.tasks_per_sec, r.executions, r.seconds
+    );
+    if let (Some(ceiling), Some(ratio)) = (r.ceiling_tasks_per_sec, r.ratio_to_ceiling) {
+        println!("  sql-only ceiling      {ceiling:>12.0}   (ratio {ratio:.2})");
+    }
+    println!(
+        "  lease ms p50 / p99    {:>12.2} / {:.2}",
+        r.lease_ms_p50, r.lease_ms_p99
+    );
+    println!(
+        "  commit ms p50 / p99   {:>12.2} / {:.2}",
+        r.commit_ms_p50, r.commit_ms_p99
+    );
+    println!("  lag ms p99            {:>12.1}", r.lag_ms_p99);
+    println!(
+        "  exec us p50 / p99     {:>12.1} / {:.1}",
+        r.exec_us_p50, r.exec_us_p99
+    );
+    println!("  row writes per task   {:>12.2}", r.db_writes_per_task);
+    println!("  table rows            {:>12}", r.table_rows);
+    println!(
+        "  cpu host / db %       {:>12.0} / {}",
+        r.host_cpu_pct,
+        r.db_cpu_pct.map_or("n/a".to_owned(), |c| format!("{c:.0}"))
+    );
+    println!("  host peak rss MB      {:>12.1}", r.host_rss_mb);
+    println!("  load tasks/s          {:>12.0}", r.load_tasks_per_sec);
+    println!(
+        "  dead tuples / index   {:>12} / {} MB",
+        r.dead_tuples_after,
+        r.index_bytes_after >> 20
+    );
+}

@@ -1,0 +1,100 @@
+//! What the bench reads off the machine and the database: CPU time of this process and
+//! of PostgreSQL's processes (from /proc), this process's peak resident memory, and the
+//! row writes PostgreSQL counted on the tasks table.
+
+use std::time::Instant;
+
+use sqlx::PgPool;
+
+/// CPU seconds used so far, by this process and by every `postgres` process.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    at: Instant,
+    host_secs: f64,
+    /// `None` when no PostgreSQL process is visible (a server on another machine).
+    db_secs: Option<f64>,
+}
+
+impl CpuSample {
+    /// Reads the counters now.
+    pub fn take() -> CpuSample {
+        let db = postgres_pids()
+            .iter()
+            .filter_map(|pid| cpu_secs(&format!("/proc/{pid}/stat")))
+            .sum::<f64>();
+        CpuSample {
+            at: Instant::now(),
+            host_secs: cpu_secs("/proc/self/stat").unwrap_or(0.0),
+            db_secs: (db > 0.0).then_some(db),
+        }
+    }
+
+    /// (host, database) CPU use between `self` and `later`, in percent of one core.
+    pub fn percent_until(&self, later: &CpuSample) -> (f64, Option<f64>) {
+        let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let host = (later.host_secs - self.host_secs) / wall * 100.0;
+        let db = match (self.db_secs, later.db_secs) {
+            (Some(a), Some(b)) => Some(((b - a) / wall * 100.0).max(0.0)),
+            _ => None,
+        };
+        (host, db)
+    }
+}
+
+/// utime + stime of a /proc/<pid>/stat file, in seconds.
+fn cpu_secs(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are positional.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / per_sec.max(1.0))
+}
+
+fn postgres_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("postgres"))
+        })
+        .collect()
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Rows inserted, updated and deleted in `tasks`, as PostgreSQL's statistics count them.
+/// Backends report their counts when they go idle or exit, so read this after the
+/// writers' connections are closed.
+pub async fn task_writes(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(n_tup_ins + n_tup_upd + n_tup_del, 0) FROM pg_stat_user_tables WHERE relname = 'tasks'",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Dead tuples and the sizes of the tasks table's indexes, in bytes.
+pub async fn bloat(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(n_dead_tup, 0), pg_indexes_size('tasks') FROM pg_stat_user_tables WHERE relname = 'tasks'",
+    )
+    .fetch_one(pool)
+    .await
+}
