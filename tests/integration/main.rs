@@ -5,6 +5,7 @@
 mod cli;
 mod deploy;
 mod enqueue;
+mod faults;
 mod hosts;
 mod outcomes;
 mod sandbox;

@@ -64,6 +64,18 @@ impl TestDb {
         }
     }
 
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection to the server's maintenance database, outside this test's database:
+    /// for what a test does to the server rather than in its database (cutting
+    /// connections, for one).
+    pub async fn admin(&self) -> PgConnection {
+        PgConnection::connect(&self.server).await.unwrap()
+    }
+
     /// A second, independent pool on the same database (as another host would have).
     pub async fn another_pool(&self) -> PgPool {
         db::connect(&self.url, 8).await.unwrap()

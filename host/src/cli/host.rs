@@ -70,6 +70,7 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
     tracing::info!(
         executed = stats.executed,
         committed = stats.committed,
+        fenced_out = stats.fenced_out,
         given_back = stats.given_back,
         uptime = ?started.elapsed(),
         "host stopped"
