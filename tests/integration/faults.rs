@@ -10,9 +10,9 @@
 //! connections; `.ci/run` runs it alone. `RECUR_SOAK_SECS` lengthens the fault phases.
 
 mod database;
-mod fleet;
+pub mod fleet;
 mod kill;
-mod ledger;
+pub mod ledger;
 mod signals;
 
 use std::time::{Duration, Instant};
@@ -21,10 +21,11 @@ use recur_host::enqueue::{self, NewTask};
 use tokio::sync::Mutex;
 
 use crate::support::TestDb;
-use ledger::Audit;
+pub use fleet::Fleet;
+pub use ledger::{Audit, audit};
 
 /// Serializes the fault tests (see the module doc).
-static SERIAL: Mutex<()> = Mutex::const_new(());
+pub static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// How long a fault phase lasts: `RECUR_SOAK_SECS` if set, else `ci_secs`.
 fn fault_phase(ci_secs: u64) -> Duration {
@@ -67,7 +68,7 @@ async fn settle(db: &TestDb, last_fault: Instant, lease_timeout: Duration) {
 }
 
 /// Prints one line of figures for RELIABILITY.md.
-fn report(test: &str, faults: &str, audit: &Audit, extra: &str) {
+pub fn report(test: &str, faults: &str, audit: &Audit, extra: &str) {
     println!(
         "FIGURES {test}: faults: {faults}; tasks {}; executions {}; duplicates {} ({} on live hosts); lost {}; max lateness {} ms; max gap beyond interval {} ms{extra}",
         audit.tasks,

@@ -10,3 +10,4 @@ mod hosts;
 mod outcomes;
 mod sandbox;
 mod support;
+mod tenancy;

@@ -170,10 +170,15 @@ async fn hosts_ride_out_a_postgres_restart_and_lose_nothing() {
     assert!(warnings > 0, "the hosts never said a database call failed");
     // A commit that cannot reach the server for longer than the lease is given up and
     // its task runs again: at-least-once, so duplicates are counted, not forbidden.
-    assert_eq!(
-        audit.lost,
-        0,
-        "{:?}",
-        &audit.problems[..audit.problems.len().min(10)]
+    let problems: Vec<_> = audit
+        .problems
+        .iter()
+        .filter(|p| !p.contains("hosts that never lost their lease"))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{:#?}",
+        &problems[..problems.len().min(10)]
     );
+    assert_eq!(audit.lost, 0);
 }
