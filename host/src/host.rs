@@ -106,8 +106,8 @@ impl Host {
         let sandbox = Arc::new(Sandbox::new(&sandbox_config).map_err(HostError::Sandbox)?);
         let stats = Arc::new(Stats::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        // Two batches in flight: one running, one prefetched (see lease.rs).
-        let slots = Arc::new(Semaphore::new(config.batch.max(config.concurrency) * 2));
+        let in_flight = std::env::var("RECUR_IN_FLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+        let slots = Arc::new(Semaphore::new(config.batch.max(config.concurrency) * in_flight));
         let (batches_tx, batches_rx) = mpsc::channel(1);
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
 

@@ -159,6 +159,12 @@ impl Stats {
         self.leased.fetch_add(tasks as u64, Relaxed);
         self.lease_micros
             .fetch_add(took.as_micros() as u64, Relaxed);
+        let _ = self
+            .latencies
+            .lock()
+            .expect("latency lock poisoned")
+            .lease_us
+            .record(took.as_micros().max(1) as u64);
     }
 
     fn executed(&self, took: Duration) {
