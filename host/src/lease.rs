@@ -3,10 +3,15 @@
 //!
 //! How many tasks a lease asks for is the number of free slots, capped by the batch
 //! size. A slot is taken when a task is leased and freed when its outcome is committed
-//! or the task is given back, so the host never holds more than `max_in_flight` tasks.
-//! The cap is what makes prefetching safe: with twice the batch in flight, one batch
-//! runs while the next waits in the channel, and tasks never sit leased for long
-//! behind a deep local queue (where their leases could expire before they start).
+//! or the task is given back, so the host never holds more than `max_in_flight` tasks:
+//! with three batches' worth, one batch runs while the next waits and the last is being
+//! committed, so the workers never wait on a round trip.
+//!
+//! A deep local queue is only safe while it drains quickly: a task that waits longer
+//! than its lease behind slow ones would be run twice. So the lease stage also caps what
+//! it holds by time: no more tasks than the workers can run in a quarter of the lease
+//! timeout, at the mean run time measured so far. Fast tasks get the full pipeline; slow
+//! ones get a short queue and a little less throughput.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +96,10 @@ pub struct Leaser {
     pub idle_wait: Duration,
     /// Free slots; the committer returns them.
     pub slots: Arc<Semaphore>,
+    /// The number of slots in all.
+    pub max_in_flight: usize,
+    /// Worker threads, for the time-based cap.
+    pub workers: usize,
     /// Where leased batches go: the execute stage.
     pub batches: mpsc::Sender<Vec<LeasedTask>>,
     /// Flips to true when the host shuts down; the loop stops leasing at once.
@@ -100,6 +109,16 @@ pub struct Leaser {
 }
 
 impl Leaser {
+    /// How many tasks the workers run in a quarter of the lease timeout, at the mean
+    /// run time so far (no cap before the first run).
+    fn time_cap(&self) -> usize {
+        let mean_us = self.stats.snapshot().exec_us_mean.max(1);
+        let budget_us = self.request.lease_timeout.as_micros() as u64 / 4;
+        (budget_us / mean_us)
+            .saturating_mul(self.workers as u64)
+            .min(usize::MAX as u64) as usize
+    }
+
     /// Leases until shutdown. Database errors are logged and retried with backoff; they
     /// never end the loop.
     pub async fn run(mut self) {
@@ -113,7 +132,10 @@ impl Leaser {
             };
             let Ok(first) = first else { return };
             first.forget();
-            let extra = (self.slots.available_permits() as i64).min(self.request.limit - 1);
+            let free = self.slots.available_permits() + 1;
+            let holding = self.max_in_flight.saturating_sub(free);
+            let room = self.time_cap().saturating_sub(holding).max(1);
+            let extra = (free.min(room) as i64 - 1).min(self.request.limit - 1);
             if extra > 0 {
                 // Cannot fail: the permits are there and only this loop takes them.
                 if let Ok(p) = self.slots.clone().try_acquire_many_owned(extra as u32) {
