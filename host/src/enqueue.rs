@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::names::check_name;
-use crate::outcome::MAX_KEY_BYTES;
+use crate::outcome::{MAX_FUTURE, MAX_KEY_BYTES};
 
 /// The tenant used when none is given.
 pub const DEFAULT_TENANT: &str = "default";
@@ -64,6 +64,13 @@ impl NewTask {
             return Err(
                 "the key contains a NUL character, which PostgreSQL text cannot store".into(),
             );
+        }
+        if let Some(at) = self.run_at
+            && at > Utc::now() + MAX_FUTURE
+        {
+            return Err(format!(
+                "the first run at {at} is more than ten years ahead; a module could not reschedule that far either"
+            ));
         }
         if self.payload.len() > MAX_PAYLOAD_BYTES {
             return Err(format!(

@@ -4,6 +4,7 @@
 
 mod cli;
 mod deploy;
+mod doors;
 mod enqueue;
 mod faults;
 mod hosts;

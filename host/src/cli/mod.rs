@@ -7,6 +7,7 @@ mod host;
 mod status;
 mod time;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -50,7 +51,10 @@ enum Command {
 
 /// Parses the arguments, runs the command and prints any error on one line.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     let quiet_by_default = matches!(
         cli.command,
         Command::Demo(_) | Command::Bench(_) | Command::Status(_) | Command::Enqueue(_)
@@ -72,10 +76,57 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            eprintln!("error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a command-line mistake on one line (clap's own rendering spans several, with
+/// the usage) and exits 2; `--help` and `--version` print as clap renders them.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    // clap's message: the complaint, maybe the values it concerns on lines of their own,
+    // maybe a tip, then the usage. Everything before the usage goes on one line.
+    let rendered = err.render().to_string();
+    let mut parts = Vec::new();
+    for line in rendered.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if let Some(tip) = line.strip_prefix("tip: ") {
+            parts.push(format!("({tip})"));
+        } else if !line.is_empty() {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line).to_owned());
+        }
+    }
+    eprintln!("error: {}; see `recur --help`", parts.join(" "));
+    ExitCode::from(2)
+}
+
+/// An error and its causes on one line. Many errors repeat their cause in their own
+/// message (a driver error quoting the server's), so a cause already said is skipped.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(text.trim()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text.trim());
+    }
+    line
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -113,8 +164,12 @@ fn init_logging(filter: Option<&str>, default: &str) {
         eprintln!("warning: ignoring log filter {filter:?}: {err}");
         tracing_subscriber::EnvFilter::new(default)
     });
+    // Colours only on a terminal: a host's stderr usually ends up in a file or a log
+    // collector, where escape codes would garble every line (and every grep).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }

@@ -88,6 +88,10 @@ async fn hosts_ride_out_cut_connections_and_lose_nothing() {
     );
     assert!(cut > 0, "no connection was cut");
     assert!(warnings > 0, "the hosts never said a database call failed");
+    assert!(
+        !fleet.all_logs().contains('\u{1b}'),
+        "a log written to a file has terminal escape codes"
+    );
     audit.assert_clean();
 }
 

@@ -59,7 +59,6 @@ impl Fleet {
             .args(&self.args)
             .env("DATABASE_URL", &self.url)
             .env("RECUR_LOG", LOG_FILTER)
-            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
