@@ -174,10 +174,11 @@ async fn bulk(pool: &PgPool, default_tenant: &str, allow_undeployed: bool) -> an
             chunk.clear();
         }
     }
-    if errors.is_empty() && !allow_undeployed {
-        if let Err(e) = undeployed(pool, types).await {
-            errors.push(e.to_string());
-        }
+    if errors.is_empty()
+        && !allow_undeployed
+        && let Err(e) = undeployed(pool, types).await
+    {
+        errors.push(e.to_string());
     }
     if !errors.is_empty() {
         tx.rollback().await?;
