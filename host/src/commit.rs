@@ -1,12 +1,15 @@
 //! Writes outcomes back in bulk: one statement per flush carries every finished task's
-//! update (fenced by its lease token) and every task they spawned. Outcomes from several
-//! leases flush together; whatever arrives while a commit is in flight forms the next
-//! one, so the batch grows with the load and a lone task is never held back waiting.
+//! update (fenced by its lease token) and every task they spawned. Outcomes of timed
+//! leases flush together, whatever their batch; whatever arrives while a commit is in
+//! flight forms the next one, so the batch grows with the load and a lone task is never
+//! held back waiting. Outcomes of a locked claim wait for the rest of their batch and are
+//! written in the claim's own transaction, which then commits and releases the locks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{PgPool, Row};
+use sqlx::{PgExecutor, PgPool, Row};
 use tokio::sync::{Semaphore, mpsc};
 use uuid::Uuid;
 
@@ -30,10 +33,13 @@ pub struct Committed {
 
 /// Writes `writes` in one statement. A row whose task no longer holds the lease token it
 /// ran under is skipped, and so are its spawns.
-pub async fn commit(pool: &PgPool, writes: &[Write]) -> Result<Committed, sqlx::Error> {
+pub async fn commit<'e>(
+    db: impl PgExecutor<'e>,
+    writes: &[Write],
+) -> Result<Committed, sqlx::Error> {
     let n = writes.len();
     let mut ids = Vec::with_capacity(n);
-    let mut tokens: Vec<Uuid> = Vec::with_capacity(n);
+    let mut tokens: Vec<Option<Uuid>> = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
     let mut at_ms = Vec::with_capacity(n);
     let mut delay_ms = Vec::with_capacity(n);
@@ -86,7 +92,7 @@ pub async fn commit(pool: &PgPool, writes: &[Write]) -> Result<Committed, sqlx::
         .bind(payloads)
         .bind(spawn_at)
         .bind(spawn_delay)
-        .fetch_one(pool)
+        .fetch_one(db)
         .await?;
     Ok(Committed {
         committed: row.try_get::<i64, _>("committed")? as u64,
@@ -111,16 +117,27 @@ pub struct Committer {
     pub stats: Arc<Stats>,
 }
 
+/// A locked claim's outcomes, gathered until every task of the batch has finished.
+struct LockedBatch {
+    lock: Arc<lease::BatchLock>,
+    writes: Vec<Write>,
+    finished: usize,
+}
+
 impl Committer {
     /// Commits until the execute stage closes its side and everything sent is written.
     pub async fn run(mut self) {
         let mut writes = Vec::with_capacity(self.max_rows);
         let mut unrun = Vec::new();
+        let mut locked: HashMap<u64, LockedBatch> = HashMap::new();
+        let mut complete = Vec::new();
         while let Some(first) = self.finished.recv().await {
-            self.sort(first, &mut writes, &mut unrun);
+            self.sort(first, &mut writes, &mut unrun, &mut locked, &mut complete);
             while writes.len() + unrun.len() < self.max_rows {
                 match self.finished.try_recv() {
-                    Ok(next) => self.sort(next, &mut writes, &mut unrun),
+                    Ok(next) => {
+                        self.sort(next, &mut writes, &mut unrun, &mut locked, &mut complete)
+                    }
                     Err(_) => break,
                 }
             }
@@ -130,22 +147,94 @@ impl Committer {
             writes.clear();
             unrun.clear();
             self.slots.add_permits(freed);
+            for batch in complete.drain(..) {
+                let size = batch.lock.size;
+                self.write_locked(batch).await;
+                self.slots.add_permits(size);
+            }
         }
     }
 
-    /// Turns a finished task into its write, or sets it aside to give back.
-    fn sort(&self, finished: Finished, writes: &mut Vec<Write>, unrun: &mut Vec<LeasedTask>) {
-        let write = match finished {
+    /// Turns a finished task into its write: into `writes` (or `unrun`, to give back)
+    /// for a timed lease, into its batch for a locked claim, which moves to `complete`
+    /// when its last task arrives.
+    fn sort(
+        &self,
+        finished: Finished,
+        writes: &mut Vec<Write>,
+        unrun: &mut Vec<LeasedTask>,
+        locked: &mut HashMap<u64, LockedBatch>,
+        complete: &mut Vec<LockedBatch>,
+    ) {
+        let (task, write) = match finished {
             Finished::Ran {
                 task,
                 result,
                 max_attempts,
-            } => outcome::decide(&task, result, max_attempts, now_ms()),
-            Finished::NoModule(task, error) => outcome::no_module(&task, error),
-            Finished::NotRun(task) => return unrun.push(task),
+            } => {
+                let write = outcome::decide(&task, result, max_attempts, now_ms());
+                (task, Some(write))
+            }
+            Finished::NoModule(task, error) => {
+                let write = outcome::no_module(&task, error);
+                (task, Some(write))
+            }
+            // A locked task that never ran needs no write: the rollback-free commit of
+            // its batch releases its lock and leaves it due, exactly as it was.
+            Finished::NotRun(task) => (task, None),
         };
-        self.stats.decided(write.kind);
-        writes.push(write);
+        if let Some(write) = &write {
+            self.stats.decided(write.kind);
+        }
+        let Some(lock) = task.lock.clone() else {
+            match write {
+                Some(write) => writes.push(write),
+                None => unrun.push(task),
+            }
+            return;
+        };
+        let batch = locked.entry(lock.id).or_insert_with(|| LockedBatch {
+            lock: lock.clone(),
+            writes: Vec::new(),
+            finished: 0,
+        });
+        batch.writes.extend(write);
+        batch.finished += 1;
+        if batch.finished == lock.size
+            && let Some(batch) = locked.remove(&lock.id)
+        {
+            complete.push(batch);
+        }
+    }
+
+    /// Writes a locked batch in its own transaction and commits it. On failure the
+    /// transaction rolls back: the locks go, and the batch's tasks are due again (they
+    /// will run again, which at-least-once delivery allows).
+    async fn write_locked(&self, batch: LockedBatch) {
+        let Some(mut tx) = batch.lock.take().await else {
+            return;
+        };
+        let started = Instant::now();
+        let result = async {
+            let done = if batch.writes.is_empty() {
+                Committed::default()
+            } else {
+                commit(&mut *tx, &batch.writes).await?
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(done)
+        }
+        .await;
+        match result {
+            Ok(done) => self.stats.commit_done(
+                batch.writes.len(),
+                done.committed,
+                done.spawned,
+                started.elapsed(),
+            ),
+            Err(err) => tracing::warn!(error = %err, outcomes = batch.writes.len(),
+                "committing a locked batch failed; its tasks are due again and will rerun"),
+        }
     }
 
     async fn write(&self, writes: &[Write]) {

@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::commit::Committer;
 use crate::execute::{Executor, Runner};
-use crate::lease::{LeaseRequest, Leaser};
+use crate::lease::{Claim, LeaseRequest, Leaser};
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::stats::{Stats, StatsSnapshot};
@@ -55,6 +55,8 @@ pub struct HostConfig {
     pub sandbox: SandboxConfig,
     /// What runs the tasks: the sandbox, except in `recur bench --sql-only`.
     pub runner: Runner,
+    /// Timed leases, row locks, or either by measured run time (see lease.rs).
+    pub claim: Claim,
 }
 
 impl Default for HostConfig {
@@ -73,6 +75,7 @@ impl Default for HostConfig {
                 ..SandboxConfig::default()
             },
             runner: Runner::Sandbox,
+            claim: Claim::Auto,
         }
     }
 }
@@ -135,6 +138,14 @@ impl Host {
             slots: slots.clone(),
             max_in_flight,
             workers: config.concurrency,
+            claim: config.claim,
+            // Each locked batch in flight holds a connection; leave two for leasing,
+            // committing and loading modules.
+            locks: Arc::new(Semaphore::new(
+                (pool.options().get_max_connections() as usize)
+                    .saturating_sub(2)
+                    .max(1),
+            )),
             batches: batches_tx,
             shutdown: shutdown_rx.clone(),
             stats: stats.clone(),

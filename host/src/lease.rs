@@ -14,10 +14,12 @@
 //! ones get a short queue and a little less throughput.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::{PgPool, Row};
-use tokio::sync::{Semaphore, mpsc, watch};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use uuid::Uuid;
 
 use crate::stats::Stats;
@@ -25,6 +27,110 @@ use crate::task::LeasedTask;
 
 const LEASE_SQL: &str = include_str!("sql/lease.sql");
 const GIVE_BACK_SQL: &str = include_str!("sql/give_back.sql");
+const CLAIM_SQL: &str = include_str!("sql/claim.sql");
+
+/// Below this mean run time, `Claim::Auto` claims under row locks.
+pub const SHORT_RUN: Duration = Duration::from_millis(20);
+/// Runs measured before `Claim::Auto` trusts the mean.
+const RUNS_BEFORE_AUTO: u64 = 100;
+
+/// How a host claims due tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Claim {
+    /// Row locks while runs are short (mean under [`SHORT_RUN`]), timed leases otherwise.
+    #[default]
+    Auto,
+    /// Always a timed lease: two row writes per execution, safe for runs of any length;
+    /// a crashed host's tasks wait for the lease timeout.
+    Timed,
+    /// Always row locks held in a transaction until the batch is committed: one row
+    /// write per execution, a crashed host's tasks are due again at once, but each
+    /// batch in flight holds a connection and a transaction open while it runs.
+    Locked,
+}
+
+/// The transaction that holds a locked claim's rows. Every task of the batch points to
+/// it; the commit stage writes the batch's outcomes in it once all have finished.
+pub struct BatchLock {
+    /// Distinguishes batches in the commit stage.
+    pub id: u64,
+    /// Tasks claimed in it.
+    pub size: usize,
+    /// Taken by the commit stage. A tokio Mutex: it is held across the commit's awaits.
+    tx: tokio::sync::Mutex<Option<Transaction<'static, Postgres>>>,
+    /// One of the lease stage's connection permits, returned when the lock is dropped.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for BatchLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchLock")
+            .field("id", &self.id)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl BatchLock {
+    /// The transaction, once (the commit stage takes it to commit or roll back).
+    pub async fn take(&self) -> Option<Transaction<'static, Postgres>> {
+        self.tx.lock().await.take()
+    }
+}
+
+/// Claims up to `limit` due tasks under row locks in a new transaction, which stays open
+/// in the returned tasks' [`BatchLock`] until their outcomes are committed in it.
+pub async fn claim_locked(
+    pool: &PgPool,
+    limit: i64,
+    types: Option<&[String]>,
+    permit: OwnedSemaphorePermit,
+) -> Result<Vec<LeasedTask>, sqlx::Error> {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(CLAIM_SQL)
+        .bind(limit)
+        .bind(types)
+        .fetch_all(&mut *tx)
+        .await?;
+    if rows.is_empty() {
+        tx.rollback().await?;
+        return Ok(Vec::new());
+    }
+    let lock = Arc::new(BatchLock {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        size: rows.len(),
+        tx: tokio::sync::Mutex::new(Some(tx)),
+        _permit: permit,
+    });
+    rows.iter()
+        .map(|row| {
+            let token: Option<Uuid> = row.try_get("lease_token")?;
+            Ok(LeasedTask {
+                token,
+                lock: Some(lock.clone()),
+                ..task(row)?
+            })
+        })
+        .collect()
+}
+
+/// The task fields common to both claims (token and lock filled in by the caller).
+fn task(row: &PgRow) -> Result<LeasedTask, sqlx::Error> {
+    Ok(LeasedTask {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        task_type: row.try_get("task_type")?,
+        key: row.try_get("key")?,
+        payload: row.try_get("payload")?,
+        state: row.try_get("state")?,
+        attempt: row.try_get("attempt")?,
+        runs: row.try_get("runs")?,
+        scheduled_at: row.try_get("scheduled_at")?,
+        token: None,
+        lock: None,
+    })
+}
 
 /// Longest wait between two attempts after the database failed a lease.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
@@ -50,19 +156,11 @@ pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTa
         .bind(token)
         .fetch_all(pool)
         .await?;
-    rows.into_iter()
+    rows.iter()
         .map(|row| {
             Ok(LeasedTask {
-                id: row.try_get("id")?,
-                tenant: row.try_get("tenant")?,
-                task_type: row.try_get("task_type")?,
-                key: row.try_get("key")?,
-                payload: row.try_get("payload")?,
-                state: row.try_get("state")?,
-                attempt: row.try_get("attempt")?,
-                runs: row.try_get("runs")?,
-                scheduled_at: row.try_get("scheduled_at")?,
-                token,
+                token: Some(token),
+                ..task(row)?
             })
         })
         .collect()
@@ -75,7 +173,7 @@ pub async fn give_back(pool: &PgPool, tasks: &[LeasedTask]) -> Result<u64, sqlx:
         return Ok(0);
     }
     let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
-    let tokens: Vec<Uuid> = tasks.iter().map(|t| t.token).collect();
+    let tokens: Vec<Option<Uuid>> = tasks.iter().map(|t| t.token).collect();
     let due: Vec<_> = tasks.iter().map(|t| t.scheduled_at).collect();
     let done = sqlx::query(GIVE_BACK_SQL)
         .bind(ids)
@@ -100,6 +198,11 @@ pub struct Leaser {
     pub max_in_flight: usize,
     /// Worker threads, for the time-based cap.
     pub workers: usize,
+    /// Timed leases, row locks, or either by measured run time.
+    pub claim: Claim,
+    /// Connections locked claims may hold at once (each keeps one until committed);
+    /// when none is free, the stage takes a timed lease instead of waiting.
+    pub locks: Arc<Semaphore>,
     /// Where leased batches go: the execute stage.
     pub batches: mpsc::Sender<Vec<LeasedTask>>,
     /// Flips to true when the host shuts down; the loop stops leasing at once.
@@ -109,6 +212,24 @@ pub struct Leaser {
 }
 
 impl Leaser {
+    /// A connection permit when this lease should claim under row locks.
+    fn lock_permit(&self) -> Option<OwnedSemaphorePermit> {
+        let locked = match self.claim {
+            Claim::Timed => false,
+            Claim::Locked => true,
+            Claim::Auto => {
+                let stats = self.stats.snapshot();
+                stats.executed >= RUNS_BEFORE_AUTO
+                    && stats.exec_us_mean < SHORT_RUN.as_micros() as u64
+            }
+        };
+        if locked {
+            self.locks.clone().try_acquire_owned().ok()
+        } else {
+            None
+        }
+    }
+
     /// How many tasks the workers run in a quarter of the lease timeout, at the mean
     /// run time so far (no cap before the first run).
     fn time_cap(&self) -> usize {
@@ -152,7 +273,13 @@ impl Leaser {
                 ..self.request.clone()
             };
             let started = std::time::Instant::now();
-            match lease(&self.pool, &request).await {
+            let claimed = match self.lock_permit() {
+                Some(permit) => {
+                    claim_locked(&self.pool, wanted, request.types.as_deref(), permit).await
+                }
+                None => lease(&self.pool, &request).await,
+            };
+            match claimed {
                 Ok(tasks) => {
                     backoff = Duration::from_millis(100);
                     self.stats.lease_done(tasks.len(), started.elapsed());

@@ -51,7 +51,7 @@ pub enum Kind {
 #[derive(Debug, Clone)]
 pub struct CommitRow {
     pub id: i64,
-    pub token: Uuid,
+    pub token: Option<Uuid>,
     pub status: Status,
     /// Next run as an absolute time (ms since the epoch), or
     pub at_ms: Option<i64>,

@@ -1,8 +1,12 @@
 //! The task as the host holds it between lease and commit, and the status codes the
 //! `tasks` table stores.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+use crate::lease::BatchLock;
 
 /// The `tasks.status` codes. They are part of the schema (see `migrations/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,11 @@ pub struct LeasedTask {
     pub runs: i64,
     /// When this run was due (before the lease pushed `next_run_at` out).
     pub scheduled_at: DateTime<Utc>,
-    /// The lease's fencing token; the commit applies only while the row still holds it.
-    pub token: Uuid,
+    /// The fencing token: the commit applies only while the row still holds it. A timed
+    /// lease sets a fresh one; a locked claim keeps whatever the row held (often none),
+    /// since the row lock is its fence.
+    pub token: Option<Uuid>,
+    /// For a task claimed under a row lock: the claim's transaction, which the task's
+    /// outcome must be committed in. `None` for a timed lease.
+    pub lock: Option<Arc<BatchLock>>,
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use recur_host::Host;
 use recur_host::commit;
 use recur_host::examples::artifacts::NOOP_COMPONENT;
-use recur_host::lease::{LeaseRequest, lease};
+use recur_host::lease::{Claim, LeaseRequest, lease};
 use recur_host::outcome;
 use recur_host::sandbox::{Decision, Outcome};
 
@@ -16,12 +16,24 @@ const DONE: &str = "SELECT count(*) FILTER (WHERE status = 1) = count(*) FROM ta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_split_the_work_and_never_run_a_task_twice() {
+    two_hosts_share(Claim::Timed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_claiming_under_row_locks_never_run_a_task_twice() {
+    two_hosts_share(Claim::Locked).await;
+}
+
+async fn two_hosts_share(claim: Claim) {
     let db = TestDb::new().await;
     db.deploy("noop", NOOP_COMPONENT).await;
     assert_eq!(db.enqueue_n("noop", 3000, "").await, 3000);
 
-    let mut config = test_config();
-    config.lease_timeout = Duration::from_secs(60);
+    let config = recur_host::HostConfig {
+        lease_timeout: Duration::from_secs(60),
+        claim,
+        ..test_config()
+    };
     let a = Host::start(db.pool.clone(), config.clone()).unwrap();
     let b = Host::start(db.another_pool().await, config).unwrap();
     db.wait_for(DONE, Duration::from_secs(60)).await;
@@ -176,4 +188,36 @@ async fn a_host_limited_to_some_types_leaves_the_others_alone() {
     assert_eq!(stats.leased, 1);
     let other = db.task("not-mine").await;
     assert_eq!((other.status, other.runs, other.attempt), (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_host_s_locked_claims_are_due_again_at_once() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    db.enqueue_n("noop", 2000, "").await;
+    // A lease timeout far beyond the test's deadline: only released row locks, not an
+    // expired lease, can let the survivor finish in time.
+    let config = recur_host::HostConfig {
+        lease_timeout: Duration::from_secs(600),
+        claim: Claim::Locked,
+        ..test_config()
+    };
+    let doomed = Host::start(db.another_pool().await, config.clone()).unwrap();
+    wait(Duration::from_secs(20), "the first host to claim", || {
+        let leased = doomed.stats().leased;
+        async move { leased > 0 }
+    })
+    .await;
+    drop(doomed);
+
+    let survivor = Host::start(db.another_pool().await, config).unwrap();
+    db.wait_for(DONE, Duration::from_secs(30)).await;
+    survivor.stop().await;
+    assert_eq!(
+        db.scalar::<i64>(
+            "SELECT count(*) FROM tasks WHERE status = 1 AND runs = 1 AND lease_token IS NULL"
+        )
+        .await,
+        2000
+    );
 }

@@ -21,6 +21,7 @@ use crate::enqueue::DEFAULT_TENANT;
 use crate::examples::example;
 use crate::execute::Runner;
 use crate::host::{DEFAULT_BATCH, Host, HostConfig};
+use crate::lease::Claim;
 use crate::registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scratch::Scratch;
@@ -63,6 +64,9 @@ pub struct BenchArgs {
     /// Largest lease batch.
     #[arg(long, default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
+    /// How the host claims tasks: timed leases, row locks, or auto (locks while runs are short).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub claim: Claim,
     /// Replace the sandbox with an in-process no-op: the ceiling of recur's SQL here.
     #[arg(long, conflicts_with = "with_ceiling")]
     pub sql_only: bool,
@@ -79,6 +83,7 @@ pub struct BenchArgs {
 pub struct Report {
     pub mode: Mode,
     pub sql_only: bool,
+    pub claim: String,
     pub tasks: usize,
     pub concurrency: usize,
     pub batch: usize,
@@ -177,13 +182,14 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let mut config = HostConfig {
         batch: args.batch,
         runner,
+        claim: args.claim,
         ..HostConfig::default()
     };
     if let Some(concurrency) = args.concurrency {
         config.concurrency = concurrency;
     }
     let concurrency = config.concurrency;
-    let pool = db::connect(&scratch.url, 4).await?;
+    let pool = db::connect(&scratch.url, 8).await?;
     eprintln!(
         "running {}{} for up to {} s…",
         mode_name(args.mode),
@@ -239,6 +245,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     Ok(Report {
         mode: args.mode,
         sql_only: runner == Runner::NativeNoop,
+        claim: format!("{:?}", args.claim).to_lowercase(),
         tasks: args.tasks,
         concurrency,
         batch: args.batch,

@@ -1,6 +1,6 @@
 -- Write back the outcomes of many executions, and the tasks they spawned, in one
 -- statement. Each row applies only while the task still holds the lease token it was
--- run under: a host whose lease expired cannot overwrite the newer result of the host
+-- run under (for a locked claim, the token it held when claimed: the row lock fences it): a host whose lease expired cannot overwrite the newer result of the host
 -- that took over. Spawns are written only for outcomes that applied, into the spawning
 -- task's tenant, and a key that exists already is absorbed by the unique constraint.
 --
@@ -30,7 +30,7 @@ committed AS (
         updated_at  = now()
     FROM outcome AS o
     WHERE t.id = o.id
-      AND t.lease_token = o.token
+      AND t.lease_token IS NOT DISTINCT FROM o.token
     RETURNING t.id, t.tenant
 ),
 spawned AS (
