@@ -148,9 +148,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Connects and checks that the schema is current.
+/// Connects and checks that the schema is current. Eight connections: a host's locked
+/// claims hold one each while their batch runs (sqlx opens them only when needed).
 async fn connect_migrated(url: &str) -> anyhow::Result<PgPool> {
-    let pool = db::connect(url, 4).await?;
+    let pool = db::connect(url, 8).await?;
     db::check_schema(&pool).await?;
     Ok(pool)
 }
