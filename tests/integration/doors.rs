@@ -274,19 +274,26 @@ async fn a_wrong_database_url_or_a_database_without_the_schema_is_named() {
         .rsplit_once('@')
         .map_or(base.as_str(), |(_, h)| h)
         .to_owned();
-    let cases = [
-        ("not a url".to_owned(), "is not a valid PostgreSQL URL"),
+    // Each door that connects: status, a host (which must not start), an enqueue.
+    let cases: [(String, &[&str], &str); 3] = [
+        (
+            "not a url".to_owned(),
+            &["status"],
+            "is not a valid PostgreSQL URL",
+        ),
         (
             format!("{base}/recur_no_such_database"),
+            &["host"],
             "database \"recur_no_such_database\" does not exist",
         ),
         (
             format!("postgres://recur_no_such_role:secret@{host_port}/postgres"),
+            &["enqueue", "noop", "k"],
             "postgres://recur_no_such_role:***@",
         ),
     ];
-    for (url, expected) in &cases {
-        let err = refused(url, &recur(url, &["status"], b""), expected);
+    for (url, args, expected) in &cases {
+        let err = refused(url, &recur(url, args, b""), expected);
         assert!(!err.contains("secret"), "the password was shown: {err}");
         // The driver repeats the server's message in its own; it is said once.
         let cause = err.rsplit(": ").next().unwrap();
