@@ -29,12 +29,13 @@ async fn cut_connections(admin: &mut PgConnection, database: &str) -> i64 {
     .unwrap()
 }
 
-/// Lines in which a host said a database call failed and would be retried.
+/// Warning and error lines in the hosts' logs: each says that a database call failed
+/// and what the host does about it (retry, or leave the tasks to run again).
 fn reconnect_warnings(fleet: &Fleet) -> usize {
     fleet
         .all_logs()
         .lines()
-        .filter(|l| l.contains("WARN") && l.contains("retry"))
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
         .count()
 }
 
@@ -100,10 +101,13 @@ async fn cut_connections_under_load(strict: bool) {
         "cut-connections",
         &format!("{rounds} rounds of pg_terminate_backend, {cut} connections cut, 3 hosts"),
         &audit,
-        &format!("; {warnings} retry warnings logged"),
+        &format!("; {warnings} warnings logged"),
     );
     assert!(cut > 0, "no connection was cut");
-    assert!(warnings > 0, "the hosts never said a database call failed");
+    assert!(
+        warnings > 0,
+        "the hosts never said that a database call failed"
+    );
     assert!(
         !fleet.all_logs().contains('\u{1b}'),
         "a log written to a file has terminal escape codes"
@@ -205,9 +209,12 @@ async fn hosts_ride_out_a_postgres_restart_and_lose_nothing() {
         "pg-restart",
         &format!("1 PostgreSQL restart ({} ms), 2 hosts", restart.as_millis()),
         &audit,
-        &format!("; {warnings} retry warnings logged"),
+        &format!("; {warnings} warnings logged"),
     );
-    assert!(warnings > 0, "the hosts never said a database call failed");
+    assert!(
+        warnings > 0,
+        "the hosts never said that a database call failed"
+    );
     // A commit that cannot reach the server for longer than the lease is given up and
     // its task runs again: at-least-once, so duplicates are counted, not forbidden.
     assert_at_least_once(&audit);
