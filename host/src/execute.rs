@@ -191,6 +191,13 @@ fn work(
             let _ = finished.send(Finished::NotRun(task));
             continue;
         }
+        if Instant::now() >= task.deadline {
+            // The host stalled (paused, starved) past the claim: another host may be
+            // running this task already, and its commit would be fenced off anyway.
+            stats.expired();
+            let _ = finished.send(Finished::NotRun(task));
+            continue;
+        }
         let input = Task {
             id: task.id,
             tenant: task.tenant.clone(),

@@ -27,8 +27,11 @@ pub const IN_FLIGHT_BATCHES: usize = 3;
 /// cover the wait in the local queue plus the run; a crashed host's tasks are due again
 /// after it.
 pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default wait before leasing again when nothing was due.
-pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_millis(100);
+/// Default wait before leasing again when nothing was due. It bounds how late a task
+/// that falls due on an idle host starts: at 20k/s offered (half this machine's
+/// maximum) 100 ms gave a p99 lag of 119 ms, 25 ms gave 65 ms. The price is up to 40
+/// empty lease queries a second per idle host; LISTEN/NOTIFY would remove it.
+pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_millis(25);
 /// Default interval at which a host looks for newly deployed module versions.
 pub const DEFAULT_REGISTRY_REFRESH: Duration = Duration::from_secs(2);
 

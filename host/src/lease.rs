@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -82,15 +82,22 @@ impl BatchLock {
 /// in the returned tasks' [`BatchLock`] until their outcomes are committed in it.
 pub async fn claim_locked(
     pool: &PgPool,
-    limit: i64,
-    types: Option<&[String]>,
+    request: &LeaseRequest,
     permit: OwnedSemaphorePermit,
 ) -> Result<Vec<LeasedTask>, sqlx::Error> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+    let deadline = Instant::now() + request.lease_timeout;
     let mut tx = pool.begin().await?;
+    // The lease timeout bounds a locked claim too: a host that stalls (paused, hung)
+    // with the transaction open loses its session and its locks after it, instead of
+    // holding the rows for as long as the process lives.
+    sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+        .bind(format!("{}ms", request.lease_timeout.as_millis()))
+        .execute(&mut *tx)
+        .await?;
     let rows = sqlx::query(CLAIM_SQL)
-        .bind(limit)
-        .bind(types)
+        .bind(request.limit)
+        .bind(request.types.as_deref())
         .fetch_all(&mut *tx)
         .await?;
     if rows.is_empty() {
@@ -109,14 +116,14 @@ pub async fn claim_locked(
             Ok(LeasedTask {
                 token,
                 lock: Some(lock.clone()),
-                ..task(row)?
+                ..task(row, deadline)?
             })
         })
         .collect()
 }
 
 /// The task fields common to both claims (token and lock filled in by the caller).
-fn task(row: &PgRow) -> Result<LeasedTask, sqlx::Error> {
+fn task(row: &PgRow, deadline: Instant) -> Result<LeasedTask, sqlx::Error> {
     Ok(LeasedTask {
         id: row.try_get("id")?,
         tenant: row.try_get("tenant")?,
@@ -129,6 +136,7 @@ fn task(row: &PgRow) -> Result<LeasedTask, sqlx::Error> {
         scheduled_at: row.try_get("scheduled_at")?,
         token: None,
         lock: None,
+        deadline,
     })
 }
 
@@ -149,6 +157,7 @@ pub struct LeaseRequest {
 /// Claims up to `request.limit` due tasks under one fresh lease token, oldest due first.
 pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTask>, sqlx::Error> {
     let token = Uuid::new_v4();
+    let deadline = Instant::now() + request.lease_timeout;
     let rows = sqlx::query(LEASE_SQL)
         .bind(request.limit)
         .bind(request.lease_timeout.as_millis() as i64)
@@ -160,7 +169,7 @@ pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTa
         .map(|row| {
             Ok(LeasedTask {
                 token: Some(token),
-                ..task(row)?
+                ..task(row, deadline)?
             })
         })
         .collect()
@@ -272,11 +281,9 @@ impl Leaser {
                 limit: wanted,
                 ..self.request.clone()
             };
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let claimed = match self.lock_permit() {
-                Some(permit) => {
-                    claim_locked(&self.pool, wanted, request.types.as_deref(), permit).await
-                }
+                Some(permit) => claim_locked(&self.pool, &request, permit).await,
                 None => lease(&self.pool, &request).await,
             };
             match claimed {

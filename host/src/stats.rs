@@ -29,6 +29,7 @@ pub struct Stats {
     commits: AtomicU64,
     commit_micros: AtomicU64,
     given_back: AtomicU64,
+    expired: AtomicU64,
     /// Latency histograms. A std Mutex, not tokio's: it is held for a few hundred
     /// nanoseconds, never across an await, and worker threads (not async tasks) take it.
     latencies: Mutex<Latencies>,
@@ -151,6 +152,8 @@ pub struct StatsSnapshot {
     pub commits: u64,
     /// Leased tasks returned unrun at shutdown.
     pub given_back: u64,
+    /// Queued tasks not started because their claim had run out.
+    pub expired: u64,
 }
 
 impl Stats {
@@ -206,6 +209,10 @@ impl Stats {
             .record(took.as_micros().max(1) as u64);
     }
 
+    pub(crate) fn expired(&self) {
+        self.expired.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn given_back(&self, tasks: u64) {
         self.given_back.fetch_add(tasks, Relaxed);
     }
@@ -252,6 +259,7 @@ impl Stats {
             fenced_out: self.fenced_out.load(Relaxed),
             commits: self.commits.load(Relaxed),
             given_back: self.given_back.load(Relaxed),
+            expired: self.expired.load(Relaxed),
         }
     }
 }

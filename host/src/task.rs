@@ -2,6 +2,7 @@
 //! `tasks` table stores.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -49,4 +50,7 @@ pub struct LeasedTask {
     /// For a task claimed under a row lock: the claim's transaction, which the task's
     /// outcome must be committed in. `None` for a timed lease.
     pub lock: Option<Arc<BatchLock>>,
+    /// When the claim runs out (the lease timeout after it was taken). A task still
+    /// queued then belongs to whichever host claims it next, so it is not started here.
+    pub deadline: Instant,
 }
