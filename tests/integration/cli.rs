@@ -1,33 +1,17 @@
 //! The `recur` binary end to end: migrate, deploy, enqueue (single and bulk), status,
 //! a host process stopped by SIGTERM, and the demo on a private cluster.
 
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support::TestDb;
+use crate::support::{self, TestDb};
 
 fn recur(db: &TestDb, args: &[&str]) -> Output {
-    recur_with_stdin(db, args, "")
+    support::recur(&db.url, args, b"")
 }
 
 fn recur_with_stdin(db: &TestDb, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .env("DATABASE_URL", &db.url)
-        .env_remove("RECUR_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    support::recur(&db.url, args, stdin.as_bytes())
 }
 
 fn stdout(output: &Output) -> String {

@@ -3,37 +3,14 @@
 //! and changes nothing. (cli.rs, deploy.rs and enqueue.rs cover the first cases of each
 //! door; this file is the long tail.)
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::*;
 use recur_host::registry;
 use recur_host::sandbox::{Sandbox, SandboxConfig};
 
-use crate::support::TestDb;
-
-/// Runs `recur args` against `url` with `stdin`.
-fn recur(url: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env_remove("RECUR_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    // A writer thread: a refused input may be answered before it is all read.
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    output
-}
+use crate::support::{TestDb, recur};
 
 /// Asserts that `output` is a refusal: non-zero exit, nothing on stdout, one line on
 /// stderr containing `expected`. Returns the line.

@@ -216,6 +216,30 @@ pub struct TaskRow {
     pub due_in_secs: f64,
 }
 
+/// Runs the `recur` binary with `args` against the database at `url`, feeding it `stdin`.
+pub fn recur(url: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env_remove("RECUR_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // A writer thread: a refused input may be answered before it is all read.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
+}
+
 /// Polls `check` until it is true; panics with `what` after `timeout`.
 pub async fn wait<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
