@@ -13,6 +13,7 @@ use sqlx::{PgPool, Row};
 
 pub use deploy::{DeployError, Deployed, MAX_COMPONENT_BYTES, ModuleInfo, deploy, list};
 
+use crate::execute::ModuleRunTimes;
 use crate::sandbox::{Prepared, RunLimits, Sandbox};
 
 const ACTIVE_SQL: &str = "
@@ -45,6 +46,9 @@ pub struct Loaded {
     pub limits: RunLimits,
     /// Tries of one run before the task is parked.
     pub max_attempts: i32,
+    /// How long its runs take, which decides how many workers one tenant's runs of it
+    /// may hold (see execute/queue.rs). Kept across limit changes.
+    pub run_times: Arc<ModuleRunTimes>,
 }
 
 /// What the registry knows about one (tenant, task type).
@@ -127,6 +131,7 @@ impl Registry {
                             prepared,
                             limits,
                             max_attempts,
+                            run_times: Arc::default(),
                         }))
                     }
                     Err(err) => {
@@ -171,6 +176,7 @@ impl Registry {
                             prepared: loaded.prepared.clone(),
                             limits: limits.0,
                             max_attempts: limits.1,
+                            run_times: loaded.run_times.clone(),
                         };
                         *loaded = Arc::new(updated);
                     }

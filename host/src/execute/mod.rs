@@ -1,5 +1,6 @@
-//! The execute stage: a dispatcher that matches each leased task to its module, and a
-//! pool of worker threads that run tasks in the sandbox. Workers are OS threads, not
+//! The execute stage: a dispatcher that matches each leased task to its module, a queue
+//! fair between tenants (`queue.rs`), and a pool of worker threads that run tasks in the
+//! sandbox. Workers are OS threads, not
 //! async tasks: a run is CPU-bound and synchronous, and wasmtime's epoch deadline, not
 //! the async runtime, bounds how long it takes.
 
@@ -67,8 +68,13 @@ fn native_noop(task: &Task) -> Outcome {
     }
 }
 
+mod queue;
+
+pub use queue::{PROVEN_RUNS, RunTimes as ModuleRunTimes, SHORT_RUN};
+use queue::{Queue, Taken};
+
 /// One task and the module to run it with.
-struct Job {
+pub struct Job {
     task: LeasedTask,
     module: Arc<Loaded>,
 }
@@ -98,11 +104,11 @@ impl Executor {
     /// Dispatches batches to the workers until the lease stage closes its channel, then
     /// waits for the workers to finish what they started.
     pub async fn run(mut self) {
-        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+        let jobs = Arc::new(Queue::new(self.workers));
         let stopping = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(self.workers);
         for n in 0..self.workers {
-            let (jobs, finished) = (jobs_rx.clone(), self.finished.clone());
+            let (jobs, finished) = (jobs.clone(), self.finished.clone());
             let (sandbox, stats, stopping) =
                 (self.sandbox.clone(), self.stats.clone(), stopping.clone());
             let runner = self.runner;
@@ -112,7 +118,6 @@ impl Executor {
                 .expect("cannot start a worker thread");
             threads.push(thread);
         }
-        drop(jobs_rx);
 
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -120,14 +125,15 @@ impl Executor {
                 batch = self.batches.recv() => batch,
                 _ = shutdown.changed(), if !stopping.load(Ordering::Relaxed) => {
                     stopping.store(true, Ordering::Relaxed);
+                    jobs.wake();
                     continue;
                 }
             };
             let Some(batch) = batch else { break };
-            self.dispatch(batch, &jobs_tx).await;
+            self.dispatch(batch, &jobs).await;
         }
         stopping.store(true, Ordering::Relaxed);
-        drop(jobs_tx);
+        jobs.close();
         tokio::task::spawn_blocking(move || {
             for thread in threads {
                 let _ = thread.join();
@@ -138,7 +144,7 @@ impl Executor {
     }
 
     /// Resolves the batch's modules and queues each task, or sends it on as unrunnable.
-    async fn dispatch(&mut self, batch: Vec<LeasedTask>, jobs: &crossbeam_channel::Sender<Job>) {
+    async fn dispatch(&mut self, batch: Vec<LeasedTask>, jobs: &Queue) {
         let keys: HashSet<_> = batch
             .iter()
             .map(|t| (t.tenant.clone(), t.task_type.clone()))
@@ -158,11 +164,12 @@ impl Executor {
                 }
             }
         };
+        let mut ready = Vec::with_capacity(batch.len());
         for task in batch {
             let key = (task.tenant.clone(), task.task_type.clone());
             let message = match resolved.get(&key) {
                 Some(Resolved::Ready(module)) => {
-                    let _ = jobs.send(Job {
+                    ready.push(Job {
                         task,
                         module: module.clone(),
                     });
@@ -173,6 +180,7 @@ impl Executor {
             };
             let _ = self.finished.send(message);
         }
+        jobs.push(ready);
     }
 }
 
@@ -180,20 +188,26 @@ impl Executor {
 fn work(
     sandbox: &Sandbox,
     runner: Runner,
-    jobs: &crossbeam_channel::Receiver<Job>,
+    jobs: &Queue,
     finished: &mpsc::UnboundedSender<Finished>,
     stats: &Stats,
     stopping: &AtomicBool,
 ) {
     let mut times = RunTimes::new();
-    while let Ok(Job { mut task, module }) = jobs.recv() {
+    while let Some(Taken {
+        job: Job { mut task, module },
+        long,
+    }) = jobs.take(|| stopping.load(Ordering::Relaxed))
+    {
         if stopping.load(Ordering::Relaxed) {
+            jobs.done(&task.tenant, long);
             let _ = finished.send(Finished::NotRun(task));
             continue;
         }
         if Instant::now() >= task.deadline {
             // The host stalled (paused, starved) past the claim: another host may be
             // running this task already, and its commit would be fenced off anyway.
+            jobs.done(&task.tenant, long);
             stats.expired();
             let _ = finished.send(Finished::NotRun(task));
             continue;
@@ -215,7 +229,10 @@ fn work(
             Runner::Sandbox => sandbox.run(&module.prepared, input, module.limits),
             Runner::NativeNoop => Ok(native_noop(&input)),
         };
-        times.record(stats, started.elapsed(), lag_ms);
+        let took = started.elapsed();
+        times.record(stats, took, lag_ms);
+        module.run_times.record(took);
+        jobs.done(&task.tenant, long);
         if let Err(err) = &result {
             tracing::debug!(task = task.id, tenant = task.tenant, task_type = task.task_type, error = %err, "run failed");
         }
