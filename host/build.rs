@@ -147,6 +147,8 @@ fn watch(root: &Path, modules: &[Module]) {
         root.join("Cargo.toml"),
         root.join("rust-toolchain.toml"),
         root.join("wit"),
+        // sqlx::migrate! embeds the migrations; a new or changed one must rebuild the host.
+        root.join("migrations"),
         root.join("guest-sdk/Cargo.toml"),
         root.join("guest-sdk/src"),
         root.join("modules/Cargo.toml"),
