@@ -22,6 +22,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use uuid::Uuid;
 
+use crate::execute::{PROVEN_RUNS, SHORT_RUN};
 use crate::stats::Stats;
 use crate::task::LeasedTask;
 
@@ -29,15 +30,11 @@ const LEASE_SQL: &str = include_str!("sql/lease.sql");
 const GIVE_BACK_SQL: &str = include_str!("sql/give_back.sql");
 const CLAIM_SQL: &str = include_str!("sql/claim.sql");
 
-/// Below this mean run time, `Claim::Auto` claims under row locks.
-pub const SHORT_RUN: Duration = Duration::from_millis(20);
-/// Runs measured before `Claim::Auto` trusts the mean.
-const RUNS_BEFORE_AUTO: u64 = 100;
-
 /// How a host claims due tasks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Claim {
-    /// Row locks while runs are short (mean under [`SHORT_RUN`]), timed leases otherwise.
+    /// Row locks while runs are short (a mean under [`SHORT_RUN`], the same measure the
+    /// execute stage uses for fairness), timed leases otherwise.
     #[default]
     Auto,
     /// Always a timed lease: two row writes per execution, safe for runs of any length;
@@ -228,8 +225,7 @@ impl Leaser {
             Claim::Locked => true,
             Claim::Auto => {
                 let stats = self.stats.snapshot();
-                stats.executed >= RUNS_BEFORE_AUTO
-                    && stats.exec_us_mean < SHORT_RUN.as_micros() as u64
+                stats.executed >= PROVEN_RUNS && stats.exec_us_mean < SHORT_RUN.as_micros() as u64
             }
         };
         if locked {

@@ -70,7 +70,7 @@ fn native_noop(task: &Task) -> Outcome {
 
 mod queue;
 
-pub use queue::{PROVEN_RUNS, RunTimes as ModuleRunTimes, SHORT_RUN};
+pub use queue::{ModuleTimes, PROVEN_RUNS, SHORT_RUN};
 use queue::{Queue, Taken};
 
 /// One task and the module to run it with.

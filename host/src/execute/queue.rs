@@ -27,12 +27,12 @@ pub const PROVEN_RUNS: u64 = 20;
 
 /// Run times of one module version, shared by every worker.
 #[derive(Debug, Default)]
-pub struct RunTimes {
+pub struct ModuleTimes {
     runs: AtomicU64,
     nanos: AtomicU64,
 }
 
-impl RunTimes {
+impl ModuleTimes {
     /// Adds one run.
     pub fn record(&self, took: Duration) {
         self.runs.fetch_add(1, Relaxed);

@@ -13,7 +13,7 @@ use sqlx::{PgPool, Row};
 
 pub use deploy::{DeployError, Deployed, MAX_COMPONENT_BYTES, ModuleInfo, deploy, list};
 
-use crate::execute::ModuleRunTimes;
+use crate::execute::ModuleTimes;
 use crate::sandbox::{Prepared, RunLimits, Sandbox};
 
 const ACTIVE_SQL: &str = "
@@ -48,7 +48,7 @@ pub struct Loaded {
     pub max_attempts: i32,
     /// How long its runs take, which decides how many workers one tenant's runs of it
     /// may hold (see execute/queue.rs). Kept across limit changes.
-    pub run_times: Arc<ModuleRunTimes>,
+    pub run_times: Arc<ModuleTimes>,
 }
 
 /// What the registry knows about one (tenant, task type).
