@@ -32,14 +32,20 @@ pub struct Committed {
 }
 
 /// Writes `writes` in one statement. A row whose task no longer holds the lease token it
-/// ran under is skipped, and so are its spawns.
+/// ran under (or, for a locked claim, is no longer the version claimed) is skipped, and
+/// so are its spawns. `claim` is the key of the locked claim the writes belong to: its
+/// `claims` row is deleted by the same statement. `salvage` skips rows other
+/// transactions hold locked (see commit.sql).
 pub async fn commit<'e>(
     db: impl PgExecutor<'e>,
     writes: &[Write],
+    claim: Option<i64>,
+    salvage: bool,
 ) -> Result<Committed, sqlx::Error> {
     let n = writes.len();
     let mut ids = Vec::with_capacity(n);
     let mut tokens: Vec<Option<Uuid>> = Vec::with_capacity(n);
+    let mut versions: Vec<Option<i64>> = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
     let mut at_ms = Vec::with_capacity(n);
     let mut delay_ms = Vec::with_capacity(n);
@@ -58,6 +64,7 @@ pub async fn commit<'e>(
         let row = &write.row;
         ids.push(row.id);
         tokens.push(row.token);
+        versions.push(row.version);
         statuses.push(row.status as i16);
         at_ms.push(row.at_ms);
         delay_ms.push(row.delay_ms);
@@ -92,6 +99,9 @@ pub async fn commit<'e>(
         .bind(payloads)
         .bind(spawn_at)
         .bind(spawn_delay)
+        .bind(versions)
+        .bind(claim)
+        .bind(salvage)
         .fetch_one(db)
         .await?;
     Ok(Committed {
@@ -179,6 +189,10 @@ impl Committer {
                 let write = outcome::no_module(&task, error);
                 (task, Some(write))
             }
+            Finished::Lost { task, max_attempts } => {
+                let write = outcome::lost(&task, max_attempts);
+                (task, Some(write))
+            }
             // A locked task that never ran needs no write: the rollback-free commit of
             // its batch releases its lock and leaves it due, exactly as it was.
             Finished::NotRun(task) => (task, None),
@@ -207,20 +221,20 @@ impl Committer {
         }
     }
 
-    /// Writes a locked batch in its own transaction and commits it. On failure the
-    /// transaction rolls back: the locks go, and the batch's tasks are due again (they
-    /// will run again, which at-least-once delivery allows).
+    /// Writes a locked batch in its own transaction and commits it, which also deletes
+    /// the claim's `claims` row and releases the locks. If that fails (the connection
+    /// was cut, the database restarted), the locks are gone and the tasks are due again;
+    /// the outcomes are then written through the pool instead, fenced by the row
+    /// versions the claim saw, so that every run no other host has taken over since
+    /// still counts.
     async fn write_locked(&self, batch: LockedBatch) {
         let Some(mut tx) = batch.lock.take().await else {
             return;
         };
         let started = Instant::now();
+        let key = Some(batch.lock.key);
         let result = async {
-            let done = if batch.writes.is_empty() {
-                Committed::default()
-            } else {
-                commit(&mut *tx, &batch.writes).await?
-            };
+            let done = commit(&mut *tx, &batch.writes, key, false).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(done)
         }
@@ -232,20 +246,28 @@ impl Committer {
                 done.spawned,
                 started.elapsed(),
             ),
-            Err(err) => tracing::warn!(error = %err, outcomes = batch.writes.len(),
-                "committing a locked batch failed; its tasks are due again and will rerun"),
+            Err(err) => {
+                tracing::warn!(error = %err, outcomes = batch.writes.len(),
+                    "committing a locked batch failed; writing its outcomes where no other host has run them since");
+                self.write_fenced(&batch.writes, key).await;
+            }
         }
     }
 
     async fn write(&self, writes: &[Write]) {
-        if writes.is_empty() {
-            return;
+        if !writes.is_empty() {
+            self.write_fenced(writes, None).await;
         }
+    }
+
+    /// Writes through the pool, retrying with backoff until the leases would have run
+    /// out (after that the fences would skip every row anyway).
+    async fn write_fenced(&self, writes: &[Write], claim: Option<i64>) {
         let first_try = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
             let started = Instant::now();
-            match commit(&self.pool, writes).await {
+            match commit(&self.pool, writes, claim, claim.is_some()).await {
                 Ok(done) => {
                     self.stats.commit_done(
                         writes.len(),

@@ -165,9 +165,10 @@ impl Host {
             runner: config.runner,
             batches: batches_rx,
             finished: finished_tx,
-            shutdown: shutdown_rx,
+            shutdown: shutdown_rx.clone(),
             stats: stats.clone(),
         };
+        let maintain = crate::maintain::run(pool.clone(), shutdown_rx.clone());
         let committer = Committer {
             pool,
             finished: finished_rx,
@@ -180,6 +181,7 @@ impl Host {
         stages.spawn(leaser.run());
         stages.spawn(executor.run());
         stages.spawn(committer.run());
+        stages.spawn(maintain);
         Ok(Host {
             stats,
             shutdown,

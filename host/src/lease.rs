@@ -51,6 +51,10 @@ pub enum Claim {
 pub struct BatchLock {
     /// Distinguishes batches in the commit stage.
     pub id: u64,
+    /// The claim's advisory lock and `claims` row (see migrations/0002): the row stays
+    /// behind if the transaction ends without committing, so the lost attempt is
+    /// counted on the batch's tasks (`maintain.rs`).
+    pub key: i64,
     /// Tasks claimed in it.
     pub size: usize,
     /// Taken by the commit stage. A tokio Mutex: it is held across the commit's awaits.
@@ -84,14 +88,20 @@ pub async fn claim_locked(
 ) -> Result<Vec<LeasedTask>, sqlx::Error> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(0);
     let deadline = Instant::now() + request.lease_timeout;
+    let key = Uuid::new_v4().as_u64_pair().0 as i64;
     let mut tx = pool.begin().await?;
     // The lease timeout bounds a locked claim too: a host that stalls (paused, hung)
     // with the transaction open loses its session and its locks after it, instead of
-    // holding the rows for as long as the process lives.
-    sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
-        .bind(format!("{}ms", request.lease_timeout.as_millis()))
-        .execute(&mut *tx)
-        .await?;
+    // holding the rows for as long as the process lives. The advisory lock says that
+    // this claim is alive for as long as its transaction is.
+    sqlx::query(
+        "SELECT set_config('idle_in_transaction_session_timeout', $1, true), \
+                pg_advisory_xact_lock($2)",
+    )
+    .bind(format!("{}ms", request.lease_timeout.as_millis()))
+    .bind(key)
+    .execute(&mut *tx)
+    .await?;
     let rows = sqlx::query(CLAIM_SQL)
         .bind(request.limit)
         .bind(request.types.as_deref())
@@ -101,17 +111,30 @@ pub async fn claim_locked(
         tx.rollback().await?;
         return Ok(Vec::new());
     }
+    // Recorded outside the transaction, so that it outlives a crash; the batch's commit
+    // deletes it inside. Before any task runs: a run that could take the host down has
+    // its attempt on record first.
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    sqlx::query("INSERT INTO claims (key, task_ids) VALUES ($1, $2)")
+        .bind(key)
+        .bind(&ids)
+        .execute(pool)
+        .await?;
     let lock = Arc::new(BatchLock {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        key,
         size: rows.len(),
         tx: tokio::sync::Mutex::new(Some(tx)),
         _permit: permit,
     });
     rows.iter()
         .map(|row| {
-            let token: Option<Uuid> = row.try_get("lease_token")?;
             Ok(LeasedTask {
-                token,
+                token: row.try_get("lease_token")?,
+                version: Some(row.try_get("row_version")?),
                 lock: Some(lock.clone()),
                 ..task(row, deadline)?
             })
@@ -132,6 +155,7 @@ fn task(row: &PgRow, deadline: Instant) -> Result<LeasedTask, sqlx::Error> {
         runs: row.try_get("runs")?,
         scheduled_at: row.try_get("scheduled_at")?,
         token: None,
+        version: None,
         lock: None,
         deadline,
     })

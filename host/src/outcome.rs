@@ -52,6 +52,8 @@ pub enum Kind {
 pub struct CommitRow {
     pub id: i64,
     pub token: Option<Uuid>,
+    /// The row version a locked claim saw (see [`LeasedTask::version`]).
+    pub version: Option<i64>,
     pub status: Status,
     /// Next run as an absolute time (ms since the epoch), or
     pub at_ms: Option<i64>,
@@ -112,6 +114,7 @@ pub fn decide(
         row: CommitRow {
             id: task.id,
             token: task.token,
+            version: task.version,
             status,
             at_ms,
             delay_ms,
@@ -141,6 +144,7 @@ pub fn no_module(task: &LeasedTask, error: String) -> Write {
         row: CommitRow {
             id: task.id,
             token: task.token,
+            version: task.version,
             status: Status::Scheduled,
             at_ms: None,
             delay_ms: Some(NO_MODULE_RETRY.as_millis() as i64),
@@ -151,6 +155,33 @@ pub fn no_module(task: &LeasedTask, error: String) -> Write {
         },
         spawns: Vec::new(),
     }
+}
+
+/// How many attempts past its tenant's `max_attempts` a task may reach through runs that
+/// ended without a result before it is parked unrun. A run that returns is parked at
+/// `max_attempts`; only claims lost with their host (or its connection) go further.
+/// Every task a dead host held loses its claim, not only the one it was running, so a
+/// burst of crashes must not park healthy tasks, while a task whose runs take their host
+/// down is still stopped after a bounded number of hosts.
+pub const LOST_RUN_ALLOWANCE: i32 = 5;
+
+/// Whether a claimed task has used up its attempts without a result and must be parked
+/// rather than run (see [`LOST_RUN_ALLOWANCE`]).
+pub fn exhausted(task: &LeasedTask, max_attempts: i32) -> bool {
+    task.attempt > max_attempts + LOST_RUN_ALLOWANCE
+}
+
+/// The write for a task whose claims kept ending without a result (the host running it
+/// died, or lost its lease or connection): parked unrun, since running it again may end
+/// the same way.
+pub fn lost(task: &LeasedTask, max_attempts: i32) -> Write {
+    fail(
+        task,
+        format!(
+            "parked without running: {} attempts ended without a result (its limit is {max_attempts}, and {LOST_RUN_ALLOWANCE} more for runs lost with their host); the hosts that ran it died, stalled past their lease or lost their database connection: see their logs",
+            task.attempt - 1
+        ),
+    )
 }
 
 /// The write for a transient failure: back off exponentially, or park the task once
@@ -168,6 +199,7 @@ fn retry(task: &LeasedTask, message: String, max_attempts: i32) -> Write {
         row: CommitRow {
             id: task.id,
             token: task.token,
+            version: task.version,
             status: Status::Scheduled,
             at_ms: None,
             delay_ms: Some(delay.as_millis() as i64),
@@ -187,6 +219,7 @@ fn fail(task: &LeasedTask, message: String) -> Write {
         row: CommitRow {
             id: task.id,
             token: task.token,
+            version: task.version,
             status: Status::Failed,
             at_ms: None,
             delay_ms: Some(0),

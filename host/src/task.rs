@@ -41,12 +41,16 @@ pub struct LeasedTask {
     pub attempt: i32,
     /// Successful runs before this one.
     pub runs: i64,
-    /// When this run was due (before the lease pushed `next_run_at` out).
+    /// When this run was due: before the lease pushed `next_run_at` out, and before any
+    /// earlier lease that ran out without a result.
     pub scheduled_at: DateTime<Utc>,
     /// The fencing token: the commit applies only while the row still holds it. A timed
     /// lease sets a fresh one; a locked claim keeps whatever the row held (often none),
     /// since the row lock is its fence.
     pub token: Option<Uuid>,
+    /// For a locked claim, the row version (xmin) it claimed: a commit made after the
+    /// claim's locks were lost applies only if nobody has written the row since.
+    pub version: Option<i64>,
     /// For a task claimed under a row lock: the claim's transaction, which the task's
     /// outcome must be committed in. `None` for a timed lease.
     pub lock: Option<Arc<BatchLock>>,

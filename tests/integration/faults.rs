@@ -9,6 +9,7 @@
 //! restarts PostgreSQL is `#[ignore]`d because it would cut every other test's
 //! connections; `.ci/run` runs it alone. `RECUR_SOAK_SECS` lengthens the fault phases.
 
+mod crashing;
 mod database;
 pub mod fleet;
 mod kill;

@@ -98,7 +98,9 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
         .iter()
         .map(|t| outcome::decide(t, Ok(stale.clone()), 5, 0))
         .collect();
-    let done = commit::commit(&db.pool, &writes).await.unwrap();
+    let done = commit::commit(&db.pool, &writes, None, false)
+        .await
+        .unwrap();
     assert_eq!(done.committed, 0);
     for task in &crashed {
         let row = db.task(&task.key).await;

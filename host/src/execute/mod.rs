@@ -30,6 +30,14 @@ pub enum Finished {
     },
     /// No runnable module; the error to record.
     NoModule(LeasedTask, String),
+    /// Not run, and to be parked: its earlier attempts went past the tenant's limit
+    /// without a result (their hosts died or lost their claims while running it).
+    Lost {
+        /// The task.
+        task: LeasedTask,
+        /// The tenant's limit on tries.
+        max_attempts: i32,
+    },
     /// Not run because the host is stopping: to be given back.
     NotRun(LeasedTask),
 }
@@ -168,6 +176,17 @@ impl Executor {
         for task in batch {
             let key = (task.tenant.clone(), task.task_type.clone());
             let message = match resolved.get(&key) {
+                // Only leases that ran out, or locked batches that never committed, take a
+                // task this far (a run that returns parks it at its limit): its runs keep
+                // ending with their host. Running it again could take this host down too.
+                Some(Resolved::Ready(module))
+                    if crate::outcome::exhausted(&task, module.max_attempts) =>
+                {
+                    Finished::Lost {
+                        task,
+                        max_attempts: module.max_attempts,
+                    }
+                }
                 Some(Resolved::Ready(module)) => {
                     ready.push(Job {
                         task,

@@ -2,14 +2,55 @@
 -- writing them: the outcomes are written later in the same transaction, so one
 -- execution costs one row write instead of two. The locks are the lease: other hosts
 -- skip these rows, and if this host dies its connection's transaction aborts and the
--- tasks are due again at once.
+-- tasks are due again at once. A task whose timed lease ran out is due since due_at.
+-- The row version (xmin) lets a commit made after the locks are lost apply only to rows
+-- nobody has written since.
+--
+-- A locked batch that died leaves its claims row behind (see migrations/0002). The claim
+-- takes over those rows for the tasks it claims: it deletes them (putting back the other
+-- tasks' ids) and adds one attempt per lost batch to each claimed task not written since.
+-- All of that is in this transaction, so it becomes permanent only with the batch's
+-- commit; if this batch dies too, the rows come back and the next claim counts both.
 -- $1 batch size, $2 task types (NULL: all).
-SELECT id, tenant, task_type, key, payload, state, attempt + 1 AS attempt, runs,
-       next_run_at AS scheduled_at, lease_token
-FROM tasks
-WHERE status = 0
-  AND next_run_at <= now()
-  AND ($2::text[] IS NULL OR task_type = ANY($2::text[]))
-ORDER BY next_run_at
-LIMIT $1
-FOR UPDATE SKIP LOCKED
+WITH claimed AS (
+    SELECT id, tenant, task_type, key, payload, state, attempt, runs,
+           coalesce(due_at, next_run_at) AS scheduled_at, lease_token,
+           xmin::text::bigint AS row_version, updated_at, next_run_at
+    FROM tasks
+    WHERE status = 0
+      AND next_run_at <= now()
+      AND ($2::text[] IS NULL OR task_type = ANY($2::text[]))
+    ORDER BY next_run_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+),
+lost AS (
+    -- A claims row whose advisory lock nobody holds belongs to a batch that is gone.
+    -- The CASE keeps the overlap test to those few rows.
+    DELETE FROM claims
+    WHERE CASE WHEN pg_try_advisory_xact_lock(key)
+               THEN task_ids && ARRAY(SELECT id FROM claimed)
+               ELSE false END
+    RETURNING key, task_ids, claimed_at
+),
+kept AS (
+    INSERT INTO claims (key, task_ids, claimed_at)
+    SELECT key, rest, claimed_at
+    FROM (SELECT key, claimed_at,
+                 ARRAY(SELECT unnest(task_ids) EXCEPT SELECT id FROM claimed) AS rest
+          FROM lost) AS r
+    WHERE cardinality(rest) > 0
+),
+lost_runs AS (
+    SELECT l.id, count(*) AS n
+    FROM (SELECT unnest(task_ids) AS id, claimed_at FROM lost) AS l
+    JOIN claimed AS c ON c.id = l.id
+    WHERE c.updated_at <= l.claimed_at
+    GROUP BY l.id
+)
+SELECT c.id, c.tenant, c.task_type, c.key, c.payload, c.state,
+       c.attempt + 1 + coalesce(r.n, 0)::integer AS attempt, c.runs, c.scheduled_at,
+       c.lease_token, c.row_version
+FROM claimed AS c
+LEFT JOIN lost_runs AS r ON r.id = c.id
+ORDER BY c.next_run_at

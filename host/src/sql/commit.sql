@@ -1,20 +1,40 @@
 -- Write back the outcomes of many executions, and the tasks they spawned, in one
 -- statement. Each row applies only while the task still holds the lease token it was
--- run under (for a locked claim, the token it held when claimed: the row lock fences it): a host whose lease expired cannot overwrite the newer result of the host
--- that took over. Spawns are written only for outcomes that applied, into the spawning
+-- run under, and, for a locked claim written after its locks were lost, while the row
+-- is still the version it claimed: a host whose lease ran out cannot overwrite the
+-- newer result of the host that took over. Spawns are written only for outcomes that applied, into the spawning
 -- task's tenant, and a key that exists already is absorbed by the unique constraint.
 --
 -- Outcomes, one array element each:
 --   $1 id, $2 lease token, $3 status, $4 next run as an absolute time in ms since the
 --   epoch (or NULL), $5 next run as a delay in ms from now (used when $4 is NULL),
 --   $6 whether to replace the state, $7 the new state, $8 attempt, $9 runs to add,
---   $10 last_error.
+--   $10 last_error, $17 the row version a locked claim saw (NULL for a timed lease).
 -- Spawns: $11 parent id, $12 task type, $13 key, $14 payload, $15 absolute ms, $16 delay ms.
+-- $18 the key of the locked claim whose claims row goes with this commit (or NULL).
+-- $19 true when a locked claim's outcomes are written after its locks were lost: then
+-- the row versions are checked, and rows another transaction has locked are skipped (a
+-- row locked now is being run by the host that claimed it since, whose result will
+-- stand; waiting for it would hold up every other outcome of this host). While the
+-- claim's transaction lives, its row locks are the fence and versions need no check.
 WITH outcome AS (
     SELECT *
     FROM unnest($1::bigint[], $2::uuid[], $3::smallint[], $4::bigint[], $5::bigint[],
-                $6::boolean[], $7::bytea[], $8::integer[], $9::integer[], $10::text[])
-         AS o(id, token, status, at_ms, delay_ms, set_state, state, attempt, runs_inc, error)
+                $6::boolean[], $7::bytea[], $8::integer[], $9::integer[], $10::text[],
+                $17::bigint[])
+         AS o(id, token, status, at_ms, delay_ms, set_state, state, attempt, runs_inc, error,
+              version)
+),
+released AS (
+    -- SKIP LOCKED: after the claim's locks were lost, another host's claim may have
+    -- taken the row over (claim.sql); it is that claim's to settle, not worth a wait.
+    DELETE FROM claims
+    WHERE key = (SELECT key FROM claims WHERE key = $18::bigint FOR UPDATE SKIP LOCKED)
+),
+unlocked AS (
+    SELECT id FROM tasks
+    WHERE $19::boolean AND id = ANY($1::bigint[])
+    FOR UPDATE SKIP LOCKED
 ),
 committed AS (
     UPDATE tasks AS t
@@ -27,10 +47,14 @@ committed AS (
         runs        = t.runs + o.runs_inc,
         last_error  = o.error,
         lease_token = NULL,
+        due_at      = NULL,
         updated_at  = now()
     FROM outcome AS o
     WHERE t.id = o.id
       AND t.lease_token IS NOT DISTINCT FROM o.token
+      AND (NOT $19::boolean
+           OR ((o.version IS NULL OR t.xmin::text::bigint = o.version)
+               AND t.id IN (SELECT id FROM unlocked)))
     RETURNING t.id, t.tenant
 ),
 spawned AS (

@@ -5,6 +5,7 @@
 UPDATE tasks AS t
 SET next_run_at = g.scheduled_at,
     lease_token = NULL,
+    due_at      = NULL,
     attempt     = greatest(t.attempt - 1, 0),
     updated_at  = now()
 FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[]) AS g(id, token, scheduled_at)

@@ -2,9 +2,11 @@
 -- $1 batch size, $2 lease timeout in ms, $3 task types (NULL: all), $4 lease token.
 -- SKIP LOCKED lets concurrent hosts claim disjoint batches without waiting on each
 -- other; moving next_run_at forward is the lease itself, so a host that dies leaves
--- tasks that are due again when the lease runs out, with no rescuer process.
+-- tasks that are due again when the lease runs out, with no rescuer process. The due
+-- time the lease displaces is kept in due_at (the first one, if an earlier lease ran
+-- out), and returned as the run's scheduled time.
 WITH due AS (
-    SELECT id, next_run_at
+    SELECT id
     FROM tasks
     WHERE status = 0
       AND next_run_at <= now()
@@ -16,9 +18,10 @@ WITH due AS (
 UPDATE tasks AS t
 SET next_run_at = now() + $2::bigint * interval '1 millisecond',
     lease_token = $4,
+    due_at      = coalesce(t.due_at, t.next_run_at),
     attempt     = t.attempt + 1,
     updated_at  = now()
 FROM due
 WHERE t.id = due.id
 RETURNING t.id, t.tenant, t.task_type, t.key, t.payload, t.state, t.attempt, t.runs,
-          due.next_run_at AS scheduled_at
+          t.due_at AS scheduled_at
