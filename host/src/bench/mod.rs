@@ -11,6 +11,7 @@
 
 mod load;
 mod probe;
+mod trend;
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,10 @@ pub struct BenchArgs {
     /// Run the real bench, then the --sql-only one on a fresh table, and report the ratio.
     #[arg(long)]
     pub with_ceiling: bool,
+    /// Print a line every this many seconds with that interval's throughput and
+    /// latencies and the table's dead tuples and index size (for long runs).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub report_every: Option<u64>,
     /// End with one JSON line of the results.
     #[arg(long)]
     pub json: bool,
@@ -109,8 +114,15 @@ pub struct Report {
     pub db_cpu_pct: Option<f64>,
     pub host_rss_mb: f64,
     pub load_tasks_per_sec: f64,
+    /// The tasks table's dead tuples and index size when the measured window began and
+    /// when the run ended.
+    pub dead_tuples_before: i64,
+    pub index_bytes_before: i64,
     pub dead_tuples_after: i64,
     pub index_bytes_after: i64,
+    /// With --report-every: the figures of each interval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub intervals: Vec<trend::Interval>,
     /// With --with-ceiling: this run's rate over the --sql-only run's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ceiling_tasks_per_sec: Option<f64>,
@@ -211,13 +223,20 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     };
     tokio::time::sleep(warmup).await;
     host.reset_latencies();
+    let (dead_before, index_before) = probe::bloat(&setup).await?;
     let (window_start, committed_start, cpu_start) = (
         Instant::now(),
         host.stats().committed,
         probe::CpuSample::take(),
     );
+    let mut trend = args
+        .report_every
+        .map(|secs| trend::Trend::new(Duration::from_secs(secs), &host));
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(trend) = &mut trend {
+            trend.tick(&host, &setup).await?;
+        }
         let done = args.mode == Mode::Burn && host.stats().committed >= args.tasks as u64;
         if done || Instant::now() >= deadline {
             break;
@@ -265,8 +284,11 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         db_cpu_pct: db_cpu.map(|c| round(c, 0)),
         host_rss_mb: round(probe::peak_rss_mb(), 1),
         load_tasks_per_sec: round(args.tasks as f64 / load_time.as_secs_f64(), 0),
+        dead_tuples_before: dead_before,
+        index_bytes_before: index_before,
         dead_tuples_after: dead,
         index_bytes_after: index_bytes,
+        intervals: trend.map(|t| t.intervals).unwrap_or_default(),
         ceiling_tasks_per_sec: None,
         ratio_to_ceiling: None,
         database: String::new(),
@@ -326,8 +348,10 @@ fn print_table(r: &Report) {
     println!("  host peak rss MB      {:>12.1}", r.host_rss_mb);
     println!("  load tasks/s          {:>12.0}", r.load_tasks_per_sec);
     println!(
-        "  dead tuples / index   {:>12} / {} MB",
+        "  dead tuples / index   {:>12} / {} MB   (at the start of the window: {} / {} MB)",
         r.dead_tuples_after,
-        r.index_bytes_after >> 20
+        r.index_bytes_after >> 20,
+        r.dead_tuples_before,
+        r.index_bytes_before >> 20
     );
 }

@@ -1,0 +1,103 @@
+//! The bench over time: with `--report-every S`, one line per interval with that
+//! interval's throughput and its own lease and commit latencies (not the run's totals),
+//! and the tasks table's dead tuples and index size. A long recurring run shows whether
+//! latency creeps up as the table bloats, which a single average would hide.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::probe;
+use crate::host::Host;
+use crate::stats::Latencies;
+
+/// One interval's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    /// Seconds since the measured window began, at the end of the interval.
+    pub at_secs: f64,
+    pub tasks_per_sec: f64,
+    pub lease_ms_p50: f64,
+    pub lease_ms_p99: f64,
+    pub commit_ms_p50: f64,
+    pub commit_ms_p99: f64,
+    pub dead_tuples: i64,
+    pub index_mb: f64,
+}
+
+/// Samples a running host every `every`.
+pub struct Trend {
+    every: Duration,
+    started: Instant,
+    last_at: Instant,
+    last: Latencies,
+    last_committed: u64,
+    /// The intervals so far.
+    pub intervals: Vec<Interval>,
+}
+
+impl Trend {
+    /// Starts the first interval now.
+    pub fn new(every: Duration, host: &Host) -> Trend {
+        let now = Instant::now();
+        Trend {
+            every,
+            started: now,
+            last_at: now,
+            last: host.latencies(),
+            last_committed: host.stats().committed,
+            intervals: Vec::new(),
+        }
+    }
+
+    /// Closes the current interval if it is due: records it and prints it to stderr.
+    pub async fn tick(&mut self, host: &Host, db: &PgPool) -> Result<(), sqlx::Error> {
+        let now = Instant::now();
+        if now.duration_since(self.last_at) < self.every {
+            return Ok(());
+        }
+        let (latencies, committed) = (host.latencies(), host.stats().committed);
+        let lease = since(&latencies.lease_us, &self.last.lease_us);
+        let commit = since(&latencies.commit_us, &self.last.commit_us);
+        let (dead_tuples, index_bytes) = probe::bloat(db).await?;
+        let ms =
+            |h: &Histogram<u64>, q: f64| (h.value_at_quantile(q) as f64 / 10.0).round() / 100.0;
+        let interval = Interval {
+            at_secs: (now.duration_since(self.started).as_secs_f64() * 10.0).round() / 10.0,
+            tasks_per_sec: ((committed - self.last_committed) as f64
+                / now.duration_since(self.last_at).as_secs_f64())
+            .round(),
+            lease_ms_p50: ms(&lease, 0.5),
+            lease_ms_p99: ms(&lease, 0.99),
+            commit_ms_p50: ms(&commit, 0.5),
+            commit_ms_p99: ms(&commit, 0.99),
+            dead_tuples,
+            index_mb: (index_bytes as f64 / 1e5).round() / 10.0,
+        };
+        eprintln!(
+            "  {:>7.1} s  {:>9.0} tasks/s  lease p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  dead tuples {:>10}  index {:>8.1} MB",
+            interval.at_secs,
+            interval.tasks_per_sec,
+            interval.lease_ms_p50,
+            interval.lease_ms_p99,
+            interval.commit_ms_p50,
+            interval.commit_ms_p99,
+            interval.dead_tuples,
+            interval.index_mb
+        );
+        self.intervals.push(interval);
+        (self.last_at, self.last, self.last_committed) = (now, latencies, committed);
+        Ok(())
+    }
+}
+
+/// What `now` recorded since `before` (both cumulative histograms of the same run).
+fn since(now: &Histogram<u64>, before: &Histogram<u64>) -> Histogram<u64> {
+    let mut delta = now.clone();
+    // Cannot fail: `before` is an earlier state of the same histogram, so every count
+    // in it is also in `now`, and their ranges are the same.
+    let _ = delta.subtract(before);
+    delta
+}
