@@ -16,6 +16,7 @@
 //! - `sandbox`: wasmtime engine, linker, limits, epochs, host imports.
 //! - `registry`: task type -> prepared component; deploy, validate, cache, hot swap.
 //! - `enqueue`: producer API (single and bulk, unique keys).
+//! - `requeue`: putting tasks parked as failed back to work.
 //! - `status`: per tenant and type counts and lag.
 //! - `db`: connecting and migrating.
 //! - `demo`: the embedded quick start.
@@ -39,6 +40,7 @@ pub mod maintain;
 pub mod names;
 pub mod outcome;
 pub mod registry;
+pub mod requeue;
 pub mod sandbox;
 pub mod scratch;
 pub mod stats;

@@ -219,3 +219,49 @@ async fn the_demo_runs_on_a_private_cluster_and_removes_it() {
         "a process of the private cluster is still running"
     );
 }
+
+/// `recur requeue` puts failed tasks back to work, all or nothing: a named key that is
+/// not a failed task refuses the whole command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeue_puts_failed_tasks_back_and_refuses_the_others() {
+    let db = TestDb::new().await;
+    db.deploy("noop", recur_host::examples::artifacts::NOOP_COMPONENT)
+        .await;
+    db.enqueue(&[
+        ("noop", "f1", ""),
+        ("noop", "f2", ""),
+        ("noop", "f3", ""),
+        ("noop", "ok", ""),
+    ])
+    .await;
+    sqlx::query(
+        "UPDATE tasks SET status = 2, attempt = 7, last_error = 'boom', next_run_at = now() + interval '1 day'
+         WHERE key LIKE 'f%'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let refused = error(&recur(&db, &["requeue", "noop", "f1", "ok", "nope"]));
+    assert!(refused.contains(r#""nope" does not exist"#), "{refused}");
+    assert!(refused.contains(r#""ok" is scheduled"#), "{refused}");
+    assert!(refused.contains("nothing was requeued"), "{refused}");
+    assert_eq!(
+        db.task("f1").await.status,
+        2,
+        "a refused requeue changed nothing"
+    );
+
+    let out = stdout(&recur(&db, &["requeue", "noop", "f1"]));
+    assert!(out.contains("requeued 1 failed task"), "{out}");
+    let f1 = db.task("f1").await;
+    assert_eq!((f1.status, f1.attempt, f1.error.as_deref()), (0, 0, None));
+    assert!(f1.due_in_secs <= 0.0, "due now: {f1:?}");
+
+    let out = stdout(&recur(&db, &["requeue", "noop", "--all-failed"]));
+    assert!(out.contains("requeued 2 failed tasks"), "{out}");
+    let missing = error(&recur(&db, &["requeue", "noop"]));
+    assert!(missing.contains("--all-failed"), "{missing}");
+    let bad = error(&recur(&db, &["requeue", "no pe", "--all-failed"]));
+    assert!(bad.contains("task type"), "{bad}");
+}

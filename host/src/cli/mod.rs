@@ -4,6 +4,7 @@
 mod deploy;
 mod enqueue;
 mod host;
+mod requeue;
 mod status;
 mod time;
 
@@ -43,6 +44,8 @@ enum Command {
     Host(host::HostArgs),
     /// Show tasks per tenant and type: scheduled, due, running, failed, done, lag.
     Status(status::StatusArgs),
+    /// Put tasks parked as failed back to work, due now, their attempts reset.
+    Requeue(requeue::RequeueArgs),
     /// Run the quick start: a database, the example modules, N tasks, S seconds of hosting.
     Demo(crate::demo::DemoArgs),
     /// Measure throughput and latency on a fresh database (see BENCHMARKS.md).
@@ -57,7 +60,11 @@ pub fn main() -> ExitCode {
     };
     let quiet_by_default = matches!(
         cli.command,
-        Command::Demo(_) | Command::Bench(_) | Command::Status(_) | Command::Enqueue(_)
+        Command::Demo(_)
+            | Command::Bench(_)
+            | Command::Status(_)
+            | Command::Enqueue(_)
+            | Command::Requeue(_)
     );
     init_logging(
         cli.log.as_deref(),
@@ -143,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enqueue(args) => enqueue::run(&connect_migrated(&url).await?, args).await,
         Command::Host(args) => host::run(connect_migrated(&url).await?, args).await,
         Command::Status(args) => status::run(&connect_migrated(&url).await?, args).await,
+        Command::Requeue(args) => requeue::run(&connect_migrated(&url).await?, args).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }

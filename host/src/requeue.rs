@@ -1,0 +1,90 @@
+//! Putting parked tasks back to work: the operator's answer to a task parked as failed
+//! (a permanent failure, its attempts used up, or its runs taking hosts down) once the
+//! cause is fixed, typically by deploying a new module version. A requeued task is due
+//! now, with its attempts reset and its state kept, as if its last run had asked for a
+//! retry at once.
+
+use sqlx::PgPool;
+
+use crate::names::check_name;
+use crate::task::Status;
+
+const REQUEUE_SQL: &str = "
+    UPDATE tasks
+    SET status = 0, attempt = 0, next_run_at = now(), lease_token = NULL, due_at = NULL,
+        last_error = NULL, updated_at = now()
+    WHERE tenant = $1 AND task_type = $2 AND status = 2
+      AND ($3::text[] IS NULL OR key = ANY($3::text[]))";
+
+const NOT_FAILED_SQL: &str = "
+    SELECT k.key, t.status
+    FROM unnest($3::text[]) AS k(key)
+    LEFT JOIN tasks AS t ON t.tenant = $1 AND t.task_type = $2 AND t.key = k.key
+    WHERE t.status IS DISTINCT FROM 2
+    ORDER BY k.key
+    LIMIT 10";
+
+/// Which parked tasks to requeue.
+#[derive(Debug, Clone)]
+pub struct Requeue<'a> {
+    /// Their tenant.
+    pub tenant: &'a str,
+    /// Their task type.
+    pub task_type: &'a str,
+    /// Their keys; `None` means every failed task of the type.
+    pub keys: Option<&'a [String]>,
+}
+
+/// Why a requeue changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RequeueError {
+    /// The tenant or type breaks the naming rules.
+    #[error("{0}")]
+    Invalid(String),
+    /// Some of the named keys are not failed tasks.
+    #[error("{0}; nothing was requeued")]
+    NotFailed(String),
+    /// The database failed; nothing was requeued.
+    #[error("database error while requeueing: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Requeues the failed tasks `which` names, all or none: if a named key is missing or not
+/// failed, nothing changes. Returns how many were requeued.
+pub async fn requeue(pool: &PgPool, which: &Requeue<'_>) -> Result<u64, RequeueError> {
+    check_name("tenant", which.tenant).map_err(RequeueError::Invalid)?;
+    check_name("task type", which.task_type).map_err(RequeueError::Invalid)?;
+    let mut tx = pool.begin().await?;
+    if let Some(keys) = which.keys {
+        let wrong: Vec<(String, Option<i16>)> = sqlx::query_as(NOT_FAILED_SQL)
+            .bind(which.tenant)
+            .bind(which.task_type)
+            .bind(keys)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !wrong.is_empty() {
+            let named: Vec<String> = wrong
+                .iter()
+                .map(|(key, status)| match status {
+                    None => format!("{key:?} does not exist"),
+                    Some(s) if *s == Status::Done as i16 => format!("{key:?} is done"),
+                    Some(_) => format!("{key:?} is scheduled"),
+                })
+                .collect();
+            return Err(RequeueError::NotFailed(format!(
+                "only failed tasks can be requeued, and in tenant {:?}, type {:?}: {}",
+                which.tenant,
+                which.task_type,
+                named.join(", ")
+            )));
+        }
+    }
+    let done = sqlx::query(REQUEUE_SQL)
+        .bind(which.tenant)
+        .bind(which.task_type)
+        .bind(which.keys)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
