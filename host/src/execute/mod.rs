@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::registry::{Loaded, Registry, Resolved};
-use crate::sandbox::{Decision, Outcome, Reschedule, RunError, Sandbox, Task, When, now_ms};
+use crate::sandbox::{Decision, Outcome, Reschedule, RunError, Sandbox, Slot, Task, When, now_ms};
 use crate::stats::{RunTimes, Stats};
 use crate::task::LeasedTask;
 
@@ -203,7 +203,9 @@ impl Executor {
     }
 }
 
-/// A worker thread's loop: run jobs until the queue closes.
+/// A worker thread's loop: run jobs until the queue closes. The worker's sandbox
+/// [`Slot`] keeps the instance of a module deployed with `--reuse-instance` for the
+/// worker's next task, which reuses it if it is of the same module version and tenant.
 fn work(
     sandbox: &Sandbox,
     runner: Runner,
@@ -213,6 +215,7 @@ fn work(
     stopping: &AtomicBool,
 ) {
     let mut times = RunTimes::new();
+    let mut slot = Slot::default();
     while let Some(Taken {
         job: Job { mut task, module },
         long,
@@ -245,7 +248,13 @@ fn work(
         let lag_ms = now_ms() - input.scheduled_at;
         let started = Instant::now();
         let result = match runner {
-            Runner::Sandbox => sandbox.run(&module.prepared, input, module.limits),
+            Runner::Sandbox => sandbox.run(
+                &mut slot,
+                &module.prepared,
+                input,
+                module.limits,
+                module.reuse_instance,
+            ),
             Runner::NativeNoop => Ok(native_noop(&input)),
         };
         let took = started.elapsed();

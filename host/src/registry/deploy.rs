@@ -30,6 +30,16 @@ pub enum DeployError {
     Database(#[from] sqlx::Error),
 }
 
+/// How a deployed version runs, chosen at deploy time and fixed for that version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeployOptions {
+    /// Let a worker keep an instance for the tenant's next task of this version instead of
+    /// instantiating afresh for every task. Faster, but the guest's statics and heap then
+    /// carry over between the tenant's tasks (never another tenant's); see
+    /// sandbox/slot.rs. Off by default.
+    pub reuse_instance: bool,
+}
+
 /// What a deploy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deployed {
@@ -41,8 +51,11 @@ pub struct Deployed {
     pub version: i32,
     /// Hex sha256 of the component.
     pub sha256: String,
-    /// True when this exact component was already the active version (nothing changed).
+    /// True when this exact component, with the same options, was already the active
+    /// version (nothing changed).
     pub unchanged: bool,
+    /// Whether the version reuses instances.
+    pub reuse_instance: bool,
 }
 
 /// One active module, as `recur module list` shows it.
@@ -58,17 +71,41 @@ pub struct ModuleInfo {
     pub sha256: String,
     /// Component size in bytes.
     pub size_bytes: i32,
+    /// Whether workers may reuse an instance between the tenant's tasks.
+    pub reuse_instance: bool,
     /// When this version was deployed.
     pub deployed_at: DateTime<Utc>,
 }
 
-/// Validates `component` and stores it as the active module for `(tenant, task_type)`.
+/// Validates `component` and stores it as the active module for `(tenant, task_type)`,
+/// with the default options (a fresh instance for every task).
 pub async fn deploy(
     pool: &PgPool,
     sandbox: &Sandbox,
     tenant: &str,
     task_type: &str,
     component: &[u8],
+) -> Result<Deployed, DeployError> {
+    deploy_with(
+        pool,
+        sandbox,
+        tenant,
+        task_type,
+        component,
+        DeployOptions::default(),
+    )
+    .await
+}
+
+/// [`deploy`] with options. The same component deployed with other options becomes a
+/// new version, which is how running hosts notice the change.
+pub async fn deploy_with(
+    pool: &PgPool,
+    sandbox: &Sandbox,
+    tenant: &str,
+    task_type: &str,
+    component: &[u8],
+    options: DeployOptions,
 ) -> Result<Deployed, DeployError> {
     check_name("tenant", tenant).map_err(DeployError::BadName)?;
     check_name("task type", task_type).map_err(DeployError::BadName)?;
@@ -88,7 +125,8 @@ pub async fn deploy(
         .execute(&mut *tx)
         .await?;
     let active = sqlx::query(
-        "SELECT version, sha256 FROM modules WHERE tenant = $1 AND task_type = $2 AND active",
+        "SELECT version, sha256, reuse_instance FROM modules
+         WHERE tenant = $1 AND task_type = $2 AND active",
     )
     .bind(tenant)
     .bind(task_type)
@@ -96,6 +134,7 @@ pub async fn deploy(
     .await?;
     if let Some(row) = &active
         && row.try_get::<String, _>("sha256")? == sha256
+        && row.try_get::<bool, _>("reuse_instance")? == options.reuse_instance
     {
         let version = row.try_get("version")?;
         tx.rollback().await?;
@@ -105,6 +144,7 @@ pub async fn deploy(
             version,
             sha256,
             unchanged: true,
+            reuse_instance: options.reuse_instance,
         });
     }
     sqlx::query(
@@ -115,8 +155,8 @@ pub async fn deploy(
     .execute(&mut *tx)
     .await?;
     let version: i32 = sqlx::query_scalar(
-        "INSERT INTO modules (tenant, task_type, version, sha256, component)
-         SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4
+        "INSERT INTO modules (tenant, task_type, version, sha256, component, reuse_instance)
+         SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5
          FROM modules WHERE tenant = $1 AND task_type = $2
          RETURNING version",
     )
@@ -124,6 +164,7 @@ pub async fn deploy(
     .bind(task_type)
     .bind(&sha256)
     .bind(component)
+    .bind(options.reuse_instance)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query("INSERT INTO tenants (name) VALUES ($1) ON CONFLICT DO NOTHING")
@@ -137,13 +178,15 @@ pub async fn deploy(
         version,
         sha256,
         unchanged: false,
+        reuse_instance: options.reuse_instance,
     })
 }
 
 /// The active module of every (tenant, task type).
 pub async fn list(pool: &PgPool) -> Result<Vec<ModuleInfo>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT tenant, task_type, version, sha256, octet_length(component) AS size_bytes, created_at
+        "SELECT tenant, task_type, version, sha256, octet_length(component) AS size_bytes,
+                reuse_instance, created_at
          FROM modules WHERE active ORDER BY tenant, task_type",
     )
     .fetch_all(pool)
@@ -156,6 +199,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ModuleInfo>, sqlx::Error> {
                 version: row.try_get("version")?,
                 sha256: row.try_get("sha256")?,
                 size_bytes: row.try_get("size_bytes")?,
+                reuse_instance: row.try_get("reuse_instance")?,
                 deployed_at: row.try_get("created_at")?,
             })
         })

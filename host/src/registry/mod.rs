@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use sqlx::{PgPool, Row};
 
-pub use deploy::{DeployError, Deployed, MAX_COMPONENT_BYTES, ModuleInfo, deploy, list};
+pub use deploy::{
+    DeployError, DeployOptions, Deployed, MAX_COMPONENT_BYTES, ModuleInfo, deploy, deploy_with,
+    list,
+};
 
 use crate::execute::ModuleTimes;
 use crate::sandbox::{Prepared, RunLimits, Sandbox};
@@ -25,7 +28,7 @@ const ACTIVE_SQL: &str = "
     WHERE m.active";
 
 const LOAD_SQL: &str = "
-    SELECT m.tenant, m.task_type, m.version, m.component,
+    SELECT m.tenant, m.task_type, m.version, m.component, m.reuse_instance,
            coalesce(t.memory_bytes, 67108864) AS memory_bytes,
            coalesce(t.timeout_ms, 5000)       AS timeout_ms,
            coalesce(t.max_attempts, 5)        AS max_attempts
@@ -46,6 +49,10 @@ pub struct Loaded {
     pub limits: RunLimits,
     /// Tries of one run before the task is parked.
     pub max_attempts: i32,
+    /// Whether a worker may keep an instance of this version for the same tenant's next
+    /// task instead of instantiating afresh (`recur module deploy --reuse-instance`; see
+    /// sandbox/slot.rs for the isolation this gives up). Fixed per version.
+    pub reuse_instance: bool,
     /// How long its runs take, which decides how many workers one tenant's runs of it
     /// may hold (see execute/queue.rs). Kept across limit changes.
     pub run_times: Arc<ModuleTimes>,
@@ -115,6 +122,7 @@ impl Registry {
             for row in rows {
                 let key: ModuleKey = (row.try_get("tenant")?, row.try_get("task_type")?);
                 let version: i32 = row.try_get("version")?;
+                let reuse_instance: bool = row.try_get("reuse_instance")?;
                 let component: Vec<u8> = row.try_get("component")?;
                 let (limits, max_attempts) = self.limits(&row)?;
                 let sandbox = self.sandbox.clone();
@@ -125,12 +133,19 @@ impl Registry {
                     .expect("compiling a module panicked");
                 let resolved = match prepared {
                     Ok(prepared) => {
-                        tracing::info!(tenant = key.0, task_type = key.1, version, "module loaded");
+                        tracing::info!(
+                            tenant = key.0,
+                            task_type = key.1,
+                            version,
+                            reuse_instance,
+                            "module loaded"
+                        );
                         Resolved::Ready(Arc::new(Loaded {
                             version,
                             prepared,
                             limits,
                             max_attempts,
+                            reuse_instance,
                             run_times: Arc::default(),
                         }))
                     }
@@ -176,6 +191,7 @@ impl Registry {
                             prepared: loaded.prepared.clone(),
                             limits: limits.0,
                             max_attempts: limits.1,
+                            reuse_instance: loaded.reuse_instance,
                             run_times: loaded.run_times.clone(),
                         };
                         *loaded = Arc::new(updated);

@@ -21,19 +21,23 @@ pub const MAX_LOG_LINE_BYTES: usize = 4096;
 /// message there before aborting).
 pub const STDERR_CAPTURE_BYTES: usize = 2048;
 
-/// The per-execution state inside a `Store`. It lives exactly as long as one run.
+/// The state inside a `Store`. A fresh store gets a new one (or one recycled from the
+/// same tenant's last fresh run, see `slot.rs`); a kept instance keeps its own. Either
+/// way [`RunState::begin`] resets everything that belongs to one run before each call.
 pub struct RunState {
     /// The WASI context: deny-by-default, see [`deny_all_wasi`].
     wasi: WasiCtx,
     /// Resources (streams) the WASI implementation hands to the guest.
     table: ResourceTable,
-    /// The guest's stderr, kept to explain a trap.
+    /// The guest's stderr, kept to explain a trap. Never cleared: a store whose guest
+    /// wrote to it is not used again (see `slot.rs`), so it only ever holds one run's.
     pub(super) stderr: MemoryOutputPipe,
-    /// Memory ceiling and whether the guest hit it.
+    /// Memory ceiling, whether the guest hit it, and how much memory the store holds.
     pub(super) limiter: MemoryCeiling,
-    /// Who is running, for log lines.
+    /// Who is running, for log lines: the task is set by each run, the tenant never
+    /// changes (a store serves one tenant only), the task type with the module.
     task_id: i64,
-    tenant: String,
+    pub(super) tenant: String,
     task_type: String,
     /// Log lines written and dropped so far in this run.
     log_lines: u32,
@@ -41,24 +45,49 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// A fresh state for one execution of `task` under a memory ceiling of
-    /// `memory_bytes`.
-    pub fn new(task_id: i64, tenant: &str, task_type: &str, memory_bytes: usize) -> Self {
+    /// A new state for `tenant`'s runs. Call [`RunState::begin`] before each run.
+    pub fn new(tenant: &str) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
         RunState {
             wasi: deny_all_wasi(stderr.clone()),
             table: ResourceTable::new(),
             stderr,
             limiter: MemoryCeiling {
-                limit: memory_bytes,
+                limit: 0,
                 hit: false,
+                size: 0,
             },
-            task_id,
+            task_id: 0,
             tenant: tenant.to_owned(),
-            task_type: task_type.to_owned(),
+            task_type: String::new(),
             log_lines: 0,
             log_dropped: 0,
         }
+    }
+
+    /// Resets what belongs to one run: the task its log lines name, the log budget and
+    /// the memory ceiling (the tenant's limit may have changed since the last run).
+    pub fn begin(&mut self, task_id: i64, task_type: &str, memory_bytes: usize) {
+        self.task_id = task_id;
+        if self.task_type != task_type {
+            task_type.clone_into(&mut self.task_type);
+        }
+        self.log_lines = 0;
+        self.log_dropped = 0;
+        self.limiter.limit = memory_bytes;
+        self.limiter.hit = false;
+    }
+
+    /// Readies a state whose store was dropped for a new store: resources the last
+    /// guest left in the table go, and so does the memory the store held.
+    pub fn recycle(&mut self) {
+        self.table = ResourceTable::new();
+        self.limiter.size = 0;
+    }
+
+    /// Whether the guest wrote anything to stderr.
+    pub fn wrote_stderr(&self) -> bool {
+        !self.stderr.contents().is_empty()
     }
 }
 
@@ -91,6 +120,9 @@ impl WasiView for RunState {
 pub struct MemoryCeiling {
     limit: usize,
     pub(super) hit: bool,
+    /// Bytes of linear memory the store's instance holds, over all its memories: each
+    /// memory's creation and growth passes here. What a kept instance is capped on.
+    pub(super) size: usize,
 }
 
 impl MemoryCeiling {
@@ -103,7 +135,7 @@ impl MemoryCeiling {
 impl ResourceLimiter for MemoryCeiling {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -116,6 +148,7 @@ impl ResourceLimiter for MemoryCeiling {
                 human_bytes(self.limit)
             )));
         }
+        self.size += desired.saturating_sub(current);
         Ok(true)
     }
 
