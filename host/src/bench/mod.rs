@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// Run the real bench, then the --sql-only one on a fresh table, and report the ratio.
     #[arg(long)]
     pub with_ceiling: bool,
+    /// Deploy noop with `--reuse-instance`: a worker keeps its instance from task to task
+    /// instead of a fresh one per task (see `recur module deploy --help`).
+    #[arg(long, conflicts_with = "sql_only")]
+    pub reuse_instance: bool,
     /// Print a line every this many seconds with that interval's throughput and
     /// latencies and the table's dead tuples and index size (for long runs).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -88,6 +92,8 @@ pub struct BenchArgs {
 pub struct Report {
     pub mode: Mode,
     pub sql_only: bool,
+    /// noop was deployed with --reuse-instance.
+    pub reuse_instance: bool,
     pub claim: String,
     pub tasks: usize,
     pub concurrency: usize,
@@ -176,7 +182,18 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         concurrent_runs: 1,
         ..SandboxConfig::default()
     })?;
-    registry::deploy(&setup, &sandbox, DEFAULT_TENANT, "noop", noop.component).await?;
+    let options = registry::DeployOptions {
+        reuse_instance: args.reuse_instance,
+    };
+    registry::deploy_with(
+        &setup,
+        &sandbox,
+        DEFAULT_TENANT,
+        "noop",
+        noop.component,
+        options,
+    )
+    .await?;
     drop(sandbox);
 
     let (payload, spread) = match args.mode {
@@ -264,6 +281,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     Ok(Report {
         mode: args.mode,
         sql_only: runner == Runner::NativeNoop,
+        reuse_instance: args.reuse_instance && runner == Runner::Sandbox,
         claim: format!("{:?}", args.claim).to_lowercase(),
         tasks: args.tasks,
         concurrency,
@@ -312,7 +330,13 @@ fn print_table(r: &Report) {
     println!(
         "recur bench: {} {}, {} tasks, concurrency {}, batch {}, on {}",
         mode_name(r.mode),
-        if r.sql_only { "(sql-only)" } else { "" },
+        if r.sql_only {
+            "(sql-only)"
+        } else if r.reuse_instance {
+            "(reusing instances)"
+        } else {
+            ""
+        },
         r.tasks,
         r.concurrency,
         r.batch,
