@@ -1,10 +1,11 @@
-//! Deploy validates before it stores: a refused component leaves no trace.
+//! Deploy validates before it stores: a refused component leaves no trace. Instance
+//! reuse is chosen per deployed version and shown by `recur module list`.
 
 use recur_host::examples::artifacts::{NOOP_COMPONENT, WRONG_WORLD_COMPONENT};
-use recur_host::registry::{self, DeployError};
+use recur_host::registry::{self, DeployError, DeployOptions};
 use recur_host::sandbox::{Sandbox, SandboxConfig, ValidationError};
 
-use crate::support::TestDb;
+use crate::support::{self, TestDb};
 
 async fn deploy(db: &TestDb, bytes: &[u8]) -> Result<registry::Deployed, DeployError> {
     let sandbox = Sandbox::new(&SandboxConfig {
@@ -61,4 +62,61 @@ async fn redeploying_makes_a_new_active_version_and_the_same_bytes_change_nothin
         (listed[0].version, listed[0].sha256.clone()),
         (2, second.sha256)
     );
+}
+
+#[tokio::test]
+async fn reuse_is_a_setting_of_the_deployed_version() {
+    let db = TestDb::new().await;
+    let noop = std::fs::read(NOOP_COMPONENT).unwrap();
+    let sandbox = Sandbox::new(&SandboxConfig {
+        concurrent_runs: 1,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let deploy = |reuse_instance| {
+        let options = DeployOptions { reuse_instance };
+        registry::deploy_with(&db.pool, &sandbox, "default", "thing", &noop, options)
+    };
+    let fresh = deploy(false).await.unwrap();
+    assert_eq!((fresh.version, fresh.reuse_instance), (1, false));
+    // The same component with reuse on is a new version: that is how hosts notice.
+    let reused = deploy(true).await.unwrap();
+    assert_eq!(
+        (reused.version, reused.unchanged, reused.reuse_instance),
+        (2, false, true)
+    );
+    assert!(deploy(true).await.unwrap().unchanged);
+    assert!(registry::list(&db.pool).await.unwrap()[0].reuse_instance);
+    assert_eq!(deploy(false).await.unwrap().version, 3);
+}
+
+#[tokio::test]
+async fn module_list_shows_whether_instances_are_reused() {
+    let db = TestDb::new().await;
+    let recur = |args: &[&str]| {
+        let output = support::recur(&db.url, args, b"");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let deployed = recur(&[
+        "module",
+        "deploy",
+        "noop",
+        NOOP_COMPONENT,
+        "--reuse-instance",
+    ]);
+    assert!(deployed.contains("reusing instances"), "{deployed}");
+    recur(&["module", "deploy", "other", NOOP_COMPONENT]);
+    let listed = recur(&["module", "list"]);
+    let line = |task_type: &str| {
+        listed
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(task_type))
+            .unwrap_or_else(|| panic!("{task_type} not in {listed}"))
+            .to_owned()
+    };
+    assert!(line("noop").contains(" reused "), "{listed}");
+    assert!(line("other").contains(" fresh "), "{listed}");
+    let json = recur(&["module", "list", "--json"]);
+    assert!(json.contains(r#""reuse_instance":true"#), "{json}");
 }

@@ -1,11 +1,15 @@
 //! Misbehaving modules fail their own tasks, each with a clear error, while the
 //! well-behaved tasks of the same batch succeed; a module gets nothing the contract does
-//! not grant.
+//! not grant; an instance reused between tasks gives the same results as fresh ones,
+//! serves one tenant only and ends after a trap, a growth or a number of runs.
 
 use std::time::Duration;
 
-use recur_host::Host;
+use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::*;
+use recur_host::registry::{self, DeployOptions};
+use recur_host::sandbox::{REUSE_MAX_RUNS, Sandbox, SandboxConfig};
+use recur_host::{Host, HostConfig};
 
 use crate::support::{TestDb, test_config};
 
@@ -142,4 +146,208 @@ async fn a_task_without_a_module_stays_visible_with_an_error() {
             .contains("no module is deployed for task type 'ghost'")
     );
     assert!(row.due_in_secs > 20.0, "it waits before trying again");
+}
+
+// Instance reuse (`recur module deploy --reuse-instance`). The `call-count` module counts
+// the calls its instance served in a static and completes with `{"calls": n}`, so each
+// task's state says whether it ran in a fresh instance (1) or a reused one (more).
+
+/// Deploys the component at `path` for `tenant`, reusing instances.
+async fn deploy_reusing(db: &TestDb, tenant: &str, task_type: &str, path: &str) {
+    let sandbox = Sandbox::new(&SandboxConfig {
+        concurrent_runs: 1,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let options = DeployOptions {
+        reuse_instance: true,
+    };
+    let bytes = std::fs::read(path).unwrap();
+    registry::deploy_with(&db.pool, &sandbox, tenant, task_type, &bytes, options)
+        .await
+        .unwrap();
+}
+
+/// A host with one worker, so that tasks run one after another on one thread.
+fn one_worker() -> HostConfig {
+    let mut config = test_config();
+    config.concurrency = 1;
+    config.sandbox.concurrent_runs = 1;
+    config
+}
+
+/// Enqueues and runs `(tenant, key, payload)` tasks of type `calls` one at a time, in
+/// order, each once the one before has finished, and returns the calls each saw
+/// (0 for a task that failed).
+async fn calls_in_order(db: &TestDb, tasks: &[(&str, &str, &str)]) -> Vec<u64> {
+    let host = Host::start(db.pool.clone(), one_worker()).unwrap();
+    let mut calls = Vec::new();
+    for (tenant, key, payload) in tasks {
+        let task = NewTask {
+            tenant: (*tenant).into(),
+            payload: payload.as_bytes().to_vec(),
+            ..NewTask::new("calls", *key)
+        };
+        enqueue::enqueue(&db.pool, &[task]).await.unwrap();
+        db.wait_for(
+            &format!("SELECT status <> 0 FROM tasks WHERE tenant = '{tenant}' AND key = '{key}'"),
+            Duration::from_secs(20),
+        )
+        .await;
+        calls.push(calls_of(db, tenant, key).await);
+    }
+    host.stop().await;
+    calls
+}
+
+/// The calls a finished task's instance had served, from its state; 0 without one.
+async fn calls_of(db: &TestDb, tenant: &str, key: &str) -> u64 {
+    let state: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT state FROM tasks WHERE tenant = $1 AND key = $2")
+            .bind(tenant)
+            .bind(key)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    state.map_or(0, |state| {
+        serde_json::from_slice::<serde_json::Value>(&state).unwrap()["calls"]
+            .as_u64()
+            .unwrap()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusing_instances_gives_the_same_results_as_fresh_ones() {
+    let db = TestDb::new().await;
+    // `counter` keeps its count in the state it returns, never in memory.
+    db.deploy("fresh", COUNTER_COMPONENT).await;
+    deploy_reusing(&db, "default", "reused", COUNTER_COMPONENT).await;
+    let payload = r#"{"runs": 5, "every_ms": 0}"#;
+    db.enqueue_n("fresh", 30, payload).await;
+    db.enqueue_n("reused", 30, payload).await;
+    let host = Host::start(db.pool.clone(), test_config()).unwrap();
+    db.wait_for(
+        "SELECT count(*) = 60 FROM tasks WHERE status = 1",
+        Duration::from_secs(60),
+    )
+    .await;
+    host.stop().await;
+
+    let rows = |task_type: &'static str| {
+        sqlx::query_as::<_, (String, i16, i64, i32, Option<Vec<u8>>, Option<String>)>(
+            "SELECT key, status, runs, attempt, state, last_error FROM tasks
+             WHERE task_type = $1 ORDER BY key",
+        )
+        .bind(task_type)
+        .fetch_all(&db.pool)
+    };
+    let (fresh, reused) = (rows("fresh").await.unwrap(), rows("reused").await.unwrap());
+    assert_eq!(fresh, reused);
+    assert_eq!(fresh[0].4.as_deref(), Some(&br#"{"count":5}"#[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_instance_serves_one_tenant_only() {
+    let db = TestDb::new().await;
+    deploy_reusing(&db, "acme", "calls", CALL_COUNT_COMPONENT).await;
+    deploy_reusing(&db, "globex", "calls", CALL_COUNT_COMPONENT).await;
+    let calls = calls_in_order(
+        &db,
+        &[
+            ("acme", "a1", ""),
+            ("acme", "a2", ""),
+            ("acme", "a3", ""),
+            ("globex", "g1", ""),
+            ("globex", "g2", ""),
+            ("acme", "a4", ""),
+        ],
+    )
+    .await;
+    // globex's first task gets an instance of its own, and acme's next one a fresh one.
+    assert_eq!(calls, [1, 2, 3, 1, 2, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_ends_a_reused_instance() {
+    let db = TestDb::new().await;
+    deploy_reusing(&db, "default", "calls", CALL_COUNT_COMPONENT).await;
+    db.limits("default", 5000, 1).await;
+    let trap = r#"{"trap": true}"#;
+    let calls = calls_in_order(
+        &db,
+        &[
+            ("default", "k1", ""),
+            ("default", "k2", ""),
+            ("default", "trap", trap),
+            ("default", "k3", ""),
+            ("default", "k4", ""),
+        ],
+    )
+    .await;
+    assert_eq!(calls, [1, 2, 0, 1, 2]);
+    let error = db.task("trap").await.error.unwrap();
+    assert!(error.contains("deliberate trap on call 3"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_instance_that_keeps_growing_is_replaced() {
+    let db = TestDb::new().await;
+    deploy_reusing(&db, "default", "calls", CALL_COUNT_COMPONENT).await;
+    // Each call leaks 1 MiB (a little more, with the allocator's rounding): the instance
+    // is dropped after the run that takes it 4 MiB past its size after its first run.
+    let leak = r#"{"leak_kib": 1024}"#;
+    let keys: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
+    let tasks: Vec<_> = keys.iter().map(|k| ("default", k.as_str(), leak)).collect();
+    let calls = calls_in_order(&db, &tasks).await;
+    // The first instance served the tasks before the first that saw 1 again.
+    let served = 1 + calls[1..].iter().position(|&c| c == 1).expect("replaced");
+    assert!((5..=6).contains(&served), "{calls:?}");
+    assert!(
+        calls[..served].iter().copied().eq(1..=served as u64),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_instance_serves_at_most_reuse_max_runs() {
+    let db = TestDb::new().await;
+    deploy_reusing(&db, "default", "calls", CALL_COUNT_COMPONENT).await;
+    let tasks = REUSE_MAX_RUNS as usize + 10;
+    db.enqueue_n("calls", tasks, "").await;
+    let host = Host::start(db.pool.clone(), one_worker()).unwrap();
+    db.wait_for(
+        &format!("SELECT count(*) = {tasks} FROM tasks WHERE status = 1"),
+        Duration::from_secs(120),
+    )
+    .await;
+    host.stop().await;
+    let calls: Vec<i64> = sqlx::query_scalar(
+        "SELECT (convert_from(state, 'UTF8')::jsonb ->> 'calls')::bigint FROM tasks",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(calls.iter().max(), Some(&(REUSE_MAX_RUNS as i64)));
+    assert_eq!(calls.iter().filter(|&&c| c == 1).count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_reuse_every_task_gets_a_fresh_instance() {
+    let db = TestDb::new().await;
+    db.deploy("calls", CALL_COUNT_COMPONENT).await;
+    db.enqueue_n("calls", 20, "").await;
+    let host = Host::start(db.pool.clone(), one_worker()).unwrap();
+    db.wait_for(
+        "SELECT count(*) = 20 FROM tasks WHERE status = 1",
+        Duration::from_secs(30),
+    )
+    .await;
+    host.stop().await;
+    assert_eq!(
+        db.scalar::<i64>(
+            "SELECT count(*) FROM tasks WHERE convert_from(state, 'UTF8')::jsonb ->> 'calls' = '1'"
+        )
+        .await,
+        20
+    );
 }
