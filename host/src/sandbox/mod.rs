@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Trap};
 
 pub use bindings::{Decision, Level, Outcome, Reschedule, Spawn, Task, When};
@@ -121,6 +121,8 @@ pub struct Prepared {
     /// it came from. The registry compiles each (tenant, task type, version) on its
     /// own, so this also tells tenants and versions apart.
     id: u64,
+    /// Where `run` is among the component's exports, looked up once.
+    run: ComponentExportIndex,
 }
 
 /// One engine, linker and epoch ticker, shared by every worker thread of a host.
@@ -212,9 +214,15 @@ impl Sandbox {
             .instantiate_pre(&component)
             .map_err(|e| ValidationError::Imports(one_line(&e)))?;
         let pre = TaskModulePre::new(pre).map_err(|e| ValidationError::Exports(one_line(&e)))?;
+        let run = pre
+            .instance_pre()
+            .component()
+            .get_export_index(None, "run")
+            .ok_or_else(|| ValidationError::Exports("it has no `run` export".into()))?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Prepared {
             pre,
+            run,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }

@@ -22,8 +22,8 @@
 //! sized to the number of workers, are enough.
 
 use wasmtime::Store;
+use wasmtime::component::{Func, TypedFunc};
 
-use super::bindings::TaskModule;
 use super::imports::RunState;
 use super::{EPOCH_TICK, MAX_LOG_LINES, Outcome, Prepared, RunError, RunLimits, Sandbox, Task};
 
@@ -54,7 +54,8 @@ pub struct Slot {
 /// A store and instance kept by a worker for the next run of its module.
 struct Kept {
     store: Store<RunState>,
-    instance: TaskModule,
+    /// Its `run` export.
+    run: Func,
     /// [`Prepared::id`] of the module version it was instantiated from.
     module: u64,
     /// Runs it has served.
@@ -102,10 +103,10 @@ impl Sandbox {
                 && state.tenant == task.tenant
                 && state.limiter.size <= limits.memory_bytes
         });
-        let (mut store, instance, runs, first_size) = match kept {
+        let (mut store, run, runs, first_size) = match kept {
             Some(Kept {
                 mut store,
-                instance,
+                run,
                 runs,
                 first_size,
                 ..
@@ -114,7 +115,7 @@ impl Sandbox {
                     .data_mut()
                     .begin(task.id, &task.task_type, limits.memory_bytes);
                 store.set_epoch_deadline(ticks);
-                (store, Ok(instance), runs, first_size)
+                (store, Ok(run), runs, first_size)
             }
             None => {
                 let mut store = Store::new(&self.engine, slot.state_for(&task.tenant));
@@ -125,14 +126,14 @@ impl Sandbox {
                     .begin(task.id, &task.task_type, limits.memory_bytes);
                 // Instantiating runs guest code (start functions): the deadline covers it.
                 store.set_epoch_deadline(ticks);
-                let instance = module.pre.instantiate(&mut store);
-                (store, instance, 0, 0)
+                let run = module.instantiate(&mut store);
+                (store, run, 0, 0)
             }
         };
 
-        let result = match instance {
-            Ok(instance) => match instance.call_run(&mut store, &task) {
-                Ok(outcome) => Ok((outcome, instance)),
+        let result = match run {
+            Ok(run) => match call_run(run, &mut store, &task) {
+                Ok(outcome) => Ok((outcome, run)),
                 Err(err) => Err((err, false)),
             },
             Err(err) => Err((err, true)),
@@ -145,7 +146,7 @@ impl Sandbox {
                 "module exceeded {MAX_LOG_LINES} log lines; the rest were dropped"
             );
         }
-        let (outcome, instance) = match result {
+        let (outcome, run) = match result {
             Ok(ran) => ran,
             // The store, and the instance in it, are dropped: a guest that failed may
             // have left anything behind.
@@ -161,7 +162,7 @@ impl Sandbox {
         if reuse && clean && runs < REUSE_MAX_RUNS && size <= first_size + REUSE_MAX_GROWTH {
             slot.kept = Some(Kept {
                 store,
-                instance,
+                run,
                 module: module.id,
                 runs,
                 first_size,
@@ -172,4 +173,27 @@ impl Sandbox {
         }
         Ok(outcome)
     }
+}
+
+impl Prepared {
+    /// Instantiates the module in `store` and returns its `run` export. Not through the
+    /// generated `TaskModulePre::instantiate`, which type-checks `run` again for every
+    /// instance: 0.3 µs of a 10 µs noop run, measured here.
+    fn instantiate(&self, store: &mut Store<RunState>) -> wasmtime::Result<Func> {
+        let instance = self.pre.instance_pre().instantiate(&mut *store)?;
+        instance
+            .get_func(&mut *store, self.run)
+            .ok_or_else(|| wasmtime::Error::msg("the component lost its run export"))
+    }
+}
+
+/// Calls a module's `run` export.
+fn call_run(run: Func, store: &mut Store<RunState>, task: &Task) -> wasmtime::Result<Outcome> {
+    // SAFETY: `run` is the `run` export of an instance of a component whose `run`
+    // `TaskModulePre::new` type-checked against these types when it was prepared (see
+    // `Sandbox::prepare`), and an instance's exports have its component's types. This
+    // is what the generated `call_run` does too.
+    let typed = unsafe { TypedFunc::<(&Task,), (Outcome,)>::new_unchecked(run) };
+    let (outcome,) = typed.call(store, (task,))?;
+    Ok(outcome)
 }
