@@ -1,8 +1,9 @@
-//! Enqueue: unique keys, bulk loads, and the SQL function for other languages.
+//! Enqueue: unique keys, bulk loads (the array insert and COPY alike, from the library
+//! and the command line), and the SQL function for other languages.
 
 use recur_host::enqueue::{self, NewTask};
 
-use crate::support::TestDb;
+use crate::support::{self, TestDb};
 
 #[tokio::test]
 async fn an_existing_key_is_not_enqueued_twice() {
@@ -78,4 +79,214 @@ async fn an_invalid_task_in_a_batch_writes_nothing() {
         "{err}"
     );
     assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_enqueue_of_several_batches_keeps_existing_tasks_and_the_first_of_a_repeated_key() {
+    let db = TestDb::new().await;
+    // Large payloads make a few thousand tasks fill several COPY batches.
+    let payload_bytes = 8 << 10;
+    let per_batch = enqueue::BATCH_BYTES / payload_bytes;
+    let n = 3 * per_batch + 100;
+    let marked = |key: String, mark: &[u8]| NewTask {
+        payload: mark.to_vec(),
+        ..NewTask::new("noop", key)
+    };
+    // Tasks that exist already, in the middle of the input: their batch meets them.
+    let existing: Vec<NewTask> = [per_batch + 10, per_batch + 500, 2 * per_batch + 7]
+        .map(|i| marked(format!("k{i}"), b"existing"))
+        .to_vec();
+    assert_eq!(enqueue::enqueue(&db.pool, &existing).await.unwrap(), 3);
+
+    let mut tasks: Vec<NewTask> = (0..n)
+        .map(|i| marked(format!("k{i}"), &vec![(i % 251) as u8; payload_bytes]))
+        .collect();
+    // Repeats: of a key from the first batch, and of one in the last batch.
+    tasks.push(marked("k1".into(), b"repeat"));
+    tasks.push(marked(format!("k{}", n - 1), b"repeat"));
+    assert_eq!(
+        enqueue::enqueue(&db.pool, &tasks).await.unwrap(),
+        n as u64 - 3
+    );
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks").await,
+        n as i64
+    );
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE payload = 'existing'")
+            .await,
+        3
+    );
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE payload = 'repeat'")
+            .await,
+        0
+    );
+    let first: Vec<u8> = db
+        .scalar("SELECT payload FROM tasks WHERE key = 'k1'")
+        .await;
+    assert_eq!(first, vec![1; payload_bytes]);
+
+    // Enqueued again, every key exists: nothing is new and nothing changes.
+    let again = &tasks[per_batch..2 * per_batch];
+    assert_eq!(enqueue::enqueue(&db.pool, again).await.unwrap(), 0);
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks").await,
+        n as i64
+    );
+}
+
+#[tokio::test]
+async fn copy_stores_keys_payloads_and_times_exactly_as_one_insert_does() {
+    let db = TestDb::new().await;
+    let keys = [
+        "it's \"quoted\" \\ ключ 🔑",
+        "tab\there",
+        "new\nline\r\n",
+        "\\N",
+        "\\.",
+        "ends with \\",
+        "\\x00",
+        " spaces, commas; 'quotes' ",
+    ];
+    let payload: Vec<u8> = (0..=255u8).chain(*b"\xff\x00'\"\\\n").collect();
+    let at = |text: &str| Some(text.parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+    let times = [
+        None,
+        // Below a microsecond: cut towards 2000-01-01, after it and before it.
+        at("2030-06-01T12:34:56.123456789Z"),
+        at("1999-12-31T23:59:59.999999999Z"),
+        at("0001-01-01T00:00:00Z"),
+        at("1970-01-01T00:00:00Z"),
+    ];
+    let special: Vec<NewTask> = keys
+        .iter()
+        .zip(times.iter().cycle())
+        .map(|(key, run_at)| NewTask {
+            payload: payload.clone(),
+            run_at: *run_at,
+            ..NewTask::new("noop", *key)
+        })
+        .collect();
+    let in_tenant = |tenant: &str, tasks: &[NewTask]| -> Vec<NewTask> {
+        tasks
+            .iter()
+            .map(|t| NewTask {
+                tenant: tenant.into(),
+                ..t.clone()
+            })
+            .collect()
+    };
+    let plain: Vec<NewTask> = (0..enqueue::COPY_FROM_TASKS)
+        .map(|i| NewTask::new("noop", format!("plain-{i}")))
+        .collect();
+    // The same tasks three ways. A few, by one array insert:
+    let few = in_tenant("few", &special);
+    assert!(few.len() < enqueue::COPY_FROM_TASKS);
+    assert_eq!(
+        enqueue::enqueue(&db.pool, &few).await.unwrap(),
+        keys.len() as u64
+    );
+    // Enough to go by COPY:
+    let many = in_tenant("many", &[special.clone(), plain.clone()].concat());
+    assert_eq!(
+        enqueue::enqueue(&db.pool, &many).await.unwrap(),
+        many.len() as u64
+    );
+    // And with a key that exists, so the COPY fails and its rows go by array inserts:
+    let again = in_tenant("again", &[special.clone(), plain].concat());
+    let again = [again, few[..1].to_vec()].concat();
+    assert_eq!(
+        enqueue::enqueue(&db.pool, &again).await.unwrap(),
+        again.len() as u64 - 1
+    );
+
+    // (key, payload, first run, whether due at the enqueue's now()), the first run
+    // blanked when it is now(), which differs between enqueues.
+    type Stored = (String, Vec<u8>, chrono::DateTime<chrono::Utc>, bool);
+    let stored = async |tenant: &'static str| -> Vec<Stored> {
+        sqlx::query_as::<_, Stored>(
+            "SELECT key, payload, next_run_at, next_run_at = created_at FROM tasks
+             WHERE tenant = $1 AND key NOT LIKE 'plain-%' ORDER BY id",
+        )
+        .bind(tenant)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, payload, at, now)| {
+            let at = if now {
+                chrono::DateTime::UNIX_EPOCH
+            } else {
+                at
+            };
+            (key, payload, at, now)
+        })
+        .collect()
+    };
+    let few = stored("few").await;
+    assert_eq!(few.len(), special.len());
+    for (task, (key, bytes, _, now)) in special.iter().zip(&few) {
+        assert_eq!((key.as_str(), bytes), (task.key.as_str(), &payload));
+        assert_eq!(*now, task.run_at.is_none(), "{key:?}");
+    }
+    assert_eq!(few[1].2, at("2030-06-01T12:34:56.123456Z").unwrap());
+    assert_eq!(stored("many").await, few);
+    assert_eq!(stored("again").await, few);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_bulk_enqueue_absorbs_existing_and_repeated_keys_and_keeps_escapes() {
+    let db = TestDb::new().await;
+    assert_eq!(db.enqueue(&[("noop", "b7", "")]).await, 1);
+    let mut lines: String = (0..30_000)
+        .map(|i| format!("{{\"type\": \"noop\", \"key\": \"b{i}\"}}\n"))
+        .collect();
+    lines.push_str("{\"type\": \"noop\", \"key\": \"b8\", \"payload\": {\"repeat\": true}}\n");
+    lines.push_str("{\"type\": \"noop\", \"key\": \"tab\\there\\nand \\\\ \\r\"}\n");
+    let output = support::recur(
+        &db.url,
+        &["enqueue", "--bulk", "--allow-undeployed"],
+        lines.as_bytes(),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        "enqueued 30000 new tasks (2 already existed)"
+    );
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks").await, 30_001);
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE key = 'b8' AND payload = ''")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE key = E'tab\\there\\nand \\\\ \\r'")
+            .await,
+        1
+    );
+
+    // A bad line after rows were sent: the transaction holding them is rolled back.
+    let mut lines: String = (0..30_000)
+        .map(|i| format!("{{\"type\": \"noop\", \"key\": \"c{i}\"}}\n"))
+        .collect();
+    lines.push_str("{\"type\": \"noop\", \"key\": \"\"}\n");
+    let output = support::recur(
+        &db.url,
+        &["enqueue", "--bulk", "--allow-undeployed"],
+        lines.as_bytes(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("line 30001: the key must be 1 to 2048 bytes, not 0")
+            && stderr.trim_end().ends_with("nothing was enqueued"),
+        "{stderr}"
+    );
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks").await, 30_001);
 }

@@ -1,15 +1,18 @@
 //! `recur enqueue`: one task from arguments, or many from JSON lines on stdin (`--bulk`).
 //!
-//! A bulk enqueue is all or nothing: every line is parsed and checked, the inserts run
-//! in one transaction in chunks of a few thousand, and if any line is wrong the
-//! transaction is rolled back and the errors are reported with their line numbers.
+//! A bulk enqueue is all or nothing: every line is parsed and checked, and the tasks are
+//! written in one transaction, which is rolled back if any line is wrong; the errors are
+//! reported with their line numbers. A thread parses stdin into COPY rows while the
+//! connection sends the rows before them (`enqueue::insert_rows`), so reading, parsing
+//! and PostgreSQL's work overlap.
 
 use std::collections::BTreeMap;
+use std::io::{self, BufRead, Read};
 
 use anyhow::Context;
 use serde::Deserialize;
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
 
 use super::time::parse_at;
 use crate::enqueue::{self, DEFAULT_TENANT, NewTask};
@@ -20,6 +23,11 @@ const MAX_REPORTED_ERRORS: usize = 10;
 /// longer line is refused before it is read whole, so a stray binary file piped in
 /// cannot exhaust memory.
 const MAX_LINE_BYTES: usize = enqueue::MAX_PAYLOAD_BYTES * 6 + 64 * 1024;
+/// Pieces of rows between the thread that parses stdin and the connection: enough that
+/// neither waits on the other's hiccups.
+const PIECES_IN_FLIGHT: usize = 4;
+/// stdin is read in blocks this large.
+const READ_BUFFER_BYTES: usize = 1 << 20;
 
 /// Arguments of `recur enqueue`.
 #[derive(Debug, clap::Args)]
@@ -93,8 +101,9 @@ pub async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<()> {
     };
     task.check().map_err(anyhow::Error::msg)?;
     if !args.allow_undeployed {
-        let key = (task.tenant.clone(), task.task_type.clone());
-        undeployed(pool, BTreeMap::from([(key, vec![])])).await?;
+        let mut types = Types::new();
+        note_type(&mut types, &task, 0);
+        undeployed(pool, types).await?;
     }
     let new = enqueue::enqueue(pool, std::slice::from_ref(&task)).await?;
     if new == 1 {
@@ -109,74 +118,33 @@ pub async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<()> {
 }
 
 async fn bulk(pool: &PgPool, default_tenant: &str, allow_undeployed: bool) -> anyhow::Result<()> {
-    let mut stdin = BufReader::new(tokio::io::stdin());
     let mut tx = pool.begin().await?;
-    let mut chunk = Vec::with_capacity(enqueue::BULK_CHUNK);
-    let (mut read, mut new, mut errors) = (0usize, 0u64, Vec::new());
-    // (tenant, type) -> the lines that use it, to check that each has a module.
-    let mut types: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-    let mut buffer = Vec::new();
-    let mut number = 0usize;
-    loop {
-        buffer.clear();
-        let limit = MAX_LINE_BYTES as u64 + 1;
-        let n = (&mut stdin)
-            .take(limit)
-            .read_until(b'\n', &mut buffer)
-            .await
-            .context("cannot read stdin")?;
-        if n == 0 {
-            break;
-        }
-        number += 1;
-        if buffer.len() > MAX_LINE_BYTES {
-            errors.push(format!(
-                "line {number}: longer than {MAX_LINE_BYTES} bytes (is stdin JSON lines?)"
-            ));
-            break;
-        }
-        let line = match std::str::from_utf8(&buffer) {
-            Ok(line) => line,
-            Err(e) => {
-                errors.push(format!(
-                    "line {number}: not UTF-8 (invalid byte at column {})",
-                    e.valid_up_to() + 1
-                ));
-                if errors.len() >= MAX_REPORTED_ERRORS {
-                    break;
-                }
-                continue;
-            }
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_line(line, default_tenant) {
-            Ok(task) => {
-                read += 1;
-                types
-                    .entry((task.tenant.clone(), task.task_type.clone()))
-                    .or_default()
-                    .push(number);
-                if errors.is_empty() {
-                    chunk.push(task);
-                }
-            }
-            Err(message) => {
-                errors.push(format!("line {number}: {message}"));
-                if errors.len() >= MAX_REPORTED_ERRORS {
-                    break;
-                }
-            }
-        }
-        if chunk.len() == enqueue::BULK_CHUNK {
-            new += enqueue::insert_chunk(&mut tx, &chunk).await?;
-            chunk.clear();
-        }
-    }
+    let format = enqueue::RowFormat::of(&mut tx).await?;
+    let (pieces, received) = mpsc::channel(PIECES_IN_FLIGHT);
+    let (done, parsed) = oneshot::channel();
+    let default_tenant = default_tenant.to_owned();
+    // A thread of its own rather than the runtime's blocking pool: when the database
+    // fails, the error is reported at once, and the process exits without waiting for
+    // a read of stdin that may never end.
+    std::thread::Builder::new()
+        .name("recur-stdin".into())
+        .spawn(move || {
+            let mut stdin = io::BufReader::with_capacity(READ_BUFFER_BYTES, io::stdin().lock());
+            let _ = done.send(parse(&mut stdin, &default_tenant, &format, pieces));
+        })
+        .context("cannot start a thread to read stdin")?;
+    // After a bad line the parser stops sending, and this returns without error.
+    let new = enqueue::insert_rows(&mut tx, received).await.map_err(|e| {
+        anyhow::anyhow!("database error while enqueueing: {e}; nothing was enqueued")
+    })?;
+    let parsed = parsed
+        .await
+        .context("the thread reading stdin stopped")?
+        .context("cannot read stdin")?;
+    let mut errors = parsed.errors;
     if errors.is_empty()
         && !allow_undeployed
-        && let Err(e) = undeployed(pool, types).await
+        && let Err(e) = undeployed(pool, parsed.types).await
     {
         errors.push(e.to_string());
     }
@@ -184,25 +152,139 @@ async fn bulk(pool: &PgPool, default_tenant: &str, allow_undeployed: bool) -> an
         tx.rollback().await?;
         anyhow::bail!("{}; nothing was enqueued", errors.join("; "));
     }
-    if !chunk.is_empty() {
-        new += enqueue::insert_chunk(&mut tx, &chunk).await?;
-    }
     tx.commit().await?;
     println!(
         "enqueued {new} new tasks ({} already existed)",
-        read as u64 - new
+        parsed.read - new
     );
     Ok(())
+}
+
+/// What reading the bulk input found, besides the rows it sent.
+struct Parsed {
+    /// Tasks read (lines that parsed and passed the checks).
+    read: u64,
+    /// The task types the input uses, to check that each has a module.
+    types: Types,
+    /// Bad lines, each with its line number; at most [`MAX_REPORTED_ERRORS`].
+    errors: Vec<String>,
+}
+
+/// tenant -> task type -> the lines that use it.
+type Types = BTreeMap<String, BTreeMap<String, Lines>>;
+
+/// The lines of the input that use one (tenant, task type).
+#[derive(Debug, Clone, Copy)]
+struct Lines {
+    /// The first of them.
+    first: usize,
+    /// How many; 0 for a task given by arguments, not read from a line.
+    count: usize,
+}
+
+/// Reads JSON lines from `input`, checks each and sends them as COPY rows to `pieces`
+/// in pieces of about [`enqueue::PIECE_BYTES`]. After the first bad line it sends
+/// nothing more, but reads on to report up to [`MAX_REPORTED_ERRORS`] of them. Stops
+/// early, with what it found so far, when the receiving side is gone (its error is
+/// reported there). Runs on its own thread, so parsing and sending overlap.
+fn parse(
+    input: &mut impl BufRead,
+    default_tenant: &str,
+    format: &enqueue::RowFormat,
+    pieces: mpsc::Sender<enqueue::Rows>,
+) -> io::Result<Parsed> {
+    let mut pieces = Some(pieces);
+    let mut rows = enqueue::Rows::default();
+    let mut parsed = Parsed {
+        read: 0,
+        types: Types::new(),
+        errors: Vec::new(),
+    };
+    let mut buffer = Vec::new();
+    let mut number = 0usize;
+    loop {
+        buffer.clear();
+        let limit = MAX_LINE_BYTES as u64 + 1;
+        if input.take(limit).read_until(b'\n', &mut buffer)? == 0 {
+            break;
+        }
+        number += 1;
+        if buffer.len() > MAX_LINE_BYTES {
+            parsed.errors.push(format!(
+                "line {number}: longer than {MAX_LINE_BYTES} bytes (is stdin JSON lines?)"
+            ));
+            break;
+        }
+        let result = match std::str::from_utf8(&buffer) {
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => parse_line(line, default_tenant),
+            Err(e) => Err(format!(
+                "not UTF-8 (invalid byte at column {})",
+                e.valid_up_to() + 1
+            )),
+        };
+        let task = match result {
+            Ok(task) => task,
+            Err(message) => {
+                parsed.errors.push(format!("line {number}: {message}"));
+                // Nothing will be written: let the sending side finish now.
+                pieces = None;
+                if parsed.errors.len() >= MAX_REPORTED_ERRORS {
+                    break;
+                }
+                continue;
+            }
+        };
+        parsed.read += 1;
+        note_type(&mut parsed.types, &task, number);
+        let Some(sender) = &pieces else {
+            continue;
+        };
+        format.write(&task, &mut rows);
+        if rows.bytes() >= enqueue::PIECE_BYTES
+            && sender.blocking_send(std::mem::take(&mut rows)).is_err()
+        {
+            return Ok(parsed);
+        }
+    }
+    if let Some(sender) = pieces {
+        let _ = sender.blocking_send(rows);
+    }
+    Ok(parsed)
+}
+
+/// Records that line `number` (0: the task came from arguments) uses `task`'s tenant and
+/// type. Looks up before inserting, so the common case, a type seen before, copies no
+/// string.
+fn note_type(types: &mut Types, task: &NewTask, number: usize) {
+    if let Some(lines) = types
+        .get_mut(&task.tenant)
+        .and_then(|names| names.get_mut(&task.task_type))
+    {
+        lines.count += 1;
+        return;
+    }
+    types.entry(task.tenant.clone()).or_default().insert(
+        task.task_type.clone(),
+        Lines {
+            first: number,
+            count: usize::from(number > 0),
+        },
+    );
 }
 
 /// Fails, naming each (tenant, type) and the lines that use it, when no module is
 /// deployed for it: such tasks would only wait, and a typo in a type is the likelier
 /// story. `--allow-undeployed` skips the check.
-async fn undeployed(
-    pool: &PgPool,
-    types: BTreeMap<(String, String), Vec<usize>>,
-) -> anyhow::Result<()> {
-    let (tenants, names): (Vec<String>, Vec<String>) = types.keys().cloned().unzip();
+async fn undeployed(pool: &PgPool, types: Types) -> anyhow::Result<()> {
+    let (tenants, names): (Vec<&str>, Vec<&str>) = types
+        .iter()
+        .flat_map(|(tenant, names)| {
+            names
+                .keys()
+                .map(move |name| (tenant.as_str(), name.as_str()))
+        })
+        .unzip();
     let deployed: Vec<(String, String)> = sqlx::query_as(
         "SELECT tenant, task_type FROM modules
          WHERE active AND (tenant, task_type) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
@@ -213,12 +295,13 @@ async fn undeployed(
     .await?;
     let missing: Vec<String> = types
         .iter()
-        .filter(|(key, _)| !deployed.contains(key))
-        .map(|((tenant, task_type), lines)| {
-            let used = match lines.as_slice() {
-                [] => String::new(),
-                [one] => format!(" (line {one})"),
-                [first, ..] => format!(" (lines {first} and {} more)", lines.len() - 1),
+        .flat_map(|(tenant, names)| names.iter().map(move |(name, lines)| (tenant, name, lines)))
+        .filter(|(tenant, name, _)| !deployed.iter().any(|(t, n)| t == *tenant && n == *name))
+        .map(|(tenant, task_type, lines)| {
+            let used = match lines.count {
+                0 => String::new(),
+                1 => format!(" (line {})", lines.first),
+                count => format!(" (lines {} and {} more)", lines.first, count - 1),
             };
             format!("no module is deployed for task type {task_type:?} in tenant {tenant:?}{used}")
         })
