@@ -28,12 +28,13 @@ pub enum ModuleCommand {
         #[arg(long, default_value = DEFAULT_TENANT)]
         tenant: String,
         /// Let a worker keep the module's instance for the tenant's next task of this
-        /// type and call it again, instead of a fresh instance per task (the default).
+        /// version and call it again, instead of a fresh instance per task (the default).
         /// Faster, at a cost in isolation: the module's statics and heap carry over from
-        /// one of the tenant's tasks to the next (never to another tenant's), so a module
-        /// must not keep anything in memory that one task may not see from another. An
-        /// instance is dropped after any error, after 1000 runs, or once its memory
-        /// grows 4 MiB past its size after its first run. Set per deployed version.
+        /// one of the tenant's tasks to the next (never to another tenant's or version's),
+        /// so a module must not keep anything in memory that one task may not see from
+        /// another. An instance is dropped after any error or output to stderr, after 1000
+        /// runs, or once its memory grows 4 MiB past its size after its first run. Set per
+        /// deployed version: the same component with the other setting is a new version.
         #[arg(long)]
         reuse_instance: bool,
     },
