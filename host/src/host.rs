@@ -169,6 +169,7 @@ impl Host {
             stats: stats.clone(),
         };
         let maintain = crate::maintain::run(pool.clone(), shutdown_rx.clone());
+        let vacuum = crate::maintain::vacuum(pool.clone(), shutdown_rx.clone());
         let committer = Committer {
             pool,
             finished: finished_rx,
@@ -182,6 +183,7 @@ impl Host {
         stages.spawn(executor.run());
         stages.spawn(committer.run());
         stages.spawn(maintain);
+        stages.spawn(vacuum);
         Ok(Host {
             stats,
             shutdown,

@@ -1,7 +1,12 @@
 //! Background duties that keep the tables honest, run by every host: any one of them
 //! may do the work, and doing it twice changes nothing.
 //!
-//! Today one duty: counting the attempts of locked batches that never committed. A
+//! Two duties. Vacuuming the tasks table when PostgreSQL's autovacuum is off or behind:
+//! every execution leaves a dead row version behind, and on a server where nothing
+//! reclaims them the due index fills with dead entries and every lease gets slower. One
+//! host at a time does it (an advisory lock), and only past a threshold.
+//!
+//! And counting the attempts of locked batches that never committed. A
 //! locked claim writes nothing to its tasks, so a host that dies while running one
 //! leaves no trace on them; its `claims` row (see migrations/0002) is the trace. Counting
 //! it is what lets `max_attempts` park a task whose runs keep taking hosts down, instead
@@ -15,6 +20,21 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 const LOST_SQL: &str = include_str!("sql/lost.sql");
+
+/// Dead row versions in `tasks`, and whether a vacuum of it is running now.
+const DEAD_SQL: &str = "
+    SELECT s.n_dead_tup, s.n_live_tup,
+           EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = s.relid) AS running
+    FROM pg_stat_user_tables s
+    WHERE s.relid = 'tasks'::regclass";
+
+/// Advisory lock key that makes one host at a time the vacuuming one.
+const VACUUM_LOCK: i64 = 0x7265_6375_7276_6163; // "recurvac"
+/// How often a host checks whether `tasks` needs a vacuum.
+pub const VACUUM_CHECK_EVERY: Duration = Duration::from_secs(15);
+/// Dead row versions that trigger a vacuum: this many, plus a tenth of the live rows
+/// (autovacuum's default is a fifth; a queue's table churns faster than most).
+pub const VACUUM_DEAD_MIN: i64 = 50_000;
 
 /// How often a host looks for lost claims.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -32,8 +52,59 @@ pub async fn count_lost_claims(pool: &PgPool, age: Duration) -> Result<u64, sqlx
     Ok(done.rows_affected())
 }
 
-/// Runs the duties every [`SWEEP_EVERY`] until shutdown. Errors are logged and the loop
-/// carries on: the duties catch up on the next round.
+/// Vacuums `tasks` if it holds more dead row versions than the threshold, no vacuum of
+/// it is running, and no other host is doing it. Returns the dead row versions it
+/// found, if it vacuumed.
+pub async fn vacuum_if_needed(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let (dead, live, running): (i64, i64, bool) =
+        sqlx::query_as(DEAD_SQL).fetch_one(&mut *conn).await?;
+    if running || dead < VACUUM_DEAD_MIN + live / 10 {
+        return Ok(None);
+    }
+    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(VACUUM_LOCK)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !mine {
+        return Ok(None);
+    }
+    // Not a prepared statement: VACUUM is a utility command, run once in a while.
+    let vacuumed = sqlx::query("VACUUM (ANALYZE) tasks")
+        .persistent(false)
+        .execute(&mut *conn)
+        .await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(VACUUM_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    vacuumed?;
+    Ok(Some(dead))
+}
+
+/// Vacuums when needed, every [`VACUUM_CHECK_EVERY`], until shutdown. A loop of its own:
+/// a vacuum of a large table takes a while, and the claims sweep must not wait for it.
+pub async fn vacuum(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(VACUUM_CHECK_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        let started = std::time::Instant::now();
+        match vacuum_if_needed(&pool).await {
+            Ok(Some(dead)) => tracing::info!(
+                dead,
+                took = ?started.elapsed(),
+                "vacuumed the tasks table (autovacuum is off or behind)"
+            ),
+            Ok(None) => {}
+            Err(err) => tracing::debug!(error = %err, "could not vacuum the tasks table"),
+        }
+    }
+}
+
+/// Runs the claims sweep every [`SWEEP_EVERY`] until shutdown. Errors are logged and the
+/// loop carries on: the sweep catches up on the next round.
 pub async fn run(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {

@@ -223,3 +223,55 @@ async fn a_crashed_host_s_locked_claims_are_due_again_at_once() {
         2000
     );
 }
+
+/// With autovacuum off (or behind), a host vacuums the tasks table itself once dead row
+/// versions pass the threshold, so the due index does not fill with dead entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_vacuums_the_tasks_table_when_dead_rows_pile_up() {
+    let db = TestDb::new().await;
+    sqlx::query("ALTER TABLE tasks SET (autovacuum_enabled = false)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    db.enqueue_n("noop", 20_000, "").await;
+    let dead = recur_host::maintain::VACUUM_DEAD_MIN as usize;
+    for _ in 0..(dead / 20_000 + 2) {
+        sqlx::query("UPDATE tasks SET updated_at = now()")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    // Statistics reach pg_stat_user_tables when the backend reports them.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    wait(Duration::from_secs(10), "dead tuples counted", || {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'tasks'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                >= 50_000
+        }
+    })
+    .await;
+    let found = recur_host::maintain::vacuum_if_needed(&db.pool)
+        .await
+        .unwrap();
+    assert!(found.is_some_and(|d| d >= 50_000), "{found:?}");
+    let vacuums: i64 = db
+        .scalar("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'tasks'")
+        .await;
+    assert_eq!(vacuums, 1);
+    assert_eq!(
+        recur_host::maintain::vacuum_if_needed(&db.pool)
+            .await
+            .unwrap(),
+        None,
+        "nothing left to vacuum"
+    );
+}
