@@ -60,6 +60,8 @@ pub struct HostConfig {
     pub runner: Runner,
     /// Timed leases, row locks, or either by measured run time (see lease.rs).
     pub claim: Claim,
+    /// Whether this host vacuums the tasks table when dead rows pile up (maintain.rs).
+    pub vacuum: bool,
 }
 
 impl Default for HostConfig {
@@ -79,6 +81,7 @@ impl Default for HostConfig {
             },
             runner: Runner::Sandbox,
             claim: Claim::Auto,
+            vacuum: true,
         }
     }
 }
@@ -183,7 +186,9 @@ impl Host {
         stages.spawn(executor.run());
         stages.spawn(committer.run());
         stages.spawn(maintain);
-        stages.spawn(vacuum);
+        if config.vacuum {
+            stages.spawn(vacuum);
+        }
         Ok(Host {
             stats,
             shutdown,

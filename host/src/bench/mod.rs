@@ -82,6 +82,10 @@ pub struct BenchArgs {
     /// latencies and the table's dead tuples and index size (for long runs).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub report_every: Option<u64>,
+    /// Leave the tasks table's dead rows to autovacuum (by default the host vacuums it
+    /// when they pile up; see `recur host --no-vacuum`).
+    #[arg(long)]
+    pub no_vacuum: bool,
     /// End with one JSON line of the results.
     #[arg(long)]
     pub json: bool,
@@ -212,6 +216,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         batch: args.batch,
         runner,
         claim: args.claim,
+        vacuum: !args.no_vacuum,
         ..HostConfig::default()
     };
     if let Some(concurrency) = args.concurrency {

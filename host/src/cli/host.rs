@@ -32,6 +32,10 @@ pub struct HostArgs {
     /// `auto`: locked while the mean run is under 20 ms.
     #[arg(long, value_enum, default_value = "auto")]
     claim: Claim,
+    /// Never vacuum the tasks table from this host (by default a host vacuums it when
+    /// dead row versions pile up and autovacuum is off or behind).
+    #[arg(long)]
+    no_vacuum: bool,
 }
 
 pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
@@ -42,6 +46,7 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
     config.batch = args.batch;
     config.lease_timeout = args.lease_timeout;
     config.claim = args.claim;
+    config.vacuum = !args.no_vacuum;
     if !args.types.is_empty() {
         for t in &args.types {
             crate::names::check_name("task type", t)
