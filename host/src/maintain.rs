@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
 const LOST_SQL: &str = include_str!("sql/lost.sql");
@@ -56,29 +56,31 @@ pub async fn count_lost_claims(pool: &PgPool, age: Duration) -> Result<u64, sqlx
 /// it is running, and no other host is doing it. Returns the dead row versions it
 /// found, if it vacuumed.
 pub async fn vacuum_if_needed(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let (dead, live, running): (i64, i64, bool) =
-        sqlx::query_as(DEAD_SQL).fetch_one(&mut *conn).await?;
+    let (dead, live, running): (i64, i64, bool) = sqlx::query_as(DEAD_SQL).fetch_one(pool).await?;
     if running || dead < VACUUM_DEAD_MIN + live / 10 {
         return Ok(None);
     }
+    // A connection of its own, which goes away with the advisory lock: a vacuum takes
+    // seconds, which sqlx would otherwise report as a slow statement on every round.
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(60));
+    let mut conn = PgConnection::connect_with(&options).await?;
     let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(VACUUM_LOCK)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await?;
     if !mine {
         return Ok(None);
     }
     // Not a prepared statement: VACUUM is a utility command, run once in a while.
-    let vacuumed = sqlx::query("VACUUM (ANALYZE) tasks")
+    sqlx::query("VACUUM (ANALYZE) tasks")
         .persistent(false)
-        .execute(&mut *conn)
-        .await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(VACUUM_LOCK)
-        .execute(&mut *conn)
+        .execute(&mut conn)
         .await?;
-    vacuumed?;
+    conn.close().await?;
     Ok(Some(dead))
 }
 
