@@ -11,7 +11,8 @@
 //! than its lease behind slow ones would be run twice. So the lease stage also caps what
 //! it holds by time: no more tasks than the workers can run in a quarter of the lease
 //! timeout, at the mean run time measured so far. Fast tasks get the full pipeline; slow
-//! ones get a short queue and a little less throughput.
+//! ones get a short queue and a little less throughput. Slow commits cap it the same way:
+//! outcomes queue behind the commits ahead of them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -259,14 +260,21 @@ impl Leaser {
         }
     }
 
-    /// How many tasks the workers run in a quarter of the lease timeout, at the mean
-    /// run time so far (no cap before the first run).
+    /// How many tasks the host may hold, by time: what the workers run in a quarter of
+    /// the lease timeout at the mean run time so far, and what commits can write in half
+    /// of it at the mean commit time (a batch's outcomes wait for the commits ahead of
+    /// it, and a locked batch's transaction must end before the lease timeout ends its
+    /// session). No cap before the first run and commit.
     fn time_cap(&self) -> usize {
-        let mean_us = self.stats.snapshot().exec_us_mean.max(1);
-        let budget_us = self.request.lease_timeout.as_micros() as u64 / 4;
-        (budget_us / mean_us)
-            .saturating_mul(self.workers as u64)
-            .min(usize::MAX as u64) as usize
+        let stats = self.stats.snapshot();
+        let lease_us = self.request.lease_timeout.as_micros() as u64;
+        let by_runs =
+            (lease_us / 4 / stats.exec_us_mean.max(1)).saturating_mul(self.workers as u64);
+        let by_commits = match stats.commit_us_mean {
+            0 => u64::MAX,
+            mean => (lease_us / 2 / mean).saturating_mul(self.request.limit.max(1) as u64),
+        };
+        by_runs.min(by_commits).min(usize::MAX as u64) as usize
     }
 
     /// Leases until shutdown. Database errors are logged and retried with backoff; they
