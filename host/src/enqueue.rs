@@ -9,8 +9,9 @@
 //! So a few tasks go by one array insert, and many go in batches: each batch is first
 //! sent by COPY inside a savepoint, which succeeds whenever every key in it is new; a
 //! batch that fails with a unique violation is rolled back to its savepoint and sent
-//! again by array inserts. A load of new keys then runs at the speed of COPY, and one
-//! of keys that exist pays little more than a COPY that fails on its first row.
+//! again by array inserts. A load of new keys then runs at the speed of COPY, and a load
+//! of keys that exist costs what the array inserts cost, plus a COPY that fails at its
+//! first row.
 //!
 //! [`enqueue`] does all of this for tasks in memory. The CLI, which parses JSON lines on
 //! another thread while the connection sends, uses the parts: [`RowFormat`] to turn
@@ -35,7 +36,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 pub const COPY_FROM_TASKS: usize = 500;
 /// Tasks per array insert: large enough that round trips stop mattering, small enough
 /// to keep each statement's parameters a few megabytes and its run well under a second.
-pub const ARRAY_CHUNK: usize = 5000;
+const ARRAY_CHUNK: usize = 5000;
 /// COPY data per batch, and so per savepoint. A batch that fails late has been sent for
 /// nothing, so this bounds the work a conflict can waste; it is also what a bulk
 /// enqueue keeps in memory to send again.
