@@ -54,7 +54,8 @@ pub struct BatchLock {
     pub id: u64,
     /// The claim's advisory lock and `claims` row (see migrations/0002): the row stays
     /// behind if the transaction ends without committing, so the lost attempt is
-    /// counted on the batch's tasks (`maintain.rs`).
+    /// counted on the batch's tasks by their next locked claim (claim.sql), or else by
+    /// the sweep in `maintain.rs`.
     pub key: i64,
     /// Tasks claimed in it.
     pub size: usize,
