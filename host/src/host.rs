@@ -11,6 +11,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::commit::Committer;
 use crate::execute::{Executor, Runner};
 use crate::lease::{Claim, LeaseRequest, Leaser};
+use crate::liveness;
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::stats::{Stats, StatsSnapshot};
@@ -103,6 +104,9 @@ pub struct Host {
     stats: Arc<Stats>,
     shutdown: watch::Sender<bool>,
     stages: tokio::task::JoinSet<()>,
+    /// Holds the liveness lock ([`liveness`]). Apart from the stages: it must outlast
+    /// the last commit, and it goes when the host is dropped (a JoinSet aborts its tasks).
+    liveness: tokio::task::JoinSet<()>,
 }
 
 impl Host {
@@ -132,6 +136,10 @@ impl Host {
         let slots = Arc::new(Semaphore::new(max_in_flight));
         let (batches_tx, batches_rx) = mpsc::channel(1);
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let key = liveness::new_key();
+        let (alive_tx, alive) = watch::channel(false);
+        let mut liveness = tokio::task::JoinSet::new();
+        liveness.spawn(liveness::hold(pool.clone(), key, alive_tx));
 
         let leaser = Leaser {
             pool: pool.clone(),
@@ -139,6 +147,7 @@ impl Host {
                 limit: config.batch as i64,
                 lease_timeout: config.lease_timeout,
                 types: config.types.clone(),
+                host: key,
             },
             idle_wait: config.idle_wait,
             slots: slots.clone(),
@@ -153,6 +162,7 @@ impl Host {
                     .max(1),
             )),
             batches: batches_tx,
+            alive,
             shutdown: shutdown_rx.clone(),
             stats: stats.clone(),
         };
@@ -193,6 +203,7 @@ impl Host {
             stats,
             shutdown,
             stages,
+            liveness,
         })
     }
 
@@ -223,6 +234,8 @@ impl Host {
                 tracing::error!(error = %err, "a host stage panicked");
             }
         }
+        // Everything this host claimed is committed or given back: now it may look gone.
+        self.liveness.shutdown().await;
         self.stats.snapshot()
     }
 }

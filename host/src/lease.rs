@@ -24,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use uuid::Uuid;
 
 use crate::execute::{PROVEN_RUNS, SHORT_RUN};
+use crate::liveness;
 use crate::stats::Stats;
 use crate::task::LeasedTask;
 
@@ -89,7 +90,7 @@ pub async fn claim_locked(
     permit: OwnedSemaphorePermit,
 ) -> Result<Vec<LeasedTask>, sqlx::Error> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-    let deadline = Instant::now() + request.lease_timeout;
+    let claimed = Instant::now();
     let key = Uuid::new_v4().as_u64_pair().0 as i64;
     let mut tx = pool.begin().await?;
     // The lease timeout bounds a locked claim too: a host that stalls (paused, hung)
@@ -120,9 +121,10 @@ pub async fn claim_locked(
         .iter()
         .map(|row| row.try_get("id"))
         .collect::<Result<_, _>>()?;
-    sqlx::query("INSERT INTO claims (key, task_ids) VALUES ($1, $2)")
+    sqlx::query("INSERT INTO claims (key, task_ids, host) VALUES ($1, $2, $3)")
         .bind(key)
         .bind(&ids)
+        .bind(request.host)
         .execute(pool)
         .await?;
     let lock = Arc::new(BatchLock {
@@ -138,14 +140,14 @@ pub async fn claim_locked(
                 token: row.try_get("lease_token")?,
                 version: Some(row.try_get("row_version")?),
                 lock: Some(lock.clone()),
-                ..task(row, deadline)?
+                ..task(row, claimed, request.lease_timeout)?
             })
         })
         .collect()
 }
 
 /// The task fields common to both claims (token and lock filled in by the caller).
-fn task(row: &PgRow, deadline: Instant) -> Result<LeasedTask, sqlx::Error> {
+fn task(row: &PgRow, claimed: Instant, lease: Duration) -> Result<LeasedTask, sqlx::Error> {
     Ok(LeasedTask {
         id: row.try_get("id")?,
         tenant: row.try_get("tenant")?,
@@ -159,7 +161,8 @@ fn task(row: &PgRow, deadline: Instant) -> Result<LeasedTask, sqlx::Error> {
         token: None,
         version: None,
         lock: None,
-        deadline,
+        deadline: claimed + lease,
+        run_by: claimed + lease * 3 / 4,
     })
 }
 
@@ -175,12 +178,16 @@ pub struct LeaseRequest {
     pub lease_timeout: Duration,
     /// Task types to claim; `None` claims every type.
     pub types: Option<Vec<String>>,
+    /// The claiming host's liveness key ([`crate::liveness`]), recorded with each claim
+    /// so that a claim that never commits is charged to its tasks only if its host died.
+    /// 0 outside a host: such claims always count.
+    pub host: i64,
 }
 
 /// Claims up to `request.limit` due tasks under one fresh lease token, oldest due first.
 pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTask>, sqlx::Error> {
-    let token = Uuid::new_v4();
-    let deadline = Instant::now() + request.lease_timeout;
+    let token = liveness::lease_token(request.host);
+    let claimed = Instant::now();
     let rows = sqlx::query(LEASE_SQL)
         .bind(request.limit)
         .bind(request.lease_timeout.as_millis() as i64)
@@ -192,7 +199,7 @@ pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTa
         .map(|row| {
             Ok(LeasedTask {
                 token: Some(token),
-                ..task(row, deadline)?
+                ..task(row, claimed, request.lease_timeout)?
             })
         })
         .collect()
@@ -237,6 +244,9 @@ pub struct Leaser {
     pub locks: Arc<Semaphore>,
     /// Where leased batches go: the execute stage.
     pub batches: mpsc::Sender<Vec<LeasedTask>>,
+    /// Whether the host holds its liveness lock; the first lease waits for it, so that
+    /// no claim of a live host is ever taken for a dead one's.
+    pub alive: watch::Receiver<bool>,
     /// Flips to true when the host shuts down; the loop stops leasing at once.
     pub shutdown: watch::Receiver<bool>,
     /// Shared counters.
@@ -281,6 +291,10 @@ impl Leaser {
     /// Leases until shutdown. Database errors are logged and retried with backoff; they
     /// never end the loop.
     pub async fn run(mut self) {
+        tokio::select! {
+            _ = self.alive.wait_for(|held| *held) => {}
+            _ = self.shutdown.changed() => return,
+        }
         let mut backoff = Duration::from_millis(100);
         loop {
             // Wait for at least one free slot, then take as many more as are free, up to

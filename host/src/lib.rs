@@ -11,7 +11,8 @@
 //! - `lease`: claims due tasks in batches (SKIP LOCKED) and prefetches the next batch.
 //! - `execute`: the dispatcher and the worker threads that run tasks in the sandbox.
 //! - `commit`: bulk write-back of outcomes and spawns, fenced by lease token.
-//! - `maintain`: background duties any host does: counting lost locked batches.
+//! - `liveness`: the lock that tells a live host's lost claims from a dead host's.
+//! - `maintain`: background duties any host does: counting lost locked batches, vacuum.
 //! - `outcome`: what a run's result means for its task; the limits on what a module returns.
 //! - `sandbox`: wasmtime engine, linker, limits, epochs, host imports.
 //! - `registry`: task type -> prepared component; deploy, validate, cache, hot swap.
@@ -36,6 +37,7 @@ pub mod examples;
 pub mod execute;
 pub mod host;
 pub mod lease;
+pub mod liveness;
 pub mod maintain;
 pub mod names;
 pub mod outcome;

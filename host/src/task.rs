@@ -57,4 +57,9 @@ pub struct LeasedTask {
     /// When the claim runs out (the lease timeout after it was taken). A task still
     /// queued then belongs to whichever host claims it next, so it is not started here.
     pub deadline: Instant,
+    /// When a run of this task must end: three quarters into the claim, which leaves
+    /// time to commit its outcome while the claim holds. A run stopped there fails like
+    /// one that timed out; one left running would be repeated by another host, over and
+    /// over, without its host ever being charged for it (see `liveness`).
+    pub run_by: Instant,
 }

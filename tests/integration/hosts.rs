@@ -65,6 +65,7 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
         limit: 2,
         lease_timeout: Duration::from_millis(800),
         types: None,
+        host: 0,
     };
     let crashed = lease(&db.pool, &request).await.unwrap();
     assert_eq!(crashed.len(), 2);

@@ -8,6 +8,7 @@ mod doors;
 mod enqueue;
 mod faults;
 mod hosts;
+mod liveness;
 mod outcomes;
 mod sandbox;
 mod support;

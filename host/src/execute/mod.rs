@@ -226,9 +226,12 @@ fn work(
             let _ = finished.send(Finished::NotRun(task));
             continue;
         }
-        if Instant::now() >= task.deadline {
-            // The host stalled (paused, starved) past the claim: another host may be
-            // running this task already, and its commit would be fenced off anyway.
+        // A run must end by `run_by`; start it only with enough time left for its
+        // tenant's timeout or at least the last quarter of the claim. Past that, the host
+        // stalled (paused, starved): another host may be running this task already, and
+        // a run cut short would be charged to the task for the host's trouble.
+        let needs = module.limits.timeout.min(task.deadline - task.run_by);
+        if Instant::now() + needs > task.run_by {
             jobs.done(&task.tenant, long);
             stats.expired();
             let _ = finished.send(Finished::NotRun(task));
@@ -247,15 +250,27 @@ fn work(
         };
         let lag_ms = now_ms() - input.scheduled_at;
         let started = Instant::now();
+        // The run ends before its claim does (see `LeasedTask::run_by`), whatever the
+        // tenant's timeout allows.
+        let mut limits = module.limits;
+        let left = task.run_by.saturating_duration_since(started);
+        let capped = left < limits.timeout;
+        if capped {
+            limits.timeout = left;
+        }
         let result = match runner {
             Runner::Sandbox => sandbox.run(
                 &mut slot,
                 &module.prepared,
                 input,
-                module.limits,
+                limits,
                 module.reuse_instance,
             ),
             Runner::NativeNoop => Ok(native_noop(&input)),
+        };
+        let result = match result {
+            Err(RunError::Timeout(ms)) if capped => Err(RunError::PastLease(ms)),
+            other => other,
         };
         let took = started.elapsed();
         times.record(stats, took, lag_ms);

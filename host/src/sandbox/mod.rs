@@ -99,6 +99,12 @@ pub enum RunError {
     /// The run used up its time budget.
     #[error("timed out after {0} ms")]
     Timeout(u64),
+    /// The run was stopped where its host's claim on it was about to run out, before the
+    /// tenant's timeout: left running, it would be run again elsewhere.
+    #[error(
+        "stopped after {0} ms, at the end of its lease; give the hosts a --lease-timeout well above the tenant's timeout"
+    )]
+    PastLease(u64),
     /// The run tried to grow memory past its ceiling.
     #[error("memory limit of {} exceeded", human_bytes(*.0))]
     Memory(usize),

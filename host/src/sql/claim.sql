@@ -9,8 +9,12 @@
 -- A locked batch that died leaves its claims row behind (see migrations/0002). The claim
 -- takes over those rows for the tasks it claims: it deletes them (putting back the other
 -- tasks' ids) and adds one attempt per lost batch to each claimed task not written since.
--- All of that is in this transaction, so it becomes permanent only with the batch's
--- commit; if this batch dies too, the rows come back and the next claim counts both.
+-- Only batches whose host is gone count (its liveness lock is free, see liveness.rs): a
+-- live host's claim that was cut or outlived its lease is repeated, not charged. All of
+-- that is in this transaction, so it becomes permanent only with the batch's commit; if
+-- this batch dies too, the rows come back and the next claim counts both. Likewise a
+-- task whose timed lease ran out gets a new attempt number only if that lease's host
+-- (named by the token's first eight bytes) is gone.
 -- $1 batch size, $2 task types (NULL: all).
 WITH claimed AS (
     SELECT id, tenant, task_type, key, payload, state, attempt, runs,
@@ -31,25 +35,32 @@ lost AS (
     WHERE CASE WHEN pg_try_advisory_xact_lock(key)
                THEN task_ids && ARRAY(SELECT id FROM claimed)
                ELSE false END
-    RETURNING key, task_ids, claimed_at
+    RETURNING key, task_ids, claimed_at, host
 ),
 kept AS (
-    INSERT INTO claims (key, task_ids, claimed_at)
-    SELECT key, rest, claimed_at
-    FROM (SELECT key, claimed_at,
+    INSERT INTO claims (key, task_ids, claimed_at, host)
+    SELECT key, rest, claimed_at, host
+    FROM (SELECT key, claimed_at, host,
                  ARRAY(SELECT unnest(task_ids) EXCEPT SELECT id FROM claimed) AS rest
           FROM lost) AS r
     WHERE cardinality(rest) > 0
 ),
 lost_runs AS (
     SELECT l.id, count(*) AS n
-    FROM (SELECT unnest(task_ids) AS id, claimed_at FROM lost) AS l
+    FROM (SELECT unnest(task_ids) AS id, claimed_at
+          FROM lost
+          WHERE host IS NULL OR pg_try_advisory_xact_lock_shared(host)) AS l
     JOIN claimed AS c ON c.id = l.id
     WHERE c.updated_at <= l.claimed_at
     GROUP BY l.id
 )
 SELECT c.id, c.tenant, c.task_type, c.key, c.payload, c.state,
-       c.attempt + 1 + coalesce(r.n, 0)::integer AS attempt, c.runs, c.scheduled_at,
+       c.attempt + coalesce(r.n, 0)::integer
+           + CASE WHEN c.lease_token IS NOT NULL
+                       AND NOT pg_try_advisory_xact_lock_shared(
+                           ('x' || translate(left(c.lease_token::text, 18), '-', ''))::bit(64)::bigint)
+                  THEN 0 ELSE 1 END AS attempt,
+       c.runs, c.scheduled_at,
        c.lease_token, c.row_version
 FROM claimed AS c
 LEFT JOIN lost_runs AS r ON r.id = c.id

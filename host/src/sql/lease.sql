@@ -4,7 +4,10 @@
 -- other; moving next_run_at forward is the lease itself, so a host that dies leaves
 -- tasks that are due again when the lease runs out, with no rescuer process. The due
 -- time the lease displaces is kept in due_at (the first one, if an earlier lease ran
--- out), and returned as the run's scheduled time.
+-- out), and returned as the run's scheduled time. The lease counts an attempt, unless it
+-- takes over from a lease that ran out on a host that is still alive (the token's first
+-- eight bytes name its host's liveness lock, see liveness.rs): that run is repeated
+-- under the same attempt number, not charged to the task.
 WITH due AS (
     SELECT id
     FROM tasks
@@ -19,7 +22,11 @@ UPDATE tasks AS t
 SET next_run_at = now() + $2::bigint * interval '1 millisecond',
     lease_token = $4,
     due_at      = coalesce(t.due_at, t.next_run_at),
-    attempt     = t.attempt + 1,
+    attempt     = t.attempt
+                  + CASE WHEN t.lease_token IS NOT NULL
+                              AND NOT pg_try_advisory_xact_lock_shared(
+                                  ('x' || translate(left(t.lease_token::text, 18), '-', ''))::bit(64)::bigint)
+                         THEN 0 ELSE 1 END,
     updated_at  = now()
 FROM due
 WHERE t.id = due.id

@@ -2,15 +2,19 @@
 -- tasks since run under timed leases, or left undue. A claims row whose advisory lock
 -- nobody holds, older than $1 ms (claims take over fresh ones themselves, in step with
 -- their own commit: see claim.sql), adds an attempt to each of its tasks not written
--- since. Tasks locked by a claim right now are skipped: their claim is running them.
+-- since, if its host is gone (its liveness lock is free, see liveness.rs); a live host's
+-- row is only deleted. Tasks locked by a claim right now are skipped: their claim is
+-- running them.
 WITH lost AS (
     DELETE FROM claims
     WHERE claimed_at < now() - $1::bigint * interval '1 millisecond'
       AND pg_try_advisory_xact_lock(key)
-    RETURNING task_ids, claimed_at
+    RETURNING task_ids, claimed_at, host
 ),
 lost_runs AS (
-    SELECT unnest(task_ids) AS id, claimed_at FROM lost
+    SELECT unnest(task_ids) AS id, claimed_at
+    FROM lost
+    WHERE host IS NULL OR pg_try_advisory_xact_lock_shared(host)
 ),
 free AS (
     SELECT id, updated_at
