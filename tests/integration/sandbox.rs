@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::*;
+use recur_host::lease::Claim;
 use recur_host::registry::{self, DeployOptions};
 use recur_host::sandbox::{REUSE_MAX_RUNS, Sandbox, SandboxConfig};
 use recur_host::{Host, HostConfig};
@@ -99,6 +100,38 @@ async fn each_misbehaving_module_fails_only_its_own_task() {
         .await,
         0
     );
+}
+
+/// A tenant's timeout longer than the hosts' lease does not let a run outlive its claim:
+/// it is stopped at three quarters of the lease, with an error that says so, under both
+/// claims. Left running, it would be run again elsewhere, over and over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_stopped_before_its_claim_runs_out() {
+    for claim in [Claim::Timed, Claim::Locked] {
+        let db = TestDb::new().await;
+        db.deploy("spin", SPIN_COMPONENT).await;
+        db.limits("default", 60_000, 1).await;
+        db.enqueue(&[("spin", "long", "")]).await;
+        let config = HostConfig {
+            lease_timeout: Duration::from_secs(2),
+            claim,
+            ..test_config()
+        };
+        let host = Host::start(db.pool.clone(), config).unwrap();
+        db.wait_for(
+            "SELECT status = 2 FROM tasks WHERE key = 'long'",
+            Duration::from_secs(30),
+        )
+        .await;
+        let stats = host.stop().await;
+        let row = db.task("long").await;
+        let error = row.error.unwrap_or_default();
+        assert!(
+            error.contains("at the end of its lease") && error.contains("--lease-timeout"),
+            "{claim:?}: {error}"
+        );
+        assert_eq!((row.runs, stats.executed), (0, 1), "{claim:?}: ran once");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
