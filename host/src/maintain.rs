@@ -4,7 +4,8 @@
 //! Two duties. Vacuuming the tasks table when PostgreSQL's autovacuum is off or behind:
 //! every execution leaves a dead row version behind, and on a server where nothing
 //! reclaims them the due index fills with dead entries and every lease gets slower. One
-//! host at a time does it (an advisory lock), and only past a threshold.
+//! host at a time does it (an advisory lock), and only past a threshold. The small
+//! `claims` table gets the same, for the dead row each locked batch leaves.
 //!
 //! And counting the attempts of locked batches that never committed. A
 //! locked claim writes nothing to its tasks, so a host that dies while running one
@@ -21,20 +22,52 @@ use tokio::sync::watch;
 
 const LOST_SQL: &str = include_str!("sql/lost.sql");
 
-/// Dead row versions in `tasks`, and whether a vacuum of it is running now.
+/// Dead row versions in a table, and whether a vacuum of it is running now.
 const DEAD_SQL: &str = "
     SELECT s.n_dead_tup, s.n_live_tup,
            EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = s.relid) AS running
     FROM pg_stat_user_tables s
-    WHERE s.relid = 'tasks'::regclass";
+    WHERE s.relid = $1::regclass";
 
-/// Advisory lock key that makes one host at a time the vacuuming one.
+/// Advisory lock key that makes one host at a time the vacuuming one (per table: the
+/// table's [`Vacuumed`] number is added).
 const VACUUM_LOCK: i64 = 0x7265_6375_7276_6163; // "recurvac"
-/// How often a host checks whether `tasks` needs a vacuum.
+/// How often a host checks whether its tables need a vacuum.
 pub const VACUUM_CHECK_EVERY: Duration = Duration::from_secs(15);
-/// Dead row versions that trigger a vacuum: this many, plus a tenth of the live rows
-/// (autovacuum's default is a fifth; a queue's table churns faster than most).
+/// Dead row versions that trigger a vacuum of `tasks`: this many, plus a tenth of the
+/// live rows (autovacuum's default is a fifth; a queue's table churns faster than most).
 pub const VACUUM_DEAD_MIN: i64 = 50_000;
+/// The same for `claims`, which stays a few dozen rows but leaves one dead row per locked
+/// batch, and which every locked claim scans whole (claim.sql): left alone, it grows by
+/// tens of thousands of dead rows a minute.
+pub const CLAIMS_DEAD_MIN: i64 = 1_000;
+
+/// The tables hosts vacuum themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vacuumed {
+    /// `tasks`: one dead row version per execution.
+    Tasks,
+    /// `claims`: one dead row per locked batch.
+    Claims,
+}
+
+impl Vacuumed {
+    /// The table's name.
+    pub fn table(self) -> &'static str {
+        match self {
+            Vacuumed::Tasks => "tasks",
+            Vacuumed::Claims => "claims",
+        }
+    }
+
+    /// Dead rows past which it is vacuumed (plus a tenth of its live rows).
+    pub fn dead_min(self) -> i64 {
+        match self {
+            Vacuumed::Tasks => VACUUM_DEAD_MIN,
+            Vacuumed::Claims => CLAIMS_DEAD_MIN,
+        }
+    }
+}
 
 /// How often a host looks for lost claims.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -52,12 +85,15 @@ pub async fn count_lost_claims(pool: &PgPool, age: Duration) -> Result<u64, sqlx
     Ok(done.rows_affected())
 }
 
-/// Vacuums `tasks` if it holds more dead row versions than the threshold, no vacuum of
-/// it is running, and no other host is doing it. Returns the dead row versions it
-/// found, if it vacuumed.
-pub async fn vacuum_if_needed(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
-    let (dead, live, running): (i64, i64, bool) = sqlx::query_as(DEAD_SQL).fetch_one(pool).await?;
-    if running || dead < VACUUM_DEAD_MIN + live / 10 {
+/// Vacuums `table` if it holds more dead row versions than its threshold, no vacuum of
+/// it is running, and no other host is doing it. Returns the dead row versions it found,
+/// if it vacuumed.
+pub async fn vacuum_if_needed(pool: &PgPool, table: Vacuumed) -> Result<Option<i64>, sqlx::Error> {
+    let (dead, live, running): (i64, i64, bool) = sqlx::query_as(DEAD_SQL)
+        .bind(table.table())
+        .fetch_one(pool)
+        .await?;
+    if running || dead < table.dead_min() + live / 10 {
         return Ok(None);
     }
     // A connection of its own, which goes away with the advisory lock: a vacuum takes
@@ -69,14 +105,15 @@ pub async fn vacuum_if_needed(pool: &PgPool) -> Result<Option<i64>, sqlx::Error>
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(60));
     let mut conn = PgConnection::connect_with(&options).await?;
     let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(VACUUM_LOCK)
+        .bind(VACUUM_LOCK + table as i64)
         .fetch_one(&mut conn)
         .await?;
     if !mine {
         return Ok(None);
     }
-    // Not a prepared statement: VACUUM is a utility command, run once in a while.
-    sqlx::query("VACUUM (ANALYZE) tasks")
+    // Not a prepared statement: VACUUM is a utility command, run once in a while. The
+    // name is one of two constants, never input.
+    sqlx::query(&format!("VACUUM (ANALYZE) {}", table.table()))
         .persistent(false)
         .execute(&mut conn)
         .await?;
@@ -92,15 +129,25 @@ pub async fn vacuum(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(VACUUM_CHECK_EVERY) => {}
             _ = shutdown.changed() => return,
         }
-        let started = std::time::Instant::now();
-        match vacuum_if_needed(&pool).await {
-            Ok(Some(dead)) => tracing::info!(
-                dead,
-                took = ?started.elapsed(),
-                "vacuumed the tasks table (autovacuum is off or behind)"
-            ),
-            Ok(None) => {}
-            Err(err) => tracing::debug!(error = %err, "could not vacuum the tasks table"),
+        for table in [Vacuumed::Claims, Vacuumed::Tasks] {
+            let started = std::time::Instant::now();
+            match vacuum_if_needed(&pool, table).await {
+                // The claims table is small and vacuumed often: not worth a line each time.
+                Ok(Some(dead)) if table == Vacuumed::Claims => tracing::debug!(
+                    dead,
+                    took = ?started.elapsed(),
+                    "vacuumed the claims table"
+                ),
+                Ok(Some(dead)) => tracing::info!(
+                    dead,
+                    took = ?started.elapsed(),
+                    "vacuumed the tasks table (autovacuum is off or behind)"
+                ),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::debug!(error = %err, table = table.table(), "could not vacuum")
+                }
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use recur_host::Host;
 use recur_host::commit;
 use recur_host::examples::artifacts::NOOP_COMPONENT;
 use recur_host::lease::{Claim, LeaseRequest, lease};
+use recur_host::maintain::Vacuumed;
 use recur_host::outcome;
 use recur_host::sandbox::{Decision, Outcome};
 
@@ -260,7 +261,7 @@ async fn a_host_vacuums_the_tasks_table_when_dead_rows_pile_up() {
         }
     })
     .await;
-    let found = recur_host::maintain::vacuum_if_needed(&db.pool)
+    let found = recur_host::maintain::vacuum_if_needed(&db.pool, Vacuumed::Tasks)
         .await
         .unwrap();
     assert!(found.is_some_and(|d| d >= 50_000), "{found:?}");
@@ -269,10 +270,51 @@ async fn a_host_vacuums_the_tasks_table_when_dead_rows_pile_up() {
         .await;
     assert_eq!(vacuums, 1);
     assert_eq!(
-        recur_host::maintain::vacuum_if_needed(&db.pool)
+        recur_host::maintain::vacuum_if_needed(&db.pool, Vacuumed::Tasks)
             .await
             .unwrap(),
         None,
         "nothing left to vacuum"
     );
+}
+
+/// Every locked batch leaves a dead row in `claims`, which every locked claim scans: a
+/// host vacuums it too once they pile up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_vacuums_the_claims_table_when_dead_rows_pile_up() {
+    let db = TestDb::new().await;
+    let dead = recur_host::maintain::CLAIMS_DEAD_MIN;
+    sqlx::query("INSERT INTO claims (key, task_ids) SELECT g, '{1}' FROM generate_series(1, $1) g")
+        .bind(dead + 100)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM claims")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    db.wait_for(
+        &format!("SELECT n_dead_tup >= {dead} FROM pg_stat_user_tables WHERE relname = 'claims'"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        recur_host::maintain::vacuum_if_needed(&db.pool, Vacuumed::Tasks)
+            .await
+            .unwrap(),
+        None,
+        "the tasks table has nothing to vacuum"
+    );
+    let found = recur_host::maintain::vacuum_if_needed(&db.pool, Vacuumed::Claims)
+        .await
+        .unwrap();
+    assert!(found.is_some_and(|d| d >= dead), "{found:?}");
+    let vacuums: i64 = db
+        .scalar("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'claims'")
+        .await;
+    assert_eq!(vacuums, 1);
 }
