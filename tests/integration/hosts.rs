@@ -243,24 +243,7 @@ async fn a_host_vacuums_the_tasks_table_when_dead_rows_pile_up() {
             .await
             .unwrap();
     }
-    // Statistics reach pg_stat_user_tables when the backend reports them.
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    wait(Duration::from_secs(10), "dead tuples counted", || {
-        let pool = db.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'tasks'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-                >= 50_000
-        }
-    })
-    .await;
+    dead_rows_counted(&db, "tasks", 50_000).await;
     let found = recur_host::maintain::vacuum_if_needed(&db.pool, Vacuumed::Tasks)
         .await
         .unwrap();
@@ -293,15 +276,7 @@ async fn a_host_vacuums_the_claims_table_when_dead_rows_pile_up() {
         .execute(&db.pool)
         .await
         .unwrap();
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    db.wait_for(
-        &format!("SELECT n_dead_tup >= {dead} FROM pg_stat_user_tables WHERE relname = 'claims'"),
-        Duration::from_secs(10),
-    )
-    .await;
+    dead_rows_counted(&db, "claims", dead).await;
     assert_eq!(
         recur_host::maintain::vacuum_if_needed(&db.pool, Vacuumed::Tasks)
             .await
@@ -317,4 +292,18 @@ async fn a_host_vacuums_the_claims_table_when_dead_rows_pile_up() {
         .scalar("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'claims'")
         .await;
     assert_eq!(vacuums, 1);
+}
+
+/// Waits until `table` shows at least `dead` dead row versions in its statistics, which
+/// reach `pg_stat_user_tables` only when the backend reports them.
+async fn dead_rows_counted(db: &TestDb, table: &str, dead: i64) {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    db.wait_for(
+        &format!("SELECT n_dead_tup >= {dead} FROM pg_stat_user_tables WHERE relname = '{table}'"),
+        Duration::from_secs(10),
+    )
+    .await;
 }
