@@ -267,16 +267,21 @@ async fn a_host_vacuums_the_tasks_table_when_dead_rows_pile_up() {
 async fn a_host_vacuums_the_claims_table_when_dead_rows_pile_up() {
     let db = TestDb::new().await;
     let dead = recur_host::maintain::CLAIMS_DEAD_MIN;
+    // One transaction, so that its backend reports the inserts and the deletes together:
+    // reported apart, the live rows could still count while the dead ones do, and a
+    // tenth of them raises the threshold.
+    let mut tx = db.pool.begin().await.unwrap();
     sqlx::query("INSERT INTO claims (key, task_ids) SELECT g, '{1}' FROM generate_series(1, $1) g")
-        .bind(dead + 100)
-        .execute(&db.pool)
+        .bind(dead * 2)
+        .execute(&mut *tx)
         .await
         .unwrap();
     sqlx::query("DELETE FROM claims")
-        .execute(&db.pool)
+        .execute(&mut *tx)
         .await
         .unwrap();
-    dead_rows_counted(&db, "claims", dead).await;
+    tx.commit().await.unwrap();
+    dead_rows_counted(&db, "claims", dead * 2).await;
     assert_eq!(
         recur_host::maintain::vacuum_if_needed(&db.pool, Vacuumed::Tasks)
             .await
