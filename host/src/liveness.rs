@@ -10,9 +10,8 @@
 //! the same attempt number, and is not charged for it: an overloaded fleet must not park
 //! innocent tasks.
 //!
-//! SQL asks with `pg_try_advisory_xact_lock_shared(key)`: a shared lock conflicts only
-//! with the host's exclusive one, so any number of claims can ask at once, and getting
-//! it means nobody holds the key.
+//! SQL asks `recur_host_gone(key)` and reads a token's host with `recur_token_host`
+//! (both in migrations/0004).
 
 use std::time::Duration;
 

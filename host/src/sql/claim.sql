@@ -47,19 +47,16 @@ kept AS (
 ),
 lost_runs AS (
     SELECT l.id, count(*) AS n
-    FROM (SELECT unnest(task_ids) AS id, claimed_at
-          FROM lost
-          WHERE host IS NULL OR pg_try_advisory_xact_lock_shared(host)) AS l
+    FROM (SELECT unnest(task_ids) AS id, claimed_at FROM lost WHERE recur_host_gone(host)) AS l
     JOIN claimed AS c ON c.id = l.id
     WHERE c.updated_at <= l.claimed_at
     GROUP BY l.id
 )
 SELECT c.id, c.tenant, c.task_type, c.key, c.payload, c.state,
        c.attempt + coalesce(r.n, 0)::integer
-           + CASE WHEN c.lease_token IS NOT NULL
-                       AND NOT pg_try_advisory_xact_lock_shared(
-                           ('x' || translate(left(c.lease_token::text, 18), '-', ''))::bit(64)::bigint)
-                  THEN 0 ELSE 1 END AS attempt,
+           + CASE WHEN c.lease_token IS NULL THEN 1
+                  WHEN recur_host_gone(recur_token_host(c.lease_token)) THEN 1
+                  ELSE 0 END AS attempt,
        c.runs, c.scheduled_at,
        c.lease_token, c.row_version
 FROM claimed AS c

@@ -23,10 +23,9 @@ SET next_run_at = now() + $2::bigint * interval '1 millisecond',
     lease_token = $4,
     due_at      = coalesce(t.due_at, t.next_run_at),
     attempt     = t.attempt
-                  + CASE WHEN t.lease_token IS NOT NULL
-                              AND NOT pg_try_advisory_xact_lock_shared(
-                                  ('x' || translate(left(t.lease_token::text, 18), '-', ''))::bit(64)::bigint)
-                         THEN 0 ELSE 1 END,
+                  + CASE WHEN t.lease_token IS NULL THEN 1
+                         WHEN recur_host_gone(recur_token_host(t.lease_token)) THEN 1
+                         ELSE 0 END,
     updated_at  = now()
 FROM due
 WHERE t.id = due.id

@@ -14,7 +14,7 @@ WITH lost AS (
 lost_runs AS (
     SELECT unnest(task_ids) AS id, claimed_at
     FROM lost
-    WHERE host IS NULL OR pg_try_advisory_xact_lock_shared(host)
+    WHERE recur_host_gone(host)
 ),
 free AS (
     SELECT id, updated_at
