@@ -14,12 +14,15 @@ const REQUEUE_SQL: &str = "
     SET status = 0, attempt = 0, next_run_at = now(), lease_token = NULL, due_at = NULL,
         last_error = NULL, updated_at = now()
     WHERE tenant = $1 AND task_type = $2 AND status = 2
-      AND ($3::text[] IS NULL OR key = ANY($3::text[]))";
+      AND ($3::text[] IS NULL
+           OR id IN (SELECT id FROM task_keys
+                     WHERE tenant = $1 AND task_type = $2 AND key = ANY($3::text[])))";
 
 const NOT_FAILED_SQL: &str = "
     SELECT k.key, t.status
     FROM unnest($3::text[]) AS k(key)
-    LEFT JOIN tasks AS t ON t.tenant = $1 AND t.task_type = $2 AND t.key = k.key
+    LEFT JOIN task_keys AS tk ON tk.tenant = $1 AND tk.task_type = $2 AND tk.key = k.key
+    LEFT JOIN tasks AS t ON t.id = tk.id
     WHERE t.status IS DISTINCT FROM 2
     ORDER BY k.key
     LIMIT 10";

@@ -1,6 +1,10 @@
 //! Enqueue: unique keys, bulk loads (the array insert and COPY alike, from the library
-//! and the command line), and the SQL function for other languages.
+//! and the command line), and the SQL function for other languages. Keys live in
+//! `task_keys` (migrations/0005), and every test checks that it agrees with `tasks`.
 
+use std::time::Duration;
+
+use recur_host::db;
 use recur_host::enqueue::{self, NewTask};
 
 use crate::support::{self, TestDb};
@@ -43,6 +47,7 @@ async fn the_sql_function_enqueues_once_per_key() {
         .scalar("SELECT payload FROM tasks WHERE key = 'sql-key'")
         .await;
     assert_eq!(String::from_utf8(payload).unwrap(), r#"{"every_ms": 100}"#);
+    db.assert_keys_match_tasks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,6 +139,7 @@ async fn a_bulk_enqueue_of_several_batches_keeps_existing_tasks_and_the_first_of
         db.scalar::<i64>("SELECT count(*) FROM tasks").await,
         n as i64
     );
+    db.assert_keys_match_tasks().await;
 }
 
 #[tokio::test]
@@ -233,6 +239,7 @@ async fn copy_stores_keys_payloads_and_times_exactly_as_one_insert_does() {
     assert_eq!(few[1].2, at("2030-06-01T12:34:56.123456Z").unwrap());
     assert_eq!(stored("many").await, few);
     assert_eq!(stored("again").await, few);
+    db.assert_keys_match_tasks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,4 +296,112 @@ async fn the_command_line_bulk_enqueue_absorbs_existing_and_repeated_keys_and_ke
         "{stderr}"
     );
     assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks").await, 30_001);
+    db.assert_keys_match_tasks().await;
+}
+
+#[tokio::test]
+async fn a_deleted_task_frees_its_key_and_no_task_changes_its_key() {
+    let db = TestDb::new().await;
+    assert_eq!(db.enqueue(&[("noop", "a", ""), ("noop", "b", "")]).await, 2);
+    for change in [
+        "UPDATE tasks SET key = 'c' WHERE key = 'a'",
+        "UPDATE tasks SET tenant = 'acme' WHERE key = 'a'",
+        "UPDATE tasks SET task_type = 'counter' WHERE key = 'a'",
+        "UPDATE tasks SET id = id + 100 WHERE key = 'a'",
+    ] {
+        let err = sqlx::query(change)
+            .execute(&db.pool)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a task's id, tenant, type and key cannot change")
+                && err.contains("enqueue a new task instead"),
+            "{change}: {err}"
+        );
+    }
+    // Naming the columns without changing them is an ordinary update.
+    sqlx::query("UPDATE tasks SET key = key, payload = 'x' WHERE key = 'a'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM tasks WHERE key = 'a'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    db.assert_keys_match_tasks().await;
+    assert_eq!(
+        db.enqueue(&[("noop", "a", "again"), ("noop", "b", "")])
+            .await,
+        1
+    );
+    assert_eq!(db.task("a").await.status, 0);
+    db.assert_keys_match_tasks().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enqueues_of_one_key_create_one_task() {
+    let db = TestDb::new().await;
+    let waiting = "SELECT count(*) > 0 FROM pg_stat_activity
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    // Whether the first enqueue commits or rolls back, the second, which waits for it,
+    // creates the task exactly when the first did not.
+    for (commit, second_new) in [(false, 1), (true, 0)] {
+        let key = format!("race-{commit}");
+        let mut first = db.pool.begin().await.unwrap();
+        let id: Option<i64> = sqlx::query_scalar("SELECT recur_enqueue('default', 'noop', $1)")
+            .bind(&key)
+            .fetch_one(&mut *first)
+            .await
+            .unwrap();
+        assert!(id.is_some());
+        // Spawned, which also shows that an enqueue's future can be.
+        let pool = db.pool.clone();
+        let second = tokio::spawn({
+            let key = key.clone();
+            async move { enqueue::enqueue(&pool, &[NewTask::new("noop", key)]).await }
+        });
+        db.wait_for(waiting, Duration::from_secs(10)).await;
+        if commit {
+            first.commit().await.unwrap();
+        } else {
+            first.rollback().await.unwrap();
+        }
+        assert_eq!(second.await.unwrap().unwrap(), second_new, "{key}");
+        let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE key = $1")
+            .bind(&key)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(tasks, 1, "{key}");
+    }
+    db.assert_keys_match_tasks().await;
+}
+
+#[tokio::test]
+async fn tasks_enqueued_before_the_keys_table_keep_their_keys() {
+    // The schema before task_keys: the unique key was an index on tasks.
+    let db = TestDb::at_version(4).await;
+    sqlx::query(
+        "SELECT recur_enqueue('default', 'noop', 'k' || g) FROM generate_series(1, 1000) AS g",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    db::migrate(&db.pool).await.unwrap();
+    db.assert_keys_match_tasks().await;
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM task_keys").await,
+        1000
+    );
+    // The old keys are still taken, and new tasks draw ids after the old ones.
+    assert_eq!(
+        db.enqueue(&[("noop", "k5", ""), ("noop", "new", "")]).await,
+        1
+    );
+    assert!(
+        db.scalar::<bool>("SELECT (SELECT id FROM tasks WHERE key = 'new') > 1000")
+            .await
+    );
+    db.assert_keys_match_tasks().await;
 }

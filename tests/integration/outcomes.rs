@@ -168,4 +168,5 @@ async fn spawns_land_in_the_parents_tenant_and_duplicates_are_absorbed() {
         .await;
     assert!((2..=6).contains(&crawled), "{crawled} crawler tasks");
     assert!(stats.spawned >= 5 + crawled as u64 - 1);
+    db.assert_keys_match_tasks().await;
 }

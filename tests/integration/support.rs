@@ -34,6 +34,11 @@ fn with_database(server: &str, database: &str) -> String {
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        TestDb::at_version(i64::MAX).await
+    }
+
+    /// A database with the migrations up to `version` applied, to test the later ones.
+    pub async fn at_version(version: i64) -> TestDb {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let server = server_url();
         let name = format!(
@@ -55,7 +60,16 @@ impl TestDb {
         admin.close().await.ok();
         let url = with_database(&server, &name);
         let pool = db::connect(&url, 8).await.unwrap();
-        db::migrate(&pool).await.unwrap();
+        let migrations: Vec<_> = db::MIGRATOR
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect();
+        let migrator = sqlx::migrate::Migrator {
+            migrations: migrations.into(),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        migrator.run(&pool).await.unwrap();
         TestDb {
             pool,
             url,
@@ -144,6 +158,25 @@ impl TestDb {
             .fetch_one(&self.pool)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Whether `tasks` and `task_keys` agree: every task has its key under its id, and
+    /// every key its task. Panics with the first rows that do not.
+    pub async fn assert_keys_match_tasks(&self) {
+        let wrong: Vec<(Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT t.id, k.id FROM tasks AS t
+             FULL JOIN task_keys AS k
+               ON k.tenant = t.tenant AND k.task_type = t.task_type AND k.key = t.key
+             WHERE t.id IS DISTINCT FROM k.id
+             LIMIT 5",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        assert!(
+            wrong.is_empty(),
+            "(task id, key's id) that differ: {wrong:?}"
+        );
     }
 
     /// One task's row by key: (status, runs, attempt, state as text, last_error).

@@ -2,8 +2,9 @@
 -- statement. Each row applies only while the task still holds the lease token it was
 -- run under, and, for a locked claim written after its locks were lost, while the row
 -- is still the version it claimed: a host whose lease ran out cannot overwrite the
--- newer result of the host that took over. Spawns are written only for outcomes that applied, into the spawning
--- task's tenant, and a key that exists already is absorbed by the unique constraint.
+-- newer result of the host that took over. Spawns are written only for outcomes that
+-- applied, into the spawning task's tenant, and a key that exists already (in task_keys,
+-- see migrations/0005) is absorbed.
 --
 -- Outcomes, one array element each:
 --   $1 id, $2 lease token, $3 status, $4 next run as an absolute time in ms since the
@@ -57,16 +58,27 @@ committed AS (
                AND t.id IN (SELECT id FROM unlocked)))
     RETURNING t.id, t.tenant
 ),
-spawned AS (
-    INSERT INTO tasks (tenant, task_type, key, payload, next_run_at)
-    SELECT c.tenant, s.task_type, s.key, s.payload,
+spawn AS MATERIALIZED (
+    -- Each spawn draws its task id, which its key takes in task_keys (migrations/0005).
+    SELECT nextval('tasks_id_seq') AS id, c.tenant, s.task_type, s.key, s.payload,
            CASE WHEN s.at_ms IS NOT NULL
                 THEN to_timestamp(s.at_ms / 1000.0)
-                ELSE now() + s.delay_ms * interval '1 millisecond' END
+                ELSE now() + s.delay_ms * interval '1 millisecond' END AS next_run_at
     FROM unnest($11::bigint[], $12::text[], $13::text[], $14::bytea[], $15::bigint[],
                 $16::bigint[]) AS s(parent, task_type, key, payload, at_ms, delay_ms)
     JOIN committed AS c ON c.id = s.parent
-    ON CONFLICT ON CONSTRAINT tasks_unique_key DO NOTHING
+),
+keyed AS (
+    INSERT INTO task_keys (tenant, task_type, key, id)
+    SELECT tenant, task_type, key, id FROM spawn
+    ON CONFLICT DO NOTHING
+    RETURNING id
+),
+spawned AS (
+    INSERT INTO tasks (id, tenant, task_type, key, payload, next_run_at)
+    SELECT s.id, s.tenant, s.task_type, s.key, s.payload, s.next_run_at
+    FROM spawn AS s
+    JOIN keyed AS k ON k.id = s.id
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM committed) AS committed,

@@ -1,9 +1,22 @@
 -- Enqueue a few tasks in one statement, given as parallel arrays. A key that exists, in
 -- the table or earlier in the arrays, leaves the existing task alone. A task without a
 -- first run time is due at the transaction's now().
+-- Each task draws its id first, then its key is written to task_keys with that id, and
+-- only the tasks whose key went in are created (see migrations/0005). MATERIALIZED, so
+-- both inserts read the same ids.
 -- $1 tenants, $2 task types, $3 keys, $4 payloads, $5 first runs (NULL: now).
-INSERT INTO tasks (tenant, task_type, key, payload, next_run_at)
-SELECT tenant, task_type, key, payload, coalesce(run_at, now())
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[])
-     AS n(tenant, task_type, key, payload, run_at)
-ON CONFLICT ON CONSTRAINT tasks_unique_key DO NOTHING
+WITH new AS MATERIALIZED (
+    SELECT nextval('tasks_id_seq') AS id, tenant, task_type, key, payload, run_at
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[])
+         AS n(tenant, task_type, key, payload, run_at)
+),
+keyed AS (
+    INSERT INTO task_keys (tenant, task_type, key, id)
+    SELECT tenant, task_type, key, id FROM new
+    ON CONFLICT DO NOTHING
+    RETURNING id
+)
+INSERT INTO tasks (id, tenant, task_type, key, payload, next_run_at)
+SELECT n.id, n.tenant, n.task_type, n.key, n.payload, coalesce(n.run_at, now())
+FROM new AS n
+JOIN keyed AS k ON k.id = n.id

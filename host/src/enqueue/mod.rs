@@ -1,0 +1,205 @@
+//! The producer API: enqueue one task or many. Uniqueness is the database's job: a key
+//! that exists leaves the existing task alone and is reported as not new.
+//!
+//! A key lives in `task_keys`, apart from its task (migrations/0005): each new task draws
+//! its id from the tasks' sequence, its key goes into `task_keys` with that id, and the
+//! task is created only if its key was new. Tasks are written by one of two paths. The
+//! array insert (`sql/enqueue.sql`) does all of it in one statement and absorbs existing
+//! and repeated keys, but checks every row for a conflict before inserting it, one row
+//! at a time. COPY does neither and is much faster (see BENCHMARKS.md), but a single
+//! existing or repeated key fails the whole COPY with a unique violation. So a few tasks
+//! go by one array insert, and many go in batches by [`insert_rows`] (in [`copy`]): each
+//! batch's keys are first sent by COPY inside a savepoint, which succeeds whenever every
+//! key in it is new, and then its tasks; a batch whose keys meet an existing one is
+//! rolled back to its savepoint and sent again by array inserts. A load of new keys then
+//! runs at the speed of COPY, and a load of keys that exist costs what the array inserts
+//! cost, plus a COPY of keys that fails at its first row.
+//!
+//! [`enqueue`] does all of this for tasks in memory. The CLI, which parses JSON lines on
+//! another thread while the connection sends, uses the parts: [`RowFormat`] to turn
+//! tasks into [`Rows`] and [`insert_rows`] to send them.
+
+mod copy;
+
+pub use copy::{BATCH_BYTES, PIECE_BYTES, RowFormat, Rows, insert_rows};
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::mpsc;
+
+use crate::names::check_name;
+use crate::outcome::{MAX_FUTURE, MAX_KEY_BYTES};
+
+/// The tenant used when none is given.
+pub const DEFAULT_TENANT: &str = "default";
+/// Largest payload accepted at enqueue.
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+/// From this many tasks on, [`enqueue`] uses COPY. Below it one array insert saves
+/// COPY's extra round trips (now, savepoint, release) and, when a key exists, the failed
+/// COPY: measured, the array insert is as fast up to a few hundred tasks, while at 1,000
+/// new ones COPY takes half the time (and as long for existing ones).
+pub const COPY_FROM_TASKS: usize = 500;
+/// Tasks per array insert: large enough that round trips stop mattering, small enough
+/// to keep each statement's parameters a few megabytes and its run well under a second.
+const ARRAY_CHUNK: usize = 5000;
+
+const INSERT_SQL: &str = include_str!("../sql/enqueue.sql");
+
+/// A task to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Task type (names the module).
+    pub task_type: String,
+    /// Unique key within (tenant, task_type).
+    pub key: String,
+    /// Payload handed to every run.
+    pub payload: Vec<u8>,
+    /// First run; `None` means now (by the database's clock).
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+impl NewTask {
+    /// A task of `task_type` with `key` in the default tenant, due now, empty payload.
+    pub fn new(task_type: impl Into<String>, key: impl Into<String>) -> Self {
+        NewTask {
+            tenant: DEFAULT_TENANT.into(),
+            task_type: task_type.into(),
+            key: key.into(),
+            payload: Vec::new(),
+            run_at: None,
+        }
+    }
+
+    /// Checks the fields against the rules the schema enforces, with a clear message.
+    pub fn check(&self) -> Result<(), String> {
+        check_name("tenant", &self.tenant)?;
+        check_name("task type", &self.task_type)?;
+        if self.key.is_empty() || self.key.len() > MAX_KEY_BYTES {
+            return Err(format!(
+                "the key must be 1 to {MAX_KEY_BYTES} bytes, not {}",
+                self.key.len()
+            ));
+        }
+        if self.key.contains('\0') {
+            return Err(
+                "the key contains a NUL character, which PostgreSQL text cannot store".into(),
+            );
+        }
+        if let Some(at) = self.run_at
+            && at > Utc::now() + MAX_FUTURE
+        {
+            return Err(format!(
+                "the first run at {at} is more than ten years ahead; a module could not reschedule that far either"
+            ));
+        }
+        if self.payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(format!(
+                "the payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
+                self.payload.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why an enqueue wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// A task breaks a rule; `index` is its position in the input (0-based).
+    #[error("task {index}: {message}")]
+    Invalid {
+        /// Position in the input.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The database failed; nothing was written.
+    #[error("database error while enqueueing: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Enqueues `tasks` atomically (all or none): checks them all first, then writes them in
+/// one transaction. Returns how many were new; the rest had keys that existed already,
+/// in the table or earlier in `tasks`.
+pub async fn enqueue(pool: &PgPool, tasks: &[NewTask]) -> Result<u64, EnqueueError> {
+    for (index, task) in tasks.iter().enumerate() {
+        task.check()
+            .map_err(|message| EnqueueError::Invalid { index, message })?;
+    }
+    let mut tx = pool.begin().await?;
+    let new = if tasks.len() < COPY_FROM_TASKS {
+        let rows: Vec<Row> = tasks
+            .iter()
+            .map(|task| Row {
+                tenant: &task.tenant,
+                task_type: &task.task_type,
+                key: &task.key,
+                payload: &task.payload,
+                run_at: task.run_at,
+            })
+            .collect();
+        insert_arrays(&mut tx, &rows).await?
+    } else {
+        let format = RowFormat::of(&mut tx).await?;
+        let (pieces, received) = mpsc::channel(2);
+        // Formatting runs while the connection waits on the server: both futures share
+        // this task, and `tasks` is borrowed, so nothing needs spawning.
+        let produce = async move {
+            let mut rows = Rows::default();
+            for task in tasks {
+                format.write(task, &mut rows);
+                if rows.bytes() >= PIECE_BYTES
+                    && pieces.send(std::mem::take(&mut rows)).await.is_err()
+                {
+                    return;
+                }
+            }
+            let _ = pieces.send(rows).await;
+        };
+        let (_, new) = tokio::join!(produce, insert_rows(&mut tx, received));
+        new?
+    };
+    tx.commit().await?;
+    Ok(new)
+}
+
+/// One checked task, borrowed, as the array insert takes it.
+struct Row<'a> {
+    tenant: &'a str,
+    task_type: &'a str,
+    key: &'a str,
+    payload: &'a [u8],
+    /// `None`: the transaction's now().
+    run_at: Option<DateTime<Utc>>,
+}
+
+/// Inserts checked tasks by array inserts of [`ARRAY_CHUNK`]; returns how many were new.
+/// A slice, not an iterator: an iterator built from closures held across the awaits
+/// would keep the caller's future from being provably `Send`, so it could not be
+/// spawned.
+async fn insert_arrays(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<u64, sqlx::Error> {
+    let mut new = 0;
+    for chunk in rows.chunks(ARRAY_CHUNK) {
+        let (mut tenants, mut types, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut payloads, mut run_at) = (Vec::new(), Vec::new());
+        for row in chunk {
+            tenants.push(row.tenant);
+            types.push(row.task_type);
+            keys.push(row.key);
+            payloads.push(row.payload);
+            run_at.push(row.run_at);
+        }
+        new += sqlx::query(INSERT_SQL)
+            .bind(tenants)
+            .bind(types)
+            .bind(keys)
+            .bind(payloads)
+            .bind(run_at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(new)
+}
