@@ -265,3 +265,80 @@ async fn requeue_puts_failed_tasks_back_and_refuses_the_others() {
     let bad = error(&recur(&db, &["requeue", "no pe", "--all-failed"]));
     assert!(bad.contains("task type"), "{bad}");
 }
+
+/// `recur bench` runs both workloads end to end on a small table and reports every
+/// figure; its numbers are not judged here, only that they are there and add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_runs_both_workloads_and_reports_every_figure() {
+    let db = TestDb::new().await;
+    // The bench creates a database of its own beside the test's, dropped at the end.
+    let database = format!("{}_bench", db.name());
+    for (mode, tasks) in [("burn", "2000"), ("recurring", "3000")] {
+        let output = support::recur(
+            &db.url,
+            &[
+                "bench",
+                "--mode",
+                mode,
+                "--tasks",
+                tasks,
+                "--seconds",
+                "4",
+                "--warmup",
+                "1",
+                "--every-ms",
+                "1000",
+                "--json",
+                "--database",
+                &database,
+            ],
+            b"",
+        );
+        let out = stdout(&output);
+        let report: serde_json::Value =
+            serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+        for key in [
+            "tasks_per_sec",
+            "lease_ms_p50",
+            "lease_ms_p99",
+            "commit_ms_p50",
+            "commit_ms_p99",
+            "lag_ms_p99",
+            "exec_us_p50",
+            "db_writes_per_task",
+            "table_rows",
+            "host_cpu_pct",
+            "db_cpu_pct",
+            "host_rss_mb",
+            "dead_tuples_before",
+            "index_bytes_after",
+            "keys_bytes",
+        ] {
+            assert!(
+                report.get(key).is_some(),
+                "the report lacks {key}: {report}"
+            );
+        }
+        assert_eq!(
+            report["table_rows"],
+            tasks.parse::<u64>().unwrap(),
+            "{report}"
+        );
+        assert!(report["executions"].as_u64().unwrap() > 0, "{report}");
+        // The loaded tasks' keys are in task_keys: some 150 bytes each with its index.
+        let keys_bytes = report["keys_bytes"].as_i64().unwrap();
+        assert!(keys_bytes > 40 * tasks.parse::<i64>().unwrap(), "{report}");
+        if mode == "burn" {
+            assert_eq!(report["executions"], 2000, "{report}");
+        }
+    }
+    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .execute(&mut db.admin().await)
+        .await
+        .unwrap();
+    let refused = error(&recur(&db, &["bench", "--database", "Robert'); DROP"]));
+    assert!(
+        refused.contains("lowercase letters, digits and underscores"),
+        "{refused}"
+    );
+}

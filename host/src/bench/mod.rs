@@ -89,6 +89,28 @@ pub struct BenchArgs {
     /// End with one JSON line of the results.
     #[arg(long)]
     pub json: bool,
+    /// The database the bench drops and creates afresh on the server, and leaves behind
+    /// for inspection.
+    #[arg(long, default_value = BENCH_DATABASE, value_parser = database_name)]
+    pub database: String,
+}
+
+/// A database name the bench can create unquoted: what `recur_bench` is made of.
+fn database_name(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(
+            "use 1 to 63 lowercase letters, digits and underscores, not starting with a digit"
+                .into(),
+        )
+    }
 }
 
 /// The figures of one run.
@@ -130,6 +152,8 @@ pub struct Report {
     pub index_bytes_before: i64,
     pub dead_tuples_after: i64,
     pub index_bytes_after: i64,
+    /// The size of the keys table and its index at the end (runs never write it).
+    pub keys_bytes: i64,
     /// With --report-every: the figures of each interval.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub intervals: Vec<trend::Interval>,
@@ -143,7 +167,7 @@ pub struct Report {
 
 /// Runs the bench and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let scratch = Scratch::create(BENCH_DATABASE).await?;
+    let scratch = Scratch::create(&args.database).await?;
     let result = tokio::select! {
         result = bench(&scratch, &args) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
@@ -278,6 +302,9 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         .fetch_one(&setup)
         .await?;
     let (dead, index_bytes) = probe::bloat(&setup).await?;
+    let keys_bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('task_keys')")
+        .fetch_one(&setup)
+        .await?;
     setup.close().await;
 
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64, per_ms: f64| {
@@ -311,6 +338,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         index_bytes_before: index_before,
         dead_tuples_after: dead,
         index_bytes_after: index_bytes,
+        keys_bytes,
         intervals: trend.map(|t| t.intervals).unwrap_or_default(),
         ceiling_tasks_per_sec: None,
         ratio_to_ceiling: None,
@@ -383,4 +411,5 @@ fn print_table(r: &Report) {
         r.dead_tuples_before,
         r.index_bytes_before >> 20
     );
+    println!("  keys table MB         {:>12}", r.keys_bytes >> 20);
 }
