@@ -35,8 +35,8 @@ pub const DEFAULT_TENANT: &str = "default";
 /// Largest payload accepted at enqueue.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 /// From this many tasks on, [`enqueue`] uses COPY. Below it one array insert saves
-/// COPY's extra round trips (now, savepoint, release) and, when a key exists, the failed
-/// COPY: measured, the array insert is as fast up to a few hundred tasks, while at 1,000
+/// COPY's extra round trips (now, ids, savepoint, release) and, when a key exists, the
+/// failed COPY: measured, the array insert is as fast up to a few hundred tasks, while at 1,000
 /// new ones COPY takes half the time (and as long for existing ones).
 pub const COPY_FROM_TASKS: usize = 500;
 /// Tasks per array insert: large enough that round trips stop mattering, small enough
