@@ -100,19 +100,21 @@ impl Rows {
             at += 2 + 4;
             self.data[at..at + 8].copy_from_slice(&id.to_be_bytes());
             at += 8;
-            let start = at;
+            // Tenant, type and key, as they are in the key's tuple.
+            let mut rest = &self.data[at..];
+            let before = rest.len();
             for _ in 0..3 {
-                let length = i32::from_be_bytes(self.data[at..at + 4].try_into().expect("4"));
-                at += 4 + length as usize;
+                field_of(&mut rest);
             }
+            let identity = &self.data[at..at + before - rest.len()];
             keys.extend_from_slice(&KEY_FIELDS.to_be_bytes());
-            keys.extend_from_slice(&self.data[start..at]);
+            keys.extend_from_slice(identity);
             field(keys, &id.to_be_bytes());
-            // The payload and the first run.
+            // Then the payload and the first run.
             for _ in 0..2 {
-                let length = i32::from_be_bytes(self.data[at..at + 4].try_into().expect("4"));
-                at += 4 + length as usize;
+                field_of(&mut rest);
             }
+            at = self.data.len() - rest.len();
         }
     }
 }
