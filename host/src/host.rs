@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::commit::Committer;
 use crate::execute::{Executor, Runner};
-use crate::lease::{Claim, LeaseRequest, Leaser};
+use crate::lease::{Claim, ClaimCursor, LeaseRequest, Leaser};
 use crate::liveness;
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -165,6 +165,7 @@ impl Host {
             alive,
             shutdown: shutdown_rx.clone(),
             stats: stats.clone(),
+            cursor: ClaimCursor::default(),
         };
         let executor = Executor {
             registry: Registry::new(

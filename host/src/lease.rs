@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -82,11 +83,61 @@ impl BatchLock {
     }
 }
 
+/// How long a claim cursor may stay ahead of the rows behind it.
+const CURSOR_RESET: Duration = Duration::from_secs(1);
+
+/// Where a host's next locked claim starts: at the due time of the last row its
+/// previous claim took.
+///
+/// A host's own batches in flight are the oldest due rows, and they stay locked until
+/// they commit. A claim from the front of the due index fetches each of those rows and
+/// tries its lock only to skip it: under load, three to five times the rows it claims.
+/// Starting at the last claim's due time skips most of that work; the rows due at that
+/// very time (a batch rescheduled by one commit shares one) are still fetched and
+/// skipped, which an index on `(next_run_at, id)` would avoid at the price of a larger
+/// index on every write (measured, not kept: BENCHMARKS.md). Rows behind the cursor can
+/// come free again (a batch rolled back, a task given back, another host's claim that
+/// died), so the cursor starts over from the front after a claim that came back short,
+/// which is when the host has caught up, and at least every [`CURSOR_RESET`], which
+/// bounds how late such a row runs while the host is behind.
+#[derive(Debug, Default)]
+pub struct ClaimCursor {
+    after: Option<DateTime<Utc>>,
+    /// When `after` was first set since the last start from the front.
+    since: Option<Instant>,
+}
+
+impl ClaimCursor {
+    /// Where the next claim starts; `None` is the front.
+    fn start(&mut self) -> Option<DateTime<Utc>> {
+        if self
+            .since
+            .is_some_and(|since| since.elapsed() >= CURSOR_RESET)
+        {
+            *self = Self::default();
+        }
+        self.after
+    }
+
+    /// Moves to a claim that asked for `wanted` rows and took its last one due at `last`.
+    fn advance(&mut self, wanted: i64, took: usize, last: Option<DateTime<Utc>>) {
+        match last {
+            Some(last) if took as i64 >= wanted => {
+                self.after = Some(last);
+                self.since.get_or_insert_with(Instant::now);
+            }
+            _ => *self = Self::default(),
+        }
+    }
+}
+
 /// Claims up to `limit` due tasks under row locks in a new transaction, which stays open
-/// in the returned tasks' [`BatchLock`] until their outcomes are committed in it.
+/// in the returned tasks' [`BatchLock`] until their outcomes are committed in it. The
+/// claim starts at `cursor` and moves it past the rows it took.
 pub async fn claim_locked(
     pool: &PgPool,
     request: &LeaseRequest,
+    cursor: &mut ClaimCursor,
     permit: OwnedSemaphorePermit,
 ) -> Result<Vec<LeasedTask>, sqlx::Error> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -105,11 +156,18 @@ pub async fn claim_locked(
     .bind(key)
     .execute(&mut *tx)
     .await?;
+    let after = cursor.start();
     let rows = sqlx::query(CLAIM_SQL)
         .bind(request.limit)
         .bind(request.types.as_deref())
+        .bind(after)
         .fetch_all(&mut *tx)
         .await?;
+    let last = rows
+        .last()
+        .map(|row| row.try_get("next_run_at"))
+        .transpose()?;
+    cursor.advance(request.limit, rows.len(), last);
     if rows.is_empty() {
         tx.rollback().await?;
         return Ok(Vec::new());
@@ -251,6 +309,8 @@ pub struct Leaser {
     pub shutdown: watch::Receiver<bool>,
     /// Shared counters.
     pub stats: Arc<Stats>,
+    /// Where the next locked claim starts.
+    pub cursor: ClaimCursor,
 }
 
 impl Leaser {
@@ -326,7 +386,7 @@ impl Leaser {
             };
             let started = Instant::now();
             let claimed = match self.lock_permit() {
-                Some(permit) => claim_locked(&self.pool, &request, permit).await,
+                Some(permit) => claim_locked(&self.pool, &request, &mut self.cursor, permit).await,
                 None => lease(&self.pool, &request).await,
             };
             match claimed {

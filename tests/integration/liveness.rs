@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use recur_host::examples::artifacts::NOOP_COMPONENT;
-use recur_host::lease::{LeaseRequest, claim_locked, lease};
+use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked, lease};
 use recur_host::liveness;
 use recur_host::task::LeasedTask;
 use sqlx::{Connection, PgConnection};
@@ -43,7 +43,8 @@ fn request(host: i64, lease_timeout: Duration) -> LeaseRequest {
 /// a test starts from a known set of `claims` rows. Returns the attempts it handed out.
 async fn abandon_locked_claim(db: &TestDb, host: i64) -> Vec<i32> {
     let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-    let tasks = claim_locked(&db.pool, &request(host, Duration::from_secs(60)), permit)
+    let request = request(host, Duration::from_secs(60));
+    let tasks = claim_locked(&db.pool, &request, &mut ClaimCursor::default(), permit)
         .await
         .unwrap();
     let attempts = attempts(&tasks);

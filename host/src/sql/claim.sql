@@ -15,7 +15,9 @@
 -- this batch dies too, the rows come back and the next claim counts both. Likewise a
 -- task whose timed lease ran out gets a new attempt number only if that lease's host
 -- (named by the token's first eight bytes) is gone.
--- $1 batch size, $2 task types (NULL: all).
+-- $1 batch size, $2 task types (NULL: all), $3 the claim cursor: the due time of the
+-- last task the host's previous claim took, or NULL to start from the front (see
+-- ClaimCursor in lease.rs).
 WITH claimed AS (
     SELECT id, tenant, task_type, key, payload, state, attempt, runs,
            coalesce(due_at, next_run_at) AS scheduled_at, lease_token,
@@ -23,6 +25,7 @@ WITH claimed AS (
     FROM tasks
     WHERE status = 0
       AND next_run_at <= now()
+      AND next_run_at >= coalesce($3::timestamptz, '-infinity')
       AND ($2::text[] IS NULL OR task_type = ANY($2::text[]))
     ORDER BY next_run_at
     LIMIT $1
@@ -58,7 +61,7 @@ SELECT c.id, c.tenant, c.task_type, c.key, c.payload, c.state,
                   WHEN recur_host_gone(recur_token_host(c.lease_token)) THEN 1
                   ELSE 0 END AS attempt,
        c.runs, c.scheduled_at,
-       c.lease_token, c.row_version
+       c.lease_token, c.row_version, c.next_run_at
 FROM claimed AS c
 LEFT JOIN lost_runs AS r ON r.id = c.id
 ORDER BY c.next_run_at

@@ -1,0 +1,103 @@
+//! The locked claim's cursor: a host's next claim starts past the rows its batches in
+//! flight hold, and rows freed behind the cursor still come back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use recur_host::examples::artifacts::NOOP_COMPONENT;
+use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked};
+use recur_host::task::LeasedTask;
+use tokio::sync::Semaphore;
+
+use crate::support::TestDb;
+
+/// Nine due tasks, `k0` to `k8`: `k0`, `k1` and `k2` due one after the other, then `k3`
+/// to `k8` all due at one later time, as a batch rescheduled by one commit is. A claim
+/// takes tasks due at one time in no particular order.
+async fn nine_due_tasks() -> TestDb {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    assert_eq!(db.enqueue_n("noop", 9, "").await, 9);
+    sqlx::query(
+        "UPDATE tasks SET next_run_at = now() - interval '1 minute'
+             + least(substr(key, 2)::int, 3) * interval '1 second'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    db
+}
+
+/// Claims up to three tasks from `cursor`; returns their keys, sorted, and the tasks,
+/// whose batch's transaction stays open in their lock until it is taken.
+async fn claim(db: &TestDb, cursor: &mut ClaimCursor) -> (Vec<String>, Vec<LeasedTask>) {
+    let request = LeaseRequest {
+        limit: 3,
+        lease_timeout: Duration::from_secs(60),
+        types: None,
+        host: 0,
+    };
+    let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+    let tasks = claim_locked(&db.pool, &request, cursor, permit)
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
+    keys.sort();
+    (keys, tasks)
+}
+
+/// Ends a batch without writing anything, as a failed commit does: its rows are free
+/// again, behind the cursor.
+async fn roll_back(tasks: Vec<LeasedTask>) {
+    let lock = tasks[0].lock.clone().unwrap();
+    lock.take().await.unwrap().rollback().await.unwrap();
+}
+
+fn keys(names: &[&str]) -> Vec<String> {
+    names.iter().map(|k| k.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_starts_past_the_last_one_and_starts_over_when_it_comes_back_short() {
+    let db = nine_due_tasks().await;
+    let mut cursor = ClaimCursor::default();
+    let late = keys(&["k3", "k4", "k5", "k6", "k7", "k8"]);
+
+    let (first, first_batch) = claim(&db, &mut cursor).await;
+    assert_eq!(first, ["k0", "k1", "k2"]);
+    // From k2's due time on: k2 is held by the first batch, so three of the late ones.
+    let (second, _second_batch) = claim(&db, &mut cursor).await;
+    assert!(second.iter().all(|k| late.contains(k)), "{second:?}");
+    roll_back(first_batch).await;
+    // k0 to k2 are free again, but the cursor is past them: the claim goes on from the
+    // late ones' due time, skipping those the second batch holds.
+    let (third, _third_batch) = claim(&db, &mut cursor).await;
+    let mut rest: Vec<String> = late.into_iter().filter(|k| !second.contains(k)).collect();
+    rest.sort();
+    assert_eq!(third, rest);
+    // Nothing is free past the cursor: a short claim, and the cursor starts over...
+    let (fourth, _) = claim(&db, &mut cursor).await;
+    assert!(fourth.is_empty(), "{fourth:?}");
+    // ...so the rows freed behind it come back.
+    let (fifth, _fifth_batch) = claim(&db, &mut cursor).await;
+    assert_eq!(fifth, ["k0", "k1", "k2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_freed_behind_the_cursor_come_back_within_a_second_while_claims_stay_full() {
+    let db = nine_due_tasks().await;
+    let mut cursor = ClaimCursor::default();
+
+    let (first, first_batch) = claim(&db, &mut cursor).await;
+    assert_eq!(first, ["k0", "k1", "k2"]);
+    roll_back(first_batch).await;
+    // The cursor stays at k2's due time: k0 and k1, free again, are behind it.
+    let (second, _second_batch) = claim(&db, &mut cursor).await;
+    assert_eq!(second.len(), 3);
+    assert!(!second.iter().any(|k| k == "k0" || k == "k1"), "{second:?}");
+    // Every claim so far came back full, but the cursor is a second old: the next claim
+    // starts from the front again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (third, _third_batch) = claim(&db, &mut cursor).await;
+    assert_eq!(third[..2], ["k0", "k1"]);
+}
