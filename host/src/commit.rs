@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{PgExecutor, PgPool, Row};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::execute::Finished;
@@ -136,11 +137,22 @@ struct LockedBatch {
 
 impl Committer {
     /// Commits until the execute stage closes its side and everything sent is written.
+    ///
+    /// Locked batches commit on tasks of their own, side by side and beside the timed
+    /// writes: each is its own transaction on rows only it holds, so none waits for
+    /// another, and one at a time made the commit round trip the cap on throughput
+    /// (BENCHMARKS.md). The lease stage's slots bound how many there are.
     pub async fn run(mut self) {
+        let writer = Arc::new(Writer {
+            pool: self.pool.clone(),
+            give_up_after: self.give_up_after,
+            stats: self.stats.clone(),
+        });
         let mut writes = Vec::with_capacity(self.max_rows);
         let mut unrun = Vec::new();
         let mut locked: HashMap<u64, LockedBatch> = HashMap::new();
         let mut complete = Vec::new();
+        let mut committing = JoinSet::new();
         while let Some(first) = self.finished.recv().await {
             self.sort(first, &mut writes, &mut unrun, &mut locked, &mut complete);
             while writes.len() + unrun.len() < self.max_rows {
@@ -151,18 +163,23 @@ impl Committer {
                     Err(_) => break,
                 }
             }
+            while committing.try_join_next().is_some() {}
+            for batch in complete.drain(..) {
+                let (writer, slots) = (writer.clone(), self.slots.clone());
+                committing.spawn(async move {
+                    let size = batch.lock.size;
+                    writer.write_locked(batch).await;
+                    slots.add_permits(size);
+                });
+            }
             let freed = writes.len() + unrun.len();
-            self.write(&writes).await;
-            self.give_back(&unrun).await;
+            writer.write(&writes).await;
+            writer.give_back(&unrun).await;
             writes.clear();
             unrun.clear();
             self.slots.add_permits(freed);
-            for batch in complete.drain(..) {
-                let size = batch.lock.size;
-                self.write_locked(batch).await;
-                self.slots.add_permits(size);
-            }
         }
+        while committing.join_next().await.is_some() {}
     }
 
     /// Turns a finished task into its write: into `writes` (or `unrun`, to give back)
@@ -220,7 +237,17 @@ impl Committer {
             complete.push(batch);
         }
     }
+}
 
+/// What the commit stage's writes need, shared with the tasks that commit locked
+/// batches.
+struct Writer {
+    pool: PgPool,
+    give_up_after: Duration,
+    stats: Arc<Stats>,
+}
+
+impl Writer {
     /// Writes a locked batch in its own transaction and commits it, which also deletes
     /// the claim's `claims` row and releases the locks. If that fails (the connection
     /// was cut, the database restarted), the locks are gone and the tasks are due again;
