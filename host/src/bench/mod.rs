@@ -140,6 +140,11 @@ pub struct Report {
     pub exec_us_p99: f64,
     /// Row writes on `tasks` per execution, from pg_stat_user_tables.
     pub db_writes_per_task: f64,
+    /// WAL bytes and full-page images per execution over the window, and the
+    /// checkpoints in it (see probe::WalSample).
+    pub wal_bytes_per_task: f64,
+    pub wal_full_pages_per_task: f64,
+    pub checkpoints: i64,
     pub table_rows: i64,
     /// CPU in percent of one core; `db_cpu_pct` is null when PostgreSQL is not local.
     pub host_cpu_pct: f64,
@@ -270,6 +275,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     tokio::time::sleep(warmup).await;
     host.reset_latencies();
     let (dead_before, index_before) = probe::bloat(&setup).await?;
+    let wal_start = probe::WalSample::take(&setup).await?;
     let (window_start, committed_start, cpu_start) = (
         Instant::now(),
         host.stats().committed,
@@ -291,6 +297,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let (window, cpu_end) = (window_start.elapsed(), probe::CpuSample::take());
     let latencies = host.latencies();
     let executions = host.stats().committed - committed_start;
+    let wal = wal_start.until(&probe::WalSample::take(&setup).await?);
     let total = host.stop().await;
     pool.close().await;
 
@@ -329,6 +336,9 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         exec_us_p50: ms(&latencies.exec_ns, 0.5, 1000.0),
         exec_us_p99: ms(&latencies.exec_ns, 0.99, 1000.0),
         db_writes_per_task: round(writes as f64 / total.executed.max(1) as f64, 2),
+        wal_bytes_per_task: round(wal.bytes as f64 / executions.max(1) as f64, 0),
+        wal_full_pages_per_task: round(wal.full_pages as f64 / executions.max(1) as f64, 3),
+        checkpoints: wal.checkpoints,
         table_rows,
         host_cpu_pct: round(host_cpu, 0),
         db_cpu_pct: db_cpu.map(|c| round(c, 0)),
@@ -396,6 +406,10 @@ fn print_table(r: &Report) {
         r.exec_us_p50, r.exec_us_p99
     );
     println!("  row writes per task   {:>12.2}", r.db_writes_per_task);
+    println!(
+        "  WAL bytes per task    {:>12.0}   ({:.3} full pages per task, {} checkpoints)",
+        r.wal_bytes_per_task, r.wal_full_pages_per_task, r.checkpoints
+    );
     println!("  table rows            {:>12}", r.table_rows);
     println!(
         "  cpu host / db %       {:>12.0} / {}",

@@ -1,6 +1,6 @@
 //! What the bench reads off the machine and the database: CPU time of this process and
-//! of PostgreSQL's processes (from /proc), this process's peak resident memory, and the
-//! row writes PostgreSQL counted on the tasks table.
+//! of PostgreSQL's processes (from /proc), this process's peak resident memory, the
+//! row writes PostgreSQL counted on the tasks table, and the WAL the server wrote.
 
 use std::time::Instant;
 
@@ -97,4 +97,51 @@ pub async fn bloat(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     )
     .fetch_one(pool)
     .await
+}
+
+/// The server's write-ahead log so far: where it ends, how many full-page images it
+/// holds, and how many checkpoints have run. After a checkpoint, the first change to
+/// each page logs the whole page, so on a table rewritten faster than checkpoints come,
+/// those images can outweigh the changes themselves.
+#[derive(Debug, Clone, Copy)]
+pub struct WalSample {
+    lsn: i64,
+    full_pages: i64,
+    checkpoints: i64,
+}
+
+/// WAL written between two samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WalWritten {
+    pub bytes: i64,
+    pub full_pages: i64,
+    pub checkpoints: i64,
+}
+
+impl WalSample {
+    /// Reads the counters now. `pg_stat_wal` counts what backends have reported, which
+    /// they do when they go idle, at most about a second late.
+    pub async fn take(pool: &PgPool) -> Result<WalSample, sqlx::Error> {
+        let (lsn, full_pages, checkpoints) = sqlx::query_as(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint,
+                    (SELECT wal_fpi FROM pg_stat_wal),
+                    (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter)",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(WalSample {
+            lsn,
+            full_pages,
+            checkpoints,
+        })
+    }
+
+    /// What was written from `self` to `later`.
+    pub fn until(&self, later: &WalSample) -> WalWritten {
+        WalWritten {
+            bytes: later.lsn - self.lsn,
+            full_pages: later.full_pages - self.full_pages,
+            checkpoints: later.checkpoints - self.checkpoints,
+        }
+    }
 }
