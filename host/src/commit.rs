@@ -133,6 +133,8 @@ struct LockedBatch {
     lock: Arc<lease::BatchLock>,
     writes: Vec<Write>,
     finished: usize,
+    /// When its last task arrived.
+    completed: Option<Instant>,
 }
 
 impl Committer {
@@ -141,7 +143,11 @@ impl Committer {
     /// Locked batches commit on tasks of their own, side by side and beside the timed
     /// writes: each is its own transaction on rows only it holds, so none waits for
     /// another, and one at a time made the commit round trip the cap on throughput
-    /// (BENCHMARKS.md). The lease stage's slots bound how many there are.
+    /// (BENCHMARKS.md). The lease stage's slots bound how many there are. Timed outcomes
+    /// are written by one task at a time, and what arrives meanwhile forms the next
+    /// write; that task is apart from this loop too, because a timed write that retries
+    /// (a cut connection, a full pool) may take up to the lease timeout, and a locked
+    /// batch held up behind it that long would lose its claim and be run again.
     pub async fn run(mut self) {
         let writer = Arc::new(Writer {
             pool: self.pool.clone(),
@@ -153,17 +159,24 @@ impl Committer {
         let mut locked: HashMap<u64, LockedBatch> = HashMap::new();
         let mut complete = Vec::new();
         let mut committing = JoinSet::new();
-        while let Some(first) = self.finished.recv().await {
-            self.sort(first, &mut writes, &mut unrun, &mut locked, &mut complete);
-            while writes.len() + unrun.len() < self.max_rows {
-                match self.finished.try_recv() {
-                    Ok(next) => {
-                        self.sort(next, &mut writes, &mut unrun, &mut locked, &mut complete)
+        // Holds at most one task: the timed write in flight.
+        let mut timed = JoinSet::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                received = self.finished.recv(), if open => match received {
+                    Some(first) => {
+                        self.sort(first, &mut writes, &mut unrun, &mut locked, &mut complete);
+                        while let Ok(next) = self.finished.try_recv() {
+                            self.sort(next, &mut writes, &mut unrun, &mut locked, &mut complete);
+                        }
                     }
-                    Err(_) => break,
-                }
+                    None => open = false,
+                },
+                Some(_) = timed.join_next(), if !timed.is_empty() => {}
+                Some(_) = committing.join_next(), if !committing.is_empty() => {}
+                else => {}
             }
-            while committing.try_join_next().is_some() {}
             for batch in complete.drain(..) {
                 let (writer, slots) = (writer.clone(), self.slots.clone());
                 committing.spawn(async move {
@@ -172,12 +185,21 @@ impl Committer {
                     slots.add_permits(size);
                 });
             }
-            let freed = writes.len() + unrun.len();
-            writer.write(&writes).await;
-            writer.give_back(&unrun).await;
-            writes.clear();
-            unrun.clear();
-            self.slots.add_permits(freed);
+            if timed.is_empty() && !(writes.is_empty() && unrun.is_empty()) {
+                let (writes, unrun) = (std::mem::take(&mut writes), std::mem::take(&mut unrun));
+                let (writer, slots, max_rows) = (writer.clone(), self.slots.clone(), self.max_rows);
+                timed.spawn(async move {
+                    for chunk in writes.chunks(max_rows) {
+                        writer.write(chunk).await;
+                        slots.add_permits(chunk.len());
+                    }
+                    writer.give_back(&unrun).await;
+                    slots.add_permits(unrun.len());
+                });
+            }
+            if !open && timed.is_empty() && writes.is_empty() && unrun.is_empty() {
+                break;
+            }
         }
         while committing.join_next().await.is_some() {}
     }
@@ -228,12 +250,14 @@ impl Committer {
             lock: lock.clone(),
             writes: Vec::new(),
             finished: 0,
+            completed: None,
         });
         batch.writes.extend(write);
         batch.finished += 1;
         if batch.finished == lock.size
-            && let Some(batch) = locked.remove(&lock.id)
+            && let Some(mut batch) = locked.remove(&lock.id)
         {
+            batch.completed = Some(Instant::now());
             complete.push(batch);
         }
     }
@@ -259,6 +283,18 @@ impl Writer {
             return;
         };
         let started = Instant::now();
+        // Runs end a quarter of the lease before the session does (`LeasedTask::run_by`),
+        // so a commit that starts this late was held up between the last run and here:
+        // say where, since its runs will be repeated if it misses the deadline.
+        let left = batch.lock.deadline.saturating_duration_since(started);
+        if left < self.give_up_after / 8 {
+            tracing::warn!(
+                tasks = batch.lock.size,
+                left_ms = left.as_millis() as u64,
+                waited_since_complete_ms = batch.completed.map(|c| c.elapsed().as_millis() as u64),
+                "a locked batch starts its commit close to the end of its claim"
+            );
+        }
         let key = Some(batch.lock.key);
         let result = async {
             let done = commit(&mut *tx, &batch.writes, key, false).await?;

@@ -61,6 +61,9 @@ pub struct BatchLock {
     pub key: i64,
     /// Tasks claimed in it.
     pub size: usize,
+    /// When the lease timeout ends the claim's session if it has not committed (see
+    /// `claim_locked`); a commit after it fails and the batch's runs are repeated.
+    pub deadline: Instant,
     /// Taken by the commit stage. A tokio Mutex: it is held across the commit's awaits.
     tx: tokio::sync::Mutex<Option<Transaction<'static, Postgres>>>,
     /// One of the lease stage's connection permits, returned when the lock is dropped.
@@ -189,6 +192,7 @@ pub async fn claim_locked(
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         key,
         size: rows.len(),
+        deadline: claimed + request.lease_timeout,
         tx: tokio::sync::Mutex::new(Some(tx)),
         _permit: permit,
     });

@@ -3,7 +3,7 @@
 //! holds it against the committed rows. The logs see what the database cannot: runs
 //! whose commits were lost to a kill, a pause or a dropped connection.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use sqlx::Row;
 
@@ -68,6 +68,9 @@ pub struct Audit {
     /// beyond the task's own interval: includes the lease timeout after a kill.
     pub max_gap_ms: i64,
     pub problems: Vec<String>,
+    /// The warnings and errors logged by the hosts whose runs were repeated while they
+    /// lived: what the host saw of the commit it lost.
+    pub warnings: Vec<String>,
 }
 
 impl Audit {
@@ -75,9 +78,10 @@ impl Audit {
     pub fn assert_clean(&self) {
         assert!(
             self.problems.is_empty(),
-            "{} problems, first: {:#?}",
+            "{} problems, first: {:#?}\nwhat the hosts that lost runs logged: {:#?}",
             self.problems.len(),
-            &self.problems[..self.problems.len().min(10)]
+            &self.problems[..self.problems.len().min(10)],
+            self.warnings
         );
     }
 }
@@ -129,6 +133,7 @@ pub async fn audit(db: &TestDb, fleet: &Fleet, stale: &[(usize, i64)], every_ms:
         ..Audit::default()
     };
     let empty = BTreeMap::new();
+    let mut losers = BTreeSet::new();
     for row in rows {
         let id: i64 = row.get("id");
         let status: i16 = row.get("status");
@@ -161,6 +166,7 @@ pub async fn audit(db: &TestDb, fleet: &Fleet, stale: &[(usize, i64)], every_ms:
             let live = runs.iter().filter(|e| !excused(e)).count();
             if live > 1 {
                 audit.live_duplicates += live - 1;
+                losers.extend(runs.iter().filter(|e| !excused(e)).map(|e| e.host));
                 audit.problems.push(format!(
                     "task {id} iteration {n} ran {live} times on hosts that never lost their lease: {runs:?}"
                 ));
@@ -171,6 +177,15 @@ pub async fn audit(db: &TestDb, fleet: &Fleet, stale: &[(usize, i64)], every_ms:
             }
             previous_end = Some(runs.iter().map(|e| e.now_ms).max().unwrap());
         }
+    }
+    for host in losers {
+        let text = std::fs::read_to_string(&fleet.hosts[host].log).unwrap_or_default();
+        let said = text
+            .lines()
+            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+            .take(10)
+            .map(|line| format!("host {host}: {line}"));
+        audit.warnings.extend(said);
     }
     audit
 }
