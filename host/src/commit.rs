@@ -115,8 +115,9 @@ pub async fn commit<'e>(
 pub struct Committer {
     /// The pool commits run on.
     pub pool: PgPool,
-    /// Finished tasks from the execute stage; the loop ends when every sender is gone.
-    pub finished: mpsc::UnboundedReceiver<Finished>,
+    /// Finished tasks from the execute stage, a few at a time; the loop ends when every
+    /// sender is gone.
+    pub finished: mpsc::UnboundedReceiver<Vec<Finished>>,
     /// Most outcomes in one statement.
     pub max_rows: usize,
     /// How long to keep retrying a failed write: after the lease timeout the tasks are
@@ -166,9 +167,13 @@ impl Committer {
             tokio::select! {
                 received = self.finished.recv(), if open => match received {
                     Some(first) => {
-                        self.sort(first, &mut writes, &mut unrun, &mut locked, &mut complete);
+                        for finished in first {
+                            self.sort(finished, &mut writes, &mut unrun, &mut locked, &mut complete);
+                        }
                         while let Ok(next) = self.finished.try_recv() {
-                            self.sort(next, &mut writes, &mut unrun, &mut locked, &mut complete);
+                            for finished in next {
+                                self.sort(finished, &mut writes, &mut unrun, &mut locked, &mut complete);
+                            }
                         }
                     }
                     None => open = false,

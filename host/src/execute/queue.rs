@@ -109,42 +109,59 @@ impl Queue {
 
     /// The next job a worker may start, waiting for one; `None` once closed and empty.
     /// When `any` is true (the host is stopping and jobs are only handed back) the
-    /// per-tenant cap does not apply.
-    pub fn take(&self, any: impl Fn() -> bool) -> Option<Taken> {
+    /// per-tenant cap does not apply. `idle` is called, without the lock, before the
+    /// worker waits: the worker sends on what it holds (see `Outbox`).
+    pub fn take(&self, any: impl Fn() -> bool, mut idle: impl FnMut()) -> Option<Taken> {
         let mut state = self.state.lock().expect("queue lock poisoned");
+        let mut told = false;
         loop {
-            let ignore_cap = any();
-            for turn in 0..state.turns.len() {
-                let tenant = &state.turns[turn];
-                let job = state.queues[tenant]
-                    .front()
-                    .expect("a tenant in turns has jobs");
-                let long = !job.module.run_times.is_short();
-                let busy = state.long_running.get(tenant).copied().unwrap_or(0);
-                if long && busy >= self.cap && !ignore_cap {
-                    continue;
-                }
-                let tenant = state.turns.remove(turn).expect("index in range");
-                if long {
-                    *state.long_running.entry(tenant.clone()).or_default() += 1;
-                }
-                let queue = state
-                    .queues
-                    .get_mut(&tenant)
-                    .expect("a tenant in turns has a queue");
-                let job = queue.pop_front().expect("checked above");
-                if queue.is_empty() {
-                    state.queues.remove(&tenant);
-                } else {
-                    state.turns.push_back(tenant);
-                }
-                return Some(Taken { job, long });
+            if let Some(taken) = self.next(&mut state, any()) {
+                return Some(taken);
             }
             if state.closed && state.turns.is_empty() {
                 return None;
             }
+            if !told {
+                // Looked at again after the call: a job pushed meanwhile is not missed.
+                drop(state);
+                idle();
+                told = true;
+                state = self.state.lock().expect("queue lock poisoned");
+                continue;
+            }
             state = self.ready.wait(state).expect("queue lock poisoned");
         }
+    }
+
+    /// The next job a worker may start now, if any.
+    fn next(&self, state: &mut State, ignore_cap: bool) -> Option<Taken> {
+        for turn in 0..state.turns.len() {
+            let tenant = &state.turns[turn];
+            let job = state.queues[tenant]
+                .front()
+                .expect("a tenant in turns has jobs");
+            let long = !job.module.run_times.is_short();
+            let busy = state.long_running.get(tenant).copied().unwrap_or(0);
+            if long && busy >= self.cap && !ignore_cap {
+                continue;
+            }
+            let tenant = state.turns.remove(turn).expect("index in range");
+            if long {
+                *state.long_running.entry(tenant.clone()).or_default() += 1;
+            }
+            let queue = state
+                .queues
+                .get_mut(&tenant)
+                .expect("a tenant in turns has a queue");
+            let job = queue.pop_front().expect("checked above");
+            if queue.is_empty() {
+                state.queues.remove(&tenant);
+            } else {
+                state.turns.push_back(tenant);
+            }
+            return Some(Taken { job, long });
+        }
+        None
     }
 
     /// Wakes waiting workers to look again (the host began stopping).
