@@ -4,6 +4,7 @@
 
 mod claims;
 mod cli;
+mod commits;
 mod deploy;
 mod doors;
 mod enqueue;

@@ -1,0 +1,96 @@
+//! The commit stage on its own: a timed write that has to wait does not hold up the
+//! commit of a locked batch, whose claim would otherwise run out behind it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use recur_host::commit::Committer;
+use recur_host::examples::artifacts::NOOP_COMPONENT;
+use recur_host::execute::Finished;
+use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked, lease};
+use recur_host::sandbox::{Decision, Outcome};
+use recur_host::stats::Stats;
+use recur_host::task::LeasedTask;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::support::TestDb;
+
+/// `task` ran and its module completed it.
+fn completed(task: LeasedTask) -> Vec<Finished> {
+    vec![Finished::Ran {
+        task,
+        result: Ok(Outcome {
+            decision: Decision::Complete(None),
+            spawns: Vec::new(),
+        }),
+        max_attempts: 3,
+    }]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_batch_commits_while_a_timed_write_waits() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    assert_eq!(db.enqueue_n("noop", 2, "").await, 2);
+    let request = LeaseRequest {
+        limit: 1,
+        lease_timeout: Duration::from_secs(60),
+        types: None,
+        host: 0,
+    };
+    let mut timed = lease(&db.pool, &request).await.unwrap();
+    let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+    let mut locked = claim_locked(&db.pool, &request, &mut ClaimCursor::default(), permit)
+        .await
+        .unwrap();
+    let (timed, locked) = (timed.remove(0), locked.remove(0));
+    let (timed_id, locked_id) = (timed.id, locked.id);
+
+    // Another session holds the timed task's row, so its write waits for the lock.
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE")
+        .bind(timed_id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let (finished, from_workers) = mpsc::unbounded_channel();
+    let committer = Committer {
+        pool: db.pool.clone(),
+        finished: from_workers,
+        max_rows: 1000,
+        give_up_after: Duration::from_secs(60),
+        slots: Arc::new(Semaphore::new(0)),
+        stats: Arc::new(Stats::default()),
+    };
+    let committing = tokio::spawn(committer.run());
+    finished.send(completed(timed)).unwrap();
+    // (`query` is cut at 1 kB, inside commit.sql's opening comment.)
+    db.wait_for(
+        "SELECT count(*) = 1 FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'
+           AND query LIKE '-- Write back the outcomes%'",
+        Duration::from_secs(10),
+    )
+    .await;
+    finished.send(completed(locked)).unwrap();
+
+    db.wait_for(
+        &format!("SELECT status = 1 FROM tasks WHERE id = {locked_id}"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let timed_status: i16 = db
+        .scalar(&format!("SELECT status FROM tasks WHERE id = {timed_id}"))
+        .await;
+    assert_eq!(timed_status, 0, "the timed write went through a held lock");
+
+    holder.rollback().await.unwrap();
+    db.wait_for(
+        &format!("SELECT status = 1 FROM tasks WHERE id = {timed_id}"),
+        Duration::from_secs(10),
+    )
+    .await;
+    drop(finished);
+    committing.await.unwrap();
+}
