@@ -68,8 +68,9 @@ pub struct Audit {
     /// beyond the task's own interval: includes the lease timeout after a kill.
     pub max_gap_ms: i64,
     pub problems: Vec<String>,
-    /// The warnings and errors logged by the hosts whose runs were repeated while they
-    /// lived: what the host saw of the commit it lost.
+    /// The warnings and errors logged by the live hosts of every run repeated on live
+    /// hosts (the one that lost its commit and the one that ran it again): what they
+    /// saw of the lost commit.
     pub warnings: Vec<String>,
 }
 
