@@ -43,6 +43,44 @@ async fn reschedule_keeps_time_and_state_and_complete_finishes() {
     assert_eq!(three.state.as_deref(), Some(r#"{"count":3}"#));
 }
 
+/// The bench relies on it: a schedule that keeps its phase offers the load it says,
+/// even after a start with a backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noop_keeps_its_phase_and_starts_a_new_one_when_a_whole_interval_behind() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    // Due 20 s ago with a minute's interval: next due 40 s from now, on its phase.
+    // Due two minutes ago: a whole interval behind, so a minute after this run.
+    for (key, ago) in [("late", 20), ("behind", 120)] {
+        let _: i64 = db
+            .scalar(&format!(
+                "SELECT recur_enqueue('default', 'noop', '{key}', '{{\"every_ms\": 60000}}',
+                                      now() - interval '{ago} seconds')"
+            ))
+            .await;
+    }
+    let host = Host::start(db.pool.clone(), test_config()).unwrap();
+    db.wait_for(
+        "SELECT bool_and(runs = 1) FROM tasks",
+        Duration::from_secs(20),
+    )
+    .await;
+    host.stop().await;
+
+    let late = db.task("late").await;
+    assert!(
+        (35.0..=41.0).contains(&late.due_in_secs),
+        "late: next run in {} s",
+        late.due_in_secs
+    );
+    let behind = db.task("behind").await;
+    assert!(
+        (55.0..=61.0).contains(&behind.due_in_secs),
+        "behind: next run in {} s",
+        behind.due_in_secs
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_backs_off_then_parks_and_fail_parks_at_once() {
     let db = TestDb::new().await;

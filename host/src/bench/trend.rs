@@ -1,5 +1,5 @@
 //! The bench over time: with `--report-every S`, one line per interval with that
-//! interval's throughput and its own lease and commit latencies (not the run's totals),
+//! interval's throughput and its own lease, commit and lag latencies (not the run's totals),
 //! and the tasks table's dead tuples and index size. A long recurring run shows whether
 //! latency creeps up as the table bloats, which a single average would hide.
 
@@ -23,6 +23,8 @@ pub struct Interval {
     pub lease_ms_p99: f64,
     pub commit_ms_p50: f64,
     pub commit_ms_p99: f64,
+    /// From due time to start of run, for the runs that started in the interval.
+    pub lag_ms_p99: f64,
     pub dead_tuples: i64,
     pub index_mb: f64,
 }
@@ -61,6 +63,7 @@ impl Trend {
         let (latencies, committed) = (host.latencies(), host.stats().committed);
         let lease = since(&latencies.lease_us, &self.last.lease_us);
         let commit = since(&latencies.commit_us, &self.last.commit_us);
+        let lag = since(&latencies.lag_ms, &self.last.lag_ms);
         let (dead_tuples, index_bytes) = probe::bloat(db).await?;
         let ms =
             |h: &Histogram<u64>, q: f64| (h.value_at_quantile(q) as f64 / 10.0).round() / 100.0;
@@ -73,17 +76,19 @@ impl Trend {
             lease_ms_p99: ms(&lease, 0.99),
             commit_ms_p50: ms(&commit, 0.5),
             commit_ms_p99: ms(&commit, 0.99),
+            lag_ms_p99: lag.value_at_quantile(0.99) as f64,
             dead_tuples,
             index_mb: (index_bytes as f64 / 1e5).round() / 10.0,
         };
         eprintln!(
-            "  {:>7.1} s  {:>9.0} tasks/s  lease p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  dead tuples {:>10}  index {:>8.1} MB",
+            "  {:>7.1} s  {:>9.0} tasks/s  lease p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  lag p99 {:>6.0} ms  dead tuples {:>10}  index {:>8.1} MB",
             interval.at_secs,
             interval.tasks_per_sec,
             interval.lease_ms_p50,
             interval.lease_ms_p99,
             interval.commit_ms_p50,
             interval.commit_ms_p99,
+            interval.lag_ms_p99,
             interval.dead_tuples,
             interval.index_mb
         );

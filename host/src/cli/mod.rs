@@ -8,6 +8,8 @@ mod requeue;
 mod status;
 mod time;
 
+pub(crate) use time::parse_duration;
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

@@ -48,8 +48,8 @@ pub enum Runner {
     /// The task's module, in the sandbox: what recur is.
     #[default]
     Sandbox,
-    /// An in-process stand-in that behaves like the `noop` module (reschedule after
-    /// `every_ms`, else complete) without any sandbox, so that `recur bench --sql-only`
+    /// An in-process stand-in that behaves like the `noop` module (reschedule every
+    /// `every_ms` on the task's phase, else complete) without any sandbox, so that `recur bench --sql-only`
     /// measures the ceiling the database and the pipeline allow. Never for real work.
     NativeNoop,
 }
@@ -64,8 +64,12 @@ fn native_noop(task: &Task) -> Outcome {
         .ok()
         .and_then(|p| p.every_ms);
     let decision = match every_ms {
+        // On the task's phase while it keeps up, as the module does.
         Some(ms) => Decision::Reschedule(Reschedule {
-            when: When::AfterMs(ms),
+            when: match task.scheduled_at.saturating_add(ms as i64) {
+                next if next > now_ms() => When::At(next),
+                _ => When::AfterMs(ms),
+            },
             state: None,
         }),
         None => Decision::Complete(None),
@@ -296,5 +300,45 @@ fn work(
             result,
             max_attempts: module.max_attempts,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noop_task(payload: &str, scheduled_at: i64) -> Task {
+        Task {
+            id: 1,
+            tenant: "default".into(),
+            task_type: "noop".into(),
+            key: "k".into(),
+            payload: payload.as_bytes().to_vec(),
+            state: None,
+            attempt: 1,
+            runs: 0,
+            scheduled_at,
+        }
+    }
+
+    fn when(outcome: Outcome) -> Option<When> {
+        match outcome.decision {
+            Decision::Reschedule(r) => Some(r.when),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_native_noop_keeps_the_phase_as_the_module_does() {
+        let now = now_ms();
+        let every = r#"{"every_ms": 60000}"#;
+        let late = when(native_noop(&noop_task(every, now - 20_000)));
+        assert!(matches!(late, Some(When::At(at)) if at == now + 40_000));
+        let behind = when(native_noop(&noop_task(every, now - 120_000)));
+        assert!(matches!(behind, Some(When::AfterMs(60_000))));
+        assert!(matches!(
+            native_noop(&noop_task("", now)).decision,
+            Decision::Complete(None)
+        ));
     }
 }
