@@ -28,10 +28,14 @@ pub const IN_FLIGHT_BATCHES: usize = 3;
 /// cover the wait in the local queue plus the run; a crashed host's tasks are due again
 /// after it.
 pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default wait before leasing again when nothing was due. It bounds how late a task
-/// that falls due on an idle host starts: at 20k/s offered (half this machine's
-/// maximum) 100 ms gave a p99 lag of 119 ms, 25 ms gave 65 ms. The price is up to 40
-/// empty lease queries a second per idle host; LISTEN/NOTIFY would remove it.
+/// Default pace of claims while a host keeps up with what falls due: at most one claim
+/// per this long after one came back with fewer tasks than it asked for. It bounds how
+/// late a task that falls due on a host that has caught up starts: at 20k/s offered
+/// (half this machine's maximum) 100 ms gave a p99 lag of 119 ms, 25 ms gave 65 ms. The
+/// price is up to 40 lease queries a second per idle host (LISTEN/NOTIFY would remove
+/// them); the gain is that below its maximum a host claims what gathered in 25 ms at
+/// once, instead of a few tasks per claim as fast as claims go (BENCHMARKS.md, seventh
+/// measurement).
 pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_millis(25);
 /// Default interval at which a host looks for newly deployed module versions.
 pub const DEFAULT_REGISTRY_REFRESH: Duration = Duration::from_secs(2);
@@ -49,7 +53,8 @@ pub struct HostConfig {
     pub max_in_flight: Option<usize>,
     /// Lease timeout.
     pub lease_timeout: Duration,
-    /// Wait before leasing again when nothing was due.
+    /// While the host keeps up, at most one claim per this long (see
+    /// [`DEFAULT_IDLE_WAIT`]).
     pub idle_wait: Duration,
     /// Task types this host runs; `None` runs every type.
     pub types: Option<Vec<String>>,
@@ -120,6 +125,12 @@ impl Host {
         if config.lease_timeout < Duration::from_millis(100) {
             return Err(HostError::Config(
                 "the lease timeout must be at least 100 ms".into(),
+            ));
+        }
+        // No wait would claim as fast as round trips go while nothing is due.
+        if config.idle_wait < Duration::from_millis(1) || config.idle_wait > config.lease_timeout {
+            return Err(HostError::Config(
+                "the idle wait must be at least 1 ms and at most the lease timeout".into(),
             ));
         }
         let sandbox_config = SandboxConfig {

@@ -13,6 +13,13 @@
 //! timeout, at the mean run time measured so far. Fast tasks get the full pipeline; slow
 //! ones get a short queue and a little less throughput. Slow commits cap it the same way:
 //! outcomes queue behind the commits ahead of them.
+//!
+//! A claim that comes back with fewer tasks than it asked for means the host has caught
+//! up with what is due. Until the idle wait has passed since that claim began, the host
+//! does not claim again: below its maximum rate it claims what gathered in that time at
+//! once, instead of a few tasks per claim as fast as claims go, each paying for its
+//! round trips, its transaction and its `claims` row. A task that falls due meanwhile
+//! waits up to the idle wait to start.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -291,7 +298,8 @@ pub struct Leaser {
     pub pool: PgPool,
     /// Batch size, timeout and type filter; `limit` is the largest batch.
     pub request: LeaseRequest,
-    /// How long to wait before asking again when nothing was due.
+    /// While the host keeps up with what falls due (a claim came back with fewer tasks
+    /// than it asked for), at most one claim per this long.
     pub idle_wait: Duration,
     /// Free slots; the committer returns them.
     pub slots: Arc<Semaphore>,
@@ -401,18 +409,24 @@ impl Leaser {
                     if unused > 0 {
                         self.slots.add_permits(unused);
                     }
-                    if tasks.is_empty() {
+                    // Fewer than asked for: the host has caught up with what is due.
+                    // Claiming again at once would take the few tasks that fell due
+                    // during this claim, each claim paying its round trips, transaction
+                    // and `claims` row for a handful of tasks; waiting lets them gather.
+                    let caught_up = unused > 0;
+                    if !tasks.is_empty() {
+                        if let Err(mpsc::error::SendError(tasks)) = self.batches.send(tasks).await {
+                            // The execute stage is gone (the host is stopping): nobody will
+                            // run these, so hand them straight back.
+                            let _ = give_back(&self.pool, &tasks).await;
+                            return;
+                        }
+                    }
+                    if caught_up {
                         tokio::select! {
-                            _ = tokio::time::sleep(self.idle_wait) => {}
+                            _ = tokio::time::sleep_until((started + self.idle_wait).into()) => {}
                             _ = self.shutdown.changed() => return,
                         }
-                        continue;
-                    }
-                    if let Err(mpsc::error::SendError(tasks)) = self.batches.send(tasks).await {
-                        // The execute stage is gone (the host is stopping): nobody will run
-                        // these, so hand them straight back.
-                        let _ = give_back(&self.pool, &tasks).await;
-                        return;
                     }
                 }
                 Err(err) => {

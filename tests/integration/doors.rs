@@ -116,6 +116,11 @@ async fn the_command_line_refuses_bad_input_on_one_line_and_writes_nothing() {
             "\"soon\" is not a duration",
         ),
         (
+            "idle wait",
+            vec!["host", "--idle-wait", "0ms"],
+            "the idle wait must be at least 1 ms and at most the lease timeout",
+        ),
+        (
             "batch",
             vec!["host", "--batch", "0"],
             "concurrency and batch must be at least 1",

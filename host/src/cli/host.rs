@@ -27,6 +27,12 @@ pub struct HostArgs {
     /// How long a leased task stays out of other hosts' way (e.g. 60s).
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     lease_timeout: Duration,
+    /// While the host keeps up with what falls due, at most one claim per this long: a
+    /// task that falls due then waits up to this long to start, and each claim takes
+    /// all that gathered (e.g. 25ms; lower for less lag, higher for fewer, larger
+    /// claims).
+    #[arg(long, value_parser = parse_duration, default_value = "25ms")]
+    idle_wait: Duration,
     /// How to claim tasks: `timed` leases (two row writes per run, any run length),
     /// `locked` row locks held until the batch commits (one write, for short runs), or
     /// `auto`: locked while the mean run is under 20 ms.
@@ -45,6 +51,7 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
     }
     config.batch = args.batch;
     config.lease_timeout = args.lease_timeout;
+    config.idle_wait = args.idle_wait;
     config.claim = args.claim;
     config.vacuum = !args.no_vacuum;
     if !args.types.is_empty() {
