@@ -414,13 +414,13 @@ impl Leaser {
                     // during this claim, each claim paying its round trips, transaction
                     // and `claims` row for a handful of tasks; waiting lets them gather.
                     let caught_up = unused > 0;
-                    if !tasks.is_empty() {
-                        if let Err(mpsc::error::SendError(tasks)) = self.batches.send(tasks).await {
-                            // The execute stage is gone (the host is stopping): nobody will
-                            // run these, so hand them straight back.
-                            let _ = give_back(&self.pool, &tasks).await;
-                            return;
-                        }
+                    if !tasks.is_empty()
+                        && let Err(mpsc::error::SendError(tasks)) = self.batches.send(tasks).await
+                    {
+                        // The execute stage is gone (the host is stopping): nobody will run
+                        // these, so hand them straight back.
+                        let _ = give_back(&self.pool, &tasks).await;
+                        return;
                     }
                     if caught_up {
                         tokio::select! {

@@ -63,10 +63,13 @@ async fn a_host_paused_past_its_lease_cannot_overwrite_newer_results() {
     )
     .await;
 
-    // Pause it while it holds leases; it may just have committed everything and be
-    // waiting for the next tasks to fall due, so try again a few times.
+    // Pause it while it holds leases on tasks it has already run: their commits can only
+    // come after the takeover's, and the takeover runs those iterations again. It may
+    // just have committed everything and be waiting for the next tasks to fall due, or
+    // hold only a batch it has not started (which it gives up on waking, once its claim
+    // ran out), so try again until it does.
     let mut held: Vec<(i64, i64)> = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..200 {
         fleet.signal(paused, libc::SIGSTOP);
         // A statement the host sent just before it stopped still runs on the server
         // (a commit would release the leases it covers): wait until it is done, so
@@ -86,13 +89,17 @@ async fn a_host_paused_past_its_lease_cannot_overwrite_newer_results() {
         .fetch_all(&db.pool)
         .await
         .unwrap();
-        if !held.is_empty() {
+        if ran_uncommitted(&fleet.hosts[paused].log, &held) {
             break;
         }
+        held.clear();
         fleet.signal(paused, libc::SIGCONT);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!held.is_empty(), "the paused host never held a lease");
+    assert!(
+        !held.is_empty(),
+        "the paused host was never caught holding a run it had not committed"
+    );
 
     // Another host takes every held task over once its lease runs out, and commits at
     // least two newer iterations of each.
@@ -171,6 +178,25 @@ async fn a_host_paused_past_its_lease_cannot_overwrite_newer_results() {
         "the paused host re-ran nothing: the test proved nothing"
     );
     let _ = takeover;
+}
+
+/// Whether the host logging to `log` ran the next iteration of any of `held` (id, runs):
+/// a run whose commit has not landed. A ledger task's iteration `n` is its committed
+/// runs.
+fn ran_uncommitted(log: &std::path::Path, held: &[(i64, i64)]) -> bool {
+    let held: std::collections::HashSet<(i64, i64)> = held.iter().copied().collect();
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("ledger task="))
+        .any(|line| {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))
+                    .and_then(|v| v.parse::<i64>().ok())
+            };
+            matches!((field("task="), field("n=")), (Some(id), Some(n)) if held.contains(&(id, n)))
+        })
 }
 
 /// Polls `check` until true or `timeout`; returns whether it became true.
