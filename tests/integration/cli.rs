@@ -274,26 +274,27 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
     // The bench creates a database of its own beside the test's, dropped at the end.
     let database = format!("{}_bench", db.name());
     for (mode, tasks) in [("burn", "2000"), ("recurring", "3000")] {
-        let output = support::recur(
-            &db.url,
-            &[
-                "bench",
-                "--mode",
-                mode,
-                "--tasks",
-                tasks,
-                "--seconds",
-                "4",
-                "--warmup",
-                "1",
-                "--every-ms",
-                "1000",
-                "--json",
-                "--database",
-                &database,
-            ],
-            b"",
-        );
+        let mut args = vec![
+            "bench",
+            "--mode",
+            mode,
+            "--tasks",
+            tasks,
+            "--seconds",
+            "4",
+            "--warmup",
+            "1",
+            "--every-ms",
+            "1000",
+            "--json",
+            "--database",
+            &database,
+        ];
+        // The ceiling runs the same tasks again, keys and all, on a fresh table.
+        if mode == "burn" {
+            args.push("--with-ceiling");
+        }
+        let output = support::recur(&db.url, &args, b"");
         let out = stdout(&output);
         let report: serde_json::Value =
             serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
@@ -303,7 +304,9 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             "lease_ms_p99",
             "commit_ms_p50",
             "commit_ms_p99",
+            "lag_ms_p50",
             "lag_ms_p99",
+            "tasks_per_lease",
             "exec_us_p50",
             "db_writes_per_task",
             "table_rows",
@@ -330,6 +333,10 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         assert!(keys_bytes > 40 * tasks.parse::<i64>().unwrap(), "{report}");
         if mode == "burn" {
             assert_eq!(report["executions"], 2000, "{report}");
+            assert!(
+                report["ratio_to_ceiling"].as_f64().unwrap() > 0.0,
+                "{report}"
+            );
         }
     }
     sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))

@@ -219,7 +219,10 @@ async fn bench(scratch: &Scratch, args: &BenchArgs) -> anyhow::Result<Report> {
 async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Result<Report> {
     let setup = db::connect(&scratch.url, 2).await?;
     db::migrate(&setup).await?;
-    sqlx::query("TRUNCATE tasks").execute(&setup).await?;
+    // Keys too: the second run of --with-ceiling loads the same keys again.
+    sqlx::query("TRUNCATE tasks, task_keys, claims")
+        .execute(&setup)
+        .await?;
     let noop = example("noop").expect("the noop example is built in");
     let sandbox = Sandbox::new(&SandboxConfig {
         concurrent_runs: 1,
