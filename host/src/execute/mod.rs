@@ -49,8 +49,9 @@ pub enum Runner {
     #[default]
     Sandbox,
     /// An in-process stand-in that behaves like the `noop` module (reschedule every
-    /// `every_ms` on the task's phase, else complete) without any sandbox, so that `recur bench --sql-only`
-    /// measures the ceiling the database and the pipeline allow. Never for real work.
+    /// `every_ms` on the task's phase, else complete) without any sandbox, so that
+    /// `recur bench --sql-only` measures the ceiling the database and the pipeline
+    /// allow. Never for real work.
     NativeNoop,
 }
 
