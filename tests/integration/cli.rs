@@ -316,6 +316,7 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             "dead_tuples_before",
             "index_bytes_after",
             "keys_bytes",
+            "server",
         ] {
             assert!(
                 report.get(key).is_some(),
@@ -331,6 +332,10 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         // The loaded tasks' keys are in task_keys: some 150 bytes each with its index.
         let keys_bytes = report["keys_bytes"].as_i64().unwrap();
         assert!(keys_bytes > 40 * tasks.parse::<i64>().unwrap(), "{report}");
+        assert!(
+            report["server"].as_str().unwrap().contains("max_wal_size"),
+            "{report}"
+        );
         if mode == "burn" {
             assert_eq!(report["executions"], 2000, "{report}");
             assert!(

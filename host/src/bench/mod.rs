@@ -178,6 +178,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_to_ceiling: Option<f64>,
     pub database: String,
+    /// The server's version and the settings the figures depend on most.
+    pub server: String,
 }
 
 /// Runs the bench and prints its report.
@@ -325,6 +327,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let keys_bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('task_keys')")
         .fetch_one(&setup)
         .await?;
+    let server = probe::server_settings(&setup).await?;
     setup.close().await;
 
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64, per_ms: f64| {
@@ -371,6 +374,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         ceiling_tasks_per_sec: None,
         ratio_to_ceiling: None,
         database: String::new(),
+        server,
     })
 }
 
@@ -448,4 +452,5 @@ fn print_table(r: &Report) {
         r.index_bytes_before >> 20
     );
     println!("  keys table MB         {:>12}", r.keys_bytes >> 20);
+    println!("  server                {}", r.server);
 }

@@ -1,6 +1,7 @@
 //! What the bench reads off the machine and the database: CPU time of this process and
 //! of PostgreSQL's processes (from /proc), this process's peak resident memory, the
-//! row writes PostgreSQL counted on the tasks table, and the WAL the server wrote.
+//! row writes PostgreSQL counted on the tasks table, the WAL the server wrote, and the
+//! server settings the figures depend on.
 
 use std::time::Instant;
 
@@ -144,4 +145,18 @@ impl WalSample {
             checkpoints: later.checkpoints - self.checkpoints,
         }
     }
+}
+
+/// The server's version and the settings the figures depend on most (buffer size,
+/// checkpoint spacing, autovacuum, commit durability), as one line: the same bench
+/// on a differently configured server measures something else.
+pub async fn server_settings(db: &PgPool) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT format('PostgreSQL %s; shared_buffers %s, max_wal_size %s, autovacuum %s, synchronous_commit %s',
+                       current_setting('server_version'), current_setting('shared_buffers'),
+                       current_setting('max_wal_size'), current_setting('autovacuum'),
+                       current_setting('synchronous_commit'))",
+    )
+    .fetch_one(db)
+    .await
 }
