@@ -91,6 +91,16 @@ async fn the_command_line_refuses_bad_input_on_one_line_and_writes_nothing() {
             "required arguments were not provided: <KEY>",
         ),
         (
+            "no connections",
+            vec!["enqueue", "--bulk", "--connections", "0"],
+            "invalid value '0' for '--connections <CONNECTIONS>': 0 is not in 1..=16",
+        ),
+        (
+            "connections without bulk",
+            vec!["enqueue", "noop", "k", "--connections", "2"],
+            "the argument '[TASK_TYPE]' cannot be used with '--connections <CONNECTIONS>'",
+        ),
+        (
             "unknown type",
             vec!["enqueue", "nosuch", "k"],
             "no module is deployed for task type \"nosuch\" in tenant \"default\"; deploy one first",

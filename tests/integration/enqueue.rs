@@ -67,6 +67,94 @@ async fn bulk_enqueue_of_100_000_tasks_completes_and_absorbs_duplicates() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_enqueue_shares_keys_out_and_keeps_the_first_of_a_repeated_one() {
+    let db = TestDb::new().await;
+    let existing = [NewTask::new("noop", "p7"), NewTask::new("noop", "p20000")];
+    assert_eq!(enqueue::enqueue(&db.pool, &existing).await.unwrap(), 2);
+    let mut tasks: Vec<NewTask> = (0..30_000)
+        .map(|i| NewTask::new("noop", format!("p{i}")))
+        .collect();
+    // A repeat of a key earlier in the input, with a payload that marks it.
+    tasks.push(NewTask {
+        payload: b"repeat".to_vec(),
+        ..NewTask::new("noop", "p12345")
+    });
+    assert_eq!(
+        enqueue::enqueue_parallel(&db.pool, &tasks, 3)
+            .await
+            .unwrap(),
+        29_998
+    );
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks").await, 30_000);
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE payload <> ''")
+            .await,
+        0
+    );
+    // Each connection wrote its share in a transaction of its own (one batch each, by
+    // COPY in a savepoint or, where it met an existing key, by array inserts): three
+    // transaction ids among the new rows.
+    assert_eq!(
+        db.scalar::<i64>(
+            "SELECT count(DISTINCT xmin::text) FROM tasks WHERE key NOT IN ('p7', 'p20000')"
+        )
+        .await,
+        3
+    );
+    db.assert_keys_match_tasks().await;
+    assert_eq!(
+        enqueue::enqueue_parallel(&db.pool, &tasks, 2)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_enqueue_that_fails_on_one_connection_writes_nothing_on_any() {
+    let db = TestDb::new().await;
+    // A task the database refuses, half-way through one connection's share.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.key = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON tasks
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut tasks: Vec<NewTask> = (0..20_000)
+        .map(|i| NewTask::new("noop", format!("q{i}")))
+        .collect();
+    tasks.insert(10_000, NewTask::new("noop", "poison"));
+    let err = enqueue::enqueue_parallel(&db.pool, &tasks, 4)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("poisoned"), "{err}");
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks").await, 0);
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM task_keys").await, 0);
+
+    // Asking for no connections, or more than the pool has, is refused up front.
+    for connections in [0, 9] {
+        let err = enqueue::enqueue_parallel(&db.pool, &tasks[..10], connections)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "a bulk enqueue cannot use {connections} connections; give 1 to 8 (at most 16, and at most the pool's size)"
+            )
+        );
+    }
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks").await, 0);
+}
+
 #[tokio::test]
 async fn an_invalid_task_in_a_batch_writes_nothing() {
     let db = TestDb::new().await;

@@ -1,10 +1,10 @@
 //! `recur enqueue`: one task from arguments, or many from JSON lines on stdin (`--bulk`).
 //!
 //! A bulk enqueue is all or nothing: every line is parsed and checked, and the tasks are
-//! written in one transaction, which is rolled back if any line is wrong; the errors are
-//! reported with their line numbers. A thread parses stdin into COPY rows while the
-//! connection sends the rows before them (`enqueue::insert_rows`), so reading, parsing
-//! and PostgreSQL's work overlap.
+//! written in transactions (one per connection, see `enqueue::BulkLoad`) that are
+//! rolled back if any line is wrong; the errors are reported with their line numbers. A
+//! thread parses stdin into COPY rows while the connections send the rows before them,
+//! so reading, parsing and PostgreSQL's work overlap.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
@@ -12,7 +12,7 @@ use std::io::{self, BufRead, Read};
 use anyhow::Context;
 use serde::Deserialize;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::time::parse_at;
 use crate::enqueue::{self, DEFAULT_TENANT, NewTask};
@@ -55,6 +55,27 @@ pub struct EnqueueArgs {
     /// with an error saying which deploy is missing, until one is).
     #[arg(long)]
     allow_undeployed: bool,
+    /// With --bulk, how many connections write at once, each the tasks whose keys hash
+    /// to it; one keeps a database core busy. All commit together at the end
+    /// [default: 2]
+    #[arg(long, conflicts_with = "task_type",
+          value_parser = clap::value_parser!(u16).range(1..=enqueue::MAX_CONNECTIONS as i64))]
+    connections: Option<u16>,
+}
+
+/// Connections of a bulk enqueue unless `--connections` says otherwise: on the 2-core
+/// development machine two load 1.65 times as fast as one (BENCHMARKS.md).
+const DEFAULT_CONNECTIONS: u16 = 2;
+
+impl EnqueueArgs {
+    /// Connections the command needs: the bulk load's, and one to look up modules.
+    pub fn pool_size(&self) -> u32 {
+        u32::from(self.connections()) + 1
+    }
+
+    fn connections(&self) -> u16 {
+        self.connections.unwrap_or(DEFAULT_CONNECTIONS)
+    }
 }
 
 /// One line of bulk input.
@@ -75,7 +96,8 @@ struct Line {
 
 pub async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<()> {
     if args.bulk {
-        return bulk(pool, &args.tenant, args.allow_undeployed).await;
+        let connections = usize::from(args.connections());
+        return bulk(pool, &args.tenant, args.allow_undeployed, connections).await;
     }
     let (Some(task_type), Some(key)) = (args.task_type, args.key) else {
         anyhow::bail!("give a task type and a key, or --bulk");
@@ -117,10 +139,14 @@ pub async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bulk(pool: &PgPool, default_tenant: &str, allow_undeployed: bool) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
-    let format = enqueue::RowFormat::of(&mut tx).await?;
-    let (pieces, received) = mpsc::channel(PIECES_IN_FLIGHT);
+async fn bulk(
+    pool: &PgPool,
+    default_tenant: &str,
+    allow_undeployed: bool,
+    connections: usize,
+) -> anyhow::Result<()> {
+    let mut load = enqueue::BulkLoad::begin(pool, connections).await?;
+    let (writer, sources) = load.writer(PIECES_IN_FLIGHT);
     let (done, parsed) = oneshot::channel();
     let default_tenant = default_tenant.to_owned();
     // A thread of its own rather than the runtime's blocking pool: when the database
@@ -130,11 +156,11 @@ async fn bulk(pool: &PgPool, default_tenant: &str, allow_undeployed: bool) -> an
         .name("recur-stdin".into())
         .spawn(move || {
             let mut stdin = io::BufReader::with_capacity(READ_BUFFER_BYTES, io::stdin().lock());
-            let _ = done.send(parse(&mut stdin, &default_tenant, &format, pieces));
+            let _ = done.send(parse(&mut stdin, &default_tenant, writer));
         })
         .context("cannot start a thread to read stdin")?;
     // After a bad line the parser stops sending, and this returns without error.
-    let new = enqueue::insert_rows(&mut tx, received).await.map_err(|e| {
+    let new = load.insert(sources).await.map_err(|e| {
         anyhow::anyhow!("database error while enqueueing: {e}; nothing was enqueued")
     })?;
     let parsed = parsed
@@ -149,10 +175,10 @@ async fn bulk(pool: &PgPool, default_tenant: &str, allow_undeployed: bool) -> an
         errors.push(e.to_string());
     }
     if !errors.is_empty() {
-        tx.rollback().await?;
+        load.rollback().await?;
         anyhow::bail!("{}; nothing was enqueued", errors.join("; "));
     }
-    tx.commit().await?;
+    load.commit().await?;
     println!(
         "enqueued {new} new tasks ({} already existed)",
         parsed.read - new
@@ -182,19 +208,17 @@ struct Lines {
     count: usize,
 }
 
-/// Reads JSON lines from `input`, checks each and sends them as COPY rows to `pieces`
-/// in pieces of about [`enqueue::PIECE_BYTES`]. After the first bad line it sends
-/// nothing more, but reads on to report up to [`MAX_REPORTED_ERRORS`] of them. Stops
-/// early, with what it found so far, when the receiving side is gone (its error is
-/// reported there). Runs on its own thread, so parsing and sending overlap.
+/// Reads JSON lines from `input`, checks each and writes them to `writer`, which sends
+/// them to the connections. After the first bad line it sends nothing more, but reads on
+/// to report up to [`MAX_REPORTED_ERRORS`] of them. Stops early, with what it found so
+/// far, when a connection is gone (its error is reported there). Runs on its own
+/// thread, so parsing and sending overlap.
 fn parse(
     input: &mut impl BufRead,
     default_tenant: &str,
-    format: &enqueue::RowFormat,
-    pieces: mpsc::Sender<enqueue::Rows>,
+    writer: enqueue::ShardWriter,
 ) -> io::Result<Parsed> {
-    let mut pieces = Some(pieces);
-    let mut rows = enqueue::Rows::default();
+    let mut writer = Some(writer);
     let mut parsed = Parsed {
         read: 0,
         types: Types::new(),
@@ -228,7 +252,7 @@ fn parse(
             Err(message) => {
                 parsed.errors.push(format!("line {number}: {message}"));
                 // Nothing will be written: let the sending side finish now.
-                pieces = None;
+                writer = None;
                 if parsed.errors.len() >= MAX_REPORTED_ERRORS {
                     break;
                 }
@@ -237,18 +261,15 @@ fn parse(
         };
         parsed.read += 1;
         note_type(&mut parsed.types, &task, number);
-        let Some(sender) = &pieces else {
+        let Some(sending) = &mut writer else {
             continue;
         };
-        format.write(&task, &mut rows);
-        if rows.bytes() >= enqueue::PIECE_BYTES
-            && sender.blocking_send(std::mem::take(&mut rows)).is_err()
-        {
+        if !sending.write_blocking(&task) {
             return Ok(parsed);
         }
     }
-    if let Some(sender) = pieces {
-        let _ = sender.blocking_send(rows);
+    if let Some(writer) = writer {
+        writer.finish_blocking();
     }
     Ok(parsed)
 }

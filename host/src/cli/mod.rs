@@ -149,7 +149,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Module(command) => deploy::run(&connect_migrated(&url).await?, command).await,
-        Command::Enqueue(args) => enqueue::run(&connect_migrated(&url).await?, args).await,
+        Command::Enqueue(args) => {
+            let pool = db::connect(&url, args.pool_size().max(8)).await?;
+            db::check_schema(&pool).await?;
+            enqueue::run(&pool, args).await
+        }
         Command::Host(args) => host::run(connect_migrated(&url).await?, args).await,
         Command::Status(args) => status::run(&connect_migrated(&url).await?, args).await,
         Command::Requeue(args) => requeue::run(&connect_migrated(&url).await?, args).await,

@@ -15,17 +15,20 @@
 //! runs at the speed of COPY, and a load of keys that exist costs what the array inserts
 //! cost, plus a COPY of keys that fails at its first row.
 //!
-//! [`enqueue`] does all of this for tasks in memory. The CLI, which parses JSON lines on
-//! another thread while the connection sends, uses the parts: [`RowFormat`] to turn
-//! tasks into [`Rows`] and [`insert_rows`] to send them.
+//! One backend does all of a connection's work, so [`enqueue_parallel`] spreads a bulk
+//! enqueue over several connections, each writing the tasks whose keys hash to it
+//! ([`parallel`]). [`enqueue`] does all of this for tasks in memory over one connection.
+//! The CLI, which parses JSON lines on another thread while the connections send, uses
+//! the parts: a [`BulkLoad`] and its [`ShardWriter`].
 
 mod copy;
+mod parallel;
 
-pub use copy::{BATCH_BYTES, PIECE_BYTES, RowFormat, Rows, insert_rows};
+pub use copy::{BATCH_BYTES, Rows};
+pub use parallel::{BulkLoad, MAX_CONNECTIONS, ShardWriter};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::mpsc;
 
 use crate::names::check_name;
 use crate::outcome::{MAX_FUTURE, MAX_KEY_BYTES};
@@ -115,6 +118,16 @@ pub enum EnqueueError {
         /// What is wrong.
         message: String,
     },
+    /// A parallel enqueue was asked for more connections than it may use.
+    #[error(
+        "a bulk enqueue cannot use {asked} connections; give 1 to {allowed} (at most {MAX_CONNECTIONS}, and at most the pool's size)"
+    )]
+    Connections {
+        /// Connections asked for.
+        asked: usize,
+        /// The most it may use.
+        allowed: usize,
+    },
     /// The database failed; nothing was written.
     #[error("database error while enqueueing: {0}")]
     Database(#[from] sqlx::Error),
@@ -124,12 +137,26 @@ pub enum EnqueueError {
 /// one transaction. Returns how many were new; the rest had keys that existed already,
 /// in the table or earlier in `tasks`.
 pub async fn enqueue(pool: &PgPool, tasks: &[NewTask]) -> Result<u64, EnqueueError> {
+    enqueue_parallel(pool, tasks, 1).await
+}
+
+/// [`enqueue`] over `connections` connections at once (from `pool`, which must allow
+/// that many), each writing in a transaction of its own the tasks whose keys hash to
+/// it; the transactions commit together at the end. All or none as [`enqueue`] is, but
+/// for a database failure between those commits, which leaves the shares committed
+/// before it (enqueueing the same tasks again adds the rest). Below [`COPY_FROM_TASKS`]
+/// tasks, one connection does it all.
+pub async fn enqueue_parallel(
+    pool: &PgPool,
+    tasks: &[NewTask],
+    connections: usize,
+) -> Result<u64, EnqueueError> {
+    parallel::check_connections(pool, connections)?;
     for (index, task) in tasks.iter().enumerate() {
         task.check()
             .map_err(|message| EnqueueError::Invalid { index, message })?;
     }
-    let mut tx = pool.begin().await?;
-    let new = if tasks.len() < COPY_FROM_TASKS {
+    if tasks.len() < COPY_FROM_TASKS {
         let rows: Vec<Row> = tasks
             .iter()
             .map(|task| Row {
@@ -140,28 +167,25 @@ pub async fn enqueue(pool: &PgPool, tasks: &[NewTask]) -> Result<u64, EnqueueErr
                 run_at: task.run_at,
             })
             .collect();
-        insert_arrays(&mut tx, &rows).await?
-    } else {
-        let format = RowFormat::of(&mut tx).await?;
-        let (pieces, received) = mpsc::channel(2);
-        // Formatting runs while the connection waits on the server: both futures share
-        // this task, and `tasks` is borrowed, so nothing needs spawning.
-        let produce = async move {
-            let mut rows = Rows::default();
-            for task in tasks {
-                format.write(task, &mut rows);
-                if rows.bytes() >= PIECE_BYTES
-                    && pieces.send(std::mem::take(&mut rows)).await.is_err()
-                {
-                    return;
-                }
+        let mut tx = pool.begin().await?;
+        let new = insert_arrays(&mut tx, &rows).await?;
+        tx.commit().await?;
+        return Ok(new);
+    }
+    let mut load = BulkLoad::begin(pool, connections).await?;
+    let (mut writer, sources) = load.writer(2);
+    // Formatting runs while the connections wait on the server.
+    let produce = async move {
+        for task in tasks {
+            if !writer.write(task).await {
+                return;
             }
-            let _ = pieces.send(rows).await;
-        };
-        let (_, new) = tokio::join!(produce, insert_rows(&mut tx, received));
-        new?
+        }
+        writer.finish().await;
     };
-    tx.commit().await?;
+    let (_, new) = tokio::join!(produce, load.insert(sources));
+    let new = new?;
+    load.commit().await?;
     Ok(new)
 }
 

@@ -1,0 +1,221 @@
+//! A bulk enqueue spread over several connections.
+//!
+//! One backend does all of a connection's work on the server, so a bulk enqueue over one
+//! connection keeps one of the database's cores busy and leaves the others idle. A
+//! [`BulkLoad`] over N connections gives each the tasks whose key hashes to it, which it
+//! sends as one connection would ([`insert_rows`]), in a transaction of its own; the
+//! transactions commit together once every task was sent. Because a key always goes to
+//! the same connection, a key repeated in the input meets itself in one transaction,
+//! where the first stays as it would over one connection, and the load's transactions
+//! never wait on each other's keys (two that did, in opposite orders, would deadlock).
+//!
+//! All or nothing, as over one connection, but for one case: the database failing
+//! between the commits. Then the shares committed before it stay, and loading the same
+//! input again adds the rest (their keys absorb the tasks already in).
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::sync::mpsc;
+
+use super::copy::{PIECE_BYTES, RowFormat, Rows, insert_rows};
+use super::{EnqueueError, NewTask};
+
+/// Most connections one bulk enqueue may use. Past the database's cores more only
+/// contend; this bounds what a typo can ask of a server.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// The transactions of a bulk enqueue, one per connection.
+pub struct BulkLoad {
+    txs: Vec<Transaction<'static, Postgres>>,
+    format: RowFormat,
+}
+
+impl BulkLoad {
+    /// Begins a transaction on each of `connections` connections from `pool`, which must
+    /// allow that many.
+    pub async fn begin(pool: &PgPool, connections: usize) -> Result<BulkLoad, EnqueueError> {
+        check_connections(pool, connections)?;
+        let mut txs = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            txs.push(pool.begin().await?);
+        }
+        // Tasks without a first run are due at the first transaction's now(), which
+        // the others' differ from by the few milliseconds their begins took.
+        let format = RowFormat::of(&mut txs[0]).await?;
+        Ok(BulkLoad { txs, format })
+    }
+
+    /// A writer that shares tasks out among the connections, and the pieces of rows
+    /// each connection receives, for [`BulkLoad::insert`]. `pieces_in_flight` per
+    /// connection may wait between the two.
+    pub fn writer(&self, pieces_in_flight: usize) -> (ShardWriter, Vec<mpsc::Receiver<Rows>>) {
+        let (senders, receivers) = (0..self.txs.len())
+            .map(|_| mpsc::channel(pieces_in_flight))
+            .unzip();
+        let writer = ShardWriter {
+            format: self.format.clone(),
+            rows: (0..self.txs.len()).map(|_| Rows::default()).collect(),
+            pieces: senders,
+        };
+        (writer, receivers)
+    }
+
+    /// Sends what each connection receives from its source in `sources` (from
+    /// [`BulkLoad::writer`]) until the sources close; returns how many tasks were new.
+    /// The connections send at once, each on a task of its own. After an error the
+    /// load can only be rolled back, which dropping it does.
+    pub async fn insert(&mut self, sources: Vec<mpsc::Receiver<Rows>>) -> Result<u64, sqlx::Error> {
+        let running: Vec<_> = self
+            .txs
+            .drain(..)
+            .zip(sources)
+            .map(|(mut tx, source)| {
+                tokio::spawn(async move {
+                    let sent = insert_rows(&mut tx, source).await;
+                    (tx, sent)
+                })
+            })
+            .collect();
+        // Every connection is waited for, so none is cut off in the middle of a COPY:
+        // one that fails drops its source, the writer stops at its next piece for it,
+        // and the others' sources close.
+        let mut new = 0;
+        let mut failed = None;
+        for handle in running {
+            let (tx, sent) = match handle.await {
+                Ok(done) => done,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            self.txs.push(tx);
+            match sent {
+                Ok(sent) => new += sent,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(new),
+        }
+    }
+
+    /// Commits every connection's transaction, one after the other.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        for tx in self.txs {
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Rolls every connection's transaction back.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        for tx in self.txs {
+            tx.rollback().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Fails unless `connections` is at least one, at most [`MAX_CONNECTIONS`] and at most
+/// what `pool` allows: a load waiting for a connection its own others hold would wait
+/// for ever.
+pub(super) fn check_connections(pool: &PgPool, connections: usize) -> Result<(), EnqueueError> {
+    let allowed = MAX_CONNECTIONS.min(pool.options().get_max_connections() as usize);
+    if connections == 0 || connections > allowed {
+        return Err(EnqueueError::Connections {
+            asked: connections,
+            allowed,
+        });
+    }
+    Ok(())
+}
+
+/// Turns checked tasks into rows and sends each to its connection's share, in pieces of
+/// about [`PIECE_BYTES`]. Each method that sends returns false once that connection has
+/// stopped (its error is [`BulkLoad::insert`]'s); nothing more should be written then.
+pub struct ShardWriter {
+    format: RowFormat,
+    /// Per connection, the piece being filled.
+    rows: Vec<Rows>,
+    pieces: Vec<mpsc::Sender<Rows>>,
+}
+
+impl ShardWriter {
+    /// Appends `task`, which must have passed [`NewTask::check`], to its share, and
+    /// returns that share's piece once it is full.
+    fn append(&mut self, task: &NewTask) -> Option<(usize, Rows)> {
+        let share = share_of(task, self.rows.len());
+        let rows = &mut self.rows[share];
+        self.format.write(task, rows);
+        (rows.bytes() >= PIECE_BYTES).then(|| (share, std::mem::take(rows)))
+    }
+
+    /// Writes `task`; from async code.
+    pub async fn write(&mut self, task: &NewTask) -> bool {
+        match self.append(task) {
+            Some((share, rows)) => self.pieces[share].send(rows).await.is_ok(),
+            None => true,
+        }
+    }
+
+    /// Writes `task`; from a thread outside the runtime, which it blocks while the
+    /// connection's pieces in flight are full.
+    pub fn write_blocking(&mut self, task: &NewTask) -> bool {
+        match self.append(task) {
+            Some((share, rows)) => self.pieces[share].blocking_send(rows).is_ok(),
+            None => true,
+        }
+    }
+
+    /// Sends what is left; dropping the writer then closes the sources.
+    pub async fn finish(mut self) {
+        for (rows, pieces) in self.rows.drain(..).zip(&self.pieces) {
+            if pieces.send(rows).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// [`ShardWriter::finish`] from a thread outside the runtime.
+    pub fn finish_blocking(mut self) {
+        for (rows, pieces) in self.rows.drain(..).zip(&self.pieces) {
+            if pieces.blocking_send(rows).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Which of `shares` connections writes `task`: by a hash of its tenant, type and key,
+/// the key's identity, so every task with one key goes to one connection.
+fn share_of(task: &NewTask, shares: usize) -> usize {
+    if shares == 1 {
+        return 0;
+    }
+    let mut hasher = DefaultHasher::new();
+    (&task.tenant, &task.task_type, &task.key).hash(&mut hasher);
+    (hasher.finish() % shares as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_always_goes_to_the_same_share_and_keys_spread_over_all() {
+        let task = |key: &str| NewTask::new("noop", key);
+        let mut counts = [0usize; 3];
+        for i in 0..3000 {
+            let key = format!("k{i}");
+            let share = share_of(&task(&key), 3);
+            assert_eq!(share_of(&task(&key), 3), share);
+            counts[share] += 1;
+        }
+        assert!(counts.iter().all(|&n| n > 800), "{counts:?}");
+        // The tenant and type are part of the identity: the same key elsewhere may go
+        // elsewhere, and one share takes everything when there is one.
+        assert_eq!(share_of(&task("k1"), 1), 0);
+    }
+}
