@@ -119,8 +119,8 @@ impl BulkLoad {
 }
 
 /// Fails unless `connections` is at least one, at most [`MAX_CONNECTIONS`] and at most
-/// what `pool` allows: a load waiting for a connection its own others hold would wait
-/// for ever.
+/// what `pool` allows: a load waiting for a connection that its own others hold would
+/// wait out the pool's acquire timeout and fail.
 pub(super) fn check_connections(pool: &PgPool, connections: usize) -> Result<(), EnqueueError> {
     let allowed = MAX_CONNECTIONS.min(pool.options().get_max_connections() as usize);
     if connections == 0 || connections > allowed {
