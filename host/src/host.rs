@@ -12,6 +12,7 @@ use crate::commit::Committer;
 use crate::execute::{Executor, Runner};
 use crate::lease::{Claim, ClaimCursor, LeaseRequest, Leaser};
 use crate::liveness;
+use crate::maintain::{self, Vacuumed};
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::stats::{Stats, StatsSnapshot};
@@ -193,8 +194,8 @@ impl Host {
             shutdown: shutdown_rx.clone(),
             stats: stats.clone(),
         };
-        let maintain = crate::maintain::run(pool.clone(), shutdown_rx.clone());
-        let vacuum = crate::maintain::vacuum(pool.clone(), shutdown_rx.clone());
+        let sweep = maintain::run(pool.clone(), shutdown_rx.clone());
+        let vacuum_pool = pool.clone();
         let committer = Committer {
             pool,
             finished: finished_rx,
@@ -207,9 +208,16 @@ impl Host {
         stages.spawn(leaser.run());
         stages.spawn(executor.run());
         stages.spawn(committer.run());
-        stages.spawn(maintain);
+        stages.spawn(sweep);
         if config.vacuum {
-            stages.spawn(vacuum);
+            for table in [Vacuumed::Tasks, Vacuumed::Claims] {
+                stages.spawn(maintain::vacuum(
+                    vacuum_pool.clone(),
+                    table,
+                    maintain::VACUUM_CHECK_EVERY,
+                    shutdown_rx.clone(),
+                ));
+            }
         }
         Ok(Host {
             stats,

@@ -5,7 +5,8 @@
 //! every execution leaves a dead row version behind, and on a server where nothing
 //! reclaims them the due index fills with dead entries and every lease gets slower. One
 //! host at a time does it (an advisory lock), and only past a threshold. The small
-//! `claims` table gets the same, for the dead row each locked batch leaves.
+//! `claims` table gets the same, for the dead row each locked batch leaves, in a loop
+//! of its own so that a long vacuum of `tasks` never holds it up.
 //!
 //! And counting the attempts of locked batches that never committed. A
 //! locked claim writes nothing to its tasks, so a host that dies while running one
@@ -121,32 +122,42 @@ pub async fn vacuum_if_needed(pool: &PgPool, table: Vacuumed) -> Result<Option<i
     Ok(Some(dead))
 }
 
-/// Vacuums when needed, every [`VACUUM_CHECK_EVERY`], until shutdown. A loop of its own:
-/// a vacuum of a large table takes a while, and the claims sweep must not wait for it.
-pub async fn vacuum(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+/// Vacuums `table` when needed, every `every` ([`VACUUM_CHECK_EVERY`] in a host),
+/// until shutdown. One loop per table: a vacuum of a large `tasks` takes minutes (hours
+/// at billions of rows), and `claims`, which every locked claim scans whole, must not
+/// wait for it. Nor does shutdown: a vacuum still running when the host stops is left
+/// to finish on the server, whose work it is, while the host goes.
+pub async fn vacuum(
+    pool: PgPool,
+    table: Vacuumed,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(VACUUM_CHECK_EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
-        for table in [Vacuumed::Claims, Vacuumed::Tasks] {
-            let started = std::time::Instant::now();
-            match vacuum_if_needed(&pool, table).await {
-                // The claims table is small and vacuumed often: not worth a line each time.
-                Ok(Some(dead)) if table == Vacuumed::Claims => tracing::debug!(
-                    dead,
-                    took = ?started.elapsed(),
-                    "vacuumed the claims table"
-                ),
-                Ok(Some(dead)) => tracing::info!(
-                    dead,
-                    took = ?started.elapsed(),
-                    "vacuumed the tasks table (autovacuum is off or behind)"
-                ),
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::debug!(error = %err, table = table.table(), "could not vacuum")
-                }
+        let started = std::time::Instant::now();
+        let vacuumed = tokio::select! {
+            vacuumed = vacuum_if_needed(&pool, table) => vacuumed,
+            _ = shutdown.changed() => return,
+        };
+        match vacuumed {
+            // The claims table is small and vacuumed often: not worth a line each time.
+            Ok(Some(dead)) if table == Vacuumed::Claims => tracing::debug!(
+                dead,
+                took = ?started.elapsed(),
+                "vacuumed the claims table"
+            ),
+            Ok(Some(dead)) => tracing::info!(
+                dead,
+                took = ?started.elapsed(),
+                "vacuumed the tasks table (autovacuum is off or behind)"
+            ),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!(error = %err, table = table.table(), "could not vacuum")
             }
         }
     }

@@ -299,6 +299,86 @@ async fn a_host_vacuums_the_claims_table_when_dead_rows_pile_up() {
     assert_eq!(vacuums, 1);
 }
 
+/// A vacuum of `tasks` can take hours at billions of rows. Each table has a vacuum loop
+/// of its own, so `claims`, which every locked claim scans whole, is still vacuumed
+/// meanwhile, and a host that stops leaves a vacuum still running to the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_vacuum_of_tasks_holds_up_neither_the_claims_vacuum_nor_a_stop() {
+    let db = TestDb::new().await;
+    db.enqueue_n("noop", 20_000, "").await;
+    for _ in 0..4 {
+        sqlx::query("UPDATE tasks SET updated_at = now()")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    dead_rows_counted(&db, "tasks", 60_000).await;
+    // A lock VACUUM must wait for, which row reads and writes do not: the hosts' vacuum
+    // of `tasks` then lasts as long as this transaction.
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE tasks IN SHARE UPDATE EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let every = Duration::from_millis(100);
+    let loops: Vec<_> = [Vacuumed::Tasks, Vacuumed::Claims]
+        .map(|table| {
+            tokio::spawn(recur_host::maintain::vacuum(
+                db.pool.clone(),
+                table,
+                every,
+                stopped.clone(),
+            ))
+        })
+        .into();
+    db.wait_for(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                        WHERE query LIKE 'VACUUM%tasks' AND wait_event_type = 'Lock')",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Dead claims rows, only now that the vacuum of tasks waits.
+    let claims_dead = recur_host::maintain::CLAIMS_DEAD_MIN * 2;
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO claims (key, task_ids) SELECT g, '{1}' FROM generate_series(1, $1) g")
+        .bind(claims_dead)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM claims")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // The statistics reach the vacuum loop when this backend reports them: at commit.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    db.wait_for(
+        "SELECT vacuum_count >= 1 FROM pg_stat_user_tables WHERE relname = 'claims'",
+        Duration::from_secs(15),
+    )
+    .await;
+
+    // The vacuum of tasks still waits, and stopping does not.
+    stop.send(true).unwrap();
+    for stopping in loops {
+        tokio::time::timeout(Duration::from_secs(5), stopping)
+            .await
+            .expect("a vacuum loop stops without waiting for its vacuum")
+            .unwrap();
+    }
+    assert_eq!(
+        db.scalar::<i64>("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'tasks'")
+            .await,
+        0
+    );
+    holder.rollback().await.unwrap();
+}
+
 /// Waits until `table` shows at least `dead` dead row versions in its statistics, which
 /// reach `pg_stat_user_tables` only when the backend reports them.
 async fn dead_rows_counted(db: &TestDb, table: &str, dead: i64) {
