@@ -266,8 +266,9 @@ async fn requeue_puts_failed_tasks_back_and_refuses_the_others() {
     assert!(bad.contains("task type"), "{bad}");
 }
 
-/// `recur bench` runs both workloads end to end on a small table and reports every
-/// figure; its numbers are not judged here, only that they are there and add up.
+/// `recur bench` runs both workloads end to end on a small table, and the enqueue mode,
+/// and reports every figure; its numbers are not judged here, only that they are there
+/// and add up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bench_runs_both_workloads_and_reports_every_figure() {
     let db = TestDb::new().await;
@@ -344,6 +345,45 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             );
         }
     }
+    // The enqueue mode: the library's bulk enqueue, of new keys and then of the same.
+    let output = support::recur(
+        &db.url,
+        &[
+            "bench",
+            "--mode",
+            "enqueue",
+            "--tasks",
+            "3000",
+            "--connections",
+            "3",
+            "--json",
+            "--database",
+            &database,
+        ],
+        b"",
+    );
+    let out = stdout(&output);
+    let report: serde_json::Value =
+        serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (
+            &report["mode"],
+            &report["connections"],
+            &report["table_rows"]
+        ),
+        (&"enqueue".into(), &3.into(), &3000.into()),
+        "{report}"
+    );
+    for key in ["tasks_per_sec", "existing_tasks_per_sec"] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
+    }
+    assert!(report.get("db_cpu_pct").is_some() && report.get("server").is_some());
+    let refused = error(&recur(
+        &db,
+        &["bench", "--mode", "enqueue", "--with-ceiling"],
+    ));
+    assert!(refused.contains("--mode enqueue runs none"), "{refused}");
+
     sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
         .execute(&mut db.admin().await)
         .await

@@ -8,10 +8,12 @@
 //! workload). Each task keeps its phase while the host keeps up (the `noop` module), so
 //! the backlog that builds while the tasks load is worked off once and the load stays
 //! even after it; above the host's maximum, each task runs again one interval after it
-//! ran. `--sql-only` replaces the sandbox with an in-process no-op, which gives
+//! ran. `enqueue` times the library's bulk enqueue instead (`enqueue.rs`). `--sql-only`
+//! replaces the sandbox with an in-process no-op, which gives
 //! the ceiling the database and the pipeline allow; `--with-ceiling` runs both on
 //! identical tables and reports the ratio.
 
+mod enqueue;
 mod load;
 mod probe;
 mod trend;
@@ -41,6 +43,8 @@ pub enum Mode {
     Burn,
     /// T tasks that reschedule themselves every --every-ms.
     Recurring,
+    /// T new tasks by the library's bulk enqueue, then the same T again.
+    Enqueue,
 }
 
 /// Arguments of `recur bench`.
@@ -92,6 +96,11 @@ pub struct BenchArgs {
     /// when they pile up; see `recur host --no-vacuum`).
     #[arg(long)]
     pub no_vacuum: bool,
+    /// Enqueue mode: connections the bulk enqueue writes over (see `recur enqueue
+    /// --help`).
+    #[arg(long, default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=crate::enqueue::MAX_CONNECTIONS as i64))]
+    pub connections: u16,
     /// End with one JSON line of the results.
     #[arg(long)]
     pub json: bool,
@@ -184,6 +193,9 @@ pub struct Report {
 
 /// Runs the bench and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.mode == Mode::Enqueue {
+        return run_enqueue(args).await;
+    }
     let scratch = Scratch::create(&args.database).await?;
     let result = tokio::select! {
         result = bench(&scratch, &args) => result,
@@ -192,6 +204,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     drop(scratch);
     let report = result?;
     print_table(&report);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+/// `--mode enqueue`, which runs no host: the options about executions do not apply.
+async fn run_enqueue(args: BenchArgs) -> anyhow::Result<()> {
+    if args.sql_only || args.with_ceiling || args.reuse_instance || args.report_every.is_some() {
+        anyhow::bail!(
+            "--sql-only, --with-ceiling, --reuse-instance and --report-every measure executions; --mode enqueue runs none"
+        );
+    }
+    let scratch = Scratch::create(&args.database).await?;
+    let result = tokio::select! {
+        result = enqueue::run(&scratch, args.tasks, usize::from(args.connections)) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    drop(scratch);
+    let report = result?;
+    enqueue::print_table(&report);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     }
@@ -245,6 +278,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     drop(sandbox);
 
     let (payload, spread) = match args.mode {
+        Mode::Enqueue => unreachable!("`run` hands the enqueue mode to `run_enqueue`"),
         Mode::Burn => (Vec::new(), Duration::ZERO),
         Mode::Recurring => (
             format!(r#"{{"every_ms": {}}}"#, args.every_ms).into_bytes(),
@@ -285,7 +319,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
 
     // Burn: the window is the whole run, to the last commit. Recurring: after a warm-up.
     let warmup = match args.mode {
-        Mode::Burn => Duration::ZERO,
+        Mode::Burn | Mode::Enqueue => Duration::ZERO,
         Mode::Recurring => Duration::from_secs(args.warmup.min(args.seconds.saturating_sub(1))),
     };
     tokio::time::sleep(warmup).await;
@@ -382,6 +416,7 @@ fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Burn => "burn",
         Mode::Recurring => "recurring",
+        Mode::Enqueue => "enqueue",
     }
 }
 
