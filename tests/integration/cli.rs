@@ -294,6 +294,8 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         // The ceiling runs the same tasks again, keys and all, on a fresh table.
         if mode == "burn" {
             args.push("--with-ceiling");
+        } else {
+            args.extend(["--report-every", "1"]);
         }
         let output = support::recur(&db.url, &args, b"");
         let out = stdout(&output);
@@ -337,6 +339,19 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             report["server"].as_str().unwrap().contains("max_wal_size"),
             "{report}"
         );
+        if mode == "recurring" {
+            // A line a second, each with the table's state at its end.
+            let intervals = report["intervals"].as_array().unwrap();
+            assert!(!intervals.is_empty(), "{report}");
+            for interval in intervals {
+                for key in ["tasks_per_sec", "lease_ms_p50", "dead_tuples"] {
+                    assert!(interval.get(key).is_some(), "{interval}");
+                }
+                for key in ["index_mb", "heap_mb"] {
+                    assert!(interval[key].as_f64().unwrap() > 0.0, "{interval}");
+                }
+            }
+        }
         if mode == "burn" {
             assert_eq!(report["executions"], 2000, "{report}");
             assert!(

@@ -100,6 +100,14 @@ pub async fn bloat(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     .await
 }
 
+/// The size of the tasks table's heap (its main fork), in bytes: what a table that
+/// bloats grows, where the index sizes may stay flat.
+pub async fn heap_bytes(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_relation_size('tasks')")
+        .fetch_one(pool)
+        .await
+}
+
 /// The server's write-ahead log so far: where it ends, how many full-page images it
 /// holds, and how many checkpoints have run. After a checkpoint, the first change to
 /// each page logs the whole page, so on a table rewritten faster than checkpoints come,

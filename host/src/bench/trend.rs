@@ -27,6 +27,7 @@ pub struct Interval {
     pub lag_ms_p99: f64,
     pub dead_tuples: i64,
     pub index_mb: f64,
+    pub heap_mb: f64,
 }
 
 /// Samples a running host every `every`.
@@ -65,6 +66,7 @@ impl Trend {
         let commit = since(&latencies.commit_us, &self.last.commit_us);
         let lag = since(&latencies.lag_ms, &self.last.lag_ms);
         let (dead_tuples, index_bytes) = probe::bloat(db).await?;
+        let heap_bytes = probe::heap_bytes(db).await?;
         let ms =
             |h: &Histogram<u64>, q: f64| (h.value_at_quantile(q) as f64 / 10.0).round() / 100.0;
         let interval = Interval {
@@ -79,9 +81,10 @@ impl Trend {
             lag_ms_p99: lag.value_at_quantile(0.99) as f64,
             dead_tuples,
             index_mb: (index_bytes as f64 / 1e5).round() / 10.0,
+            heap_mb: (heap_bytes as f64 / 1e5).round() / 10.0,
         };
         eprintln!(
-            "  {:>7.1} s  {:>9.0} tasks/s  lease p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  lag p99 {:>6.0} ms  dead tuples {:>10}  index {:>8.1} MB",
+            "  {:>7.1} s  {:>9.0} tasks/s  lease p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  lag p99 {:>6.0} ms  dead tuples {:>10}  index {:>8.1} MB  heap {:>8.1} MB",
             interval.at_secs,
             interval.tasks_per_sec,
             interval.lease_ms_p50,
@@ -90,7 +93,8 @@ impl Trend {
             interval.commit_ms_p99,
             interval.lag_ms_p99,
             interval.dead_tuples,
-            interval.index_mb
+            interval.index_mb,
+            interval.heap_mb
         );
         self.intervals.push(interval);
         (self.last_at, self.last, self.last_committed) = (now, latencies, committed);
