@@ -235,15 +235,7 @@ async fn a_host_vacuums_the_tasks_table_when_dead_rows_pile_up() {
         .execute(&db.pool)
         .await
         .unwrap();
-    db.enqueue_n("noop", 20_000, "").await;
-    let dead = recur_host::maintain::VACUUM_DEAD_MIN as usize;
-    for _ in 0..(dead / 20_000 + 2) {
-        sqlx::query("UPDATE tasks SET updated_at = now()")
-            .execute(&db.pool)
-            .await
-            .unwrap();
-    }
-    dead_rows_counted(&db, "tasks", 50_000).await;
+    dead_task_rows(&db).await;
     let found = recur_host::maintain::vacuum_if_needed(&db.pool, Vacuumed::Tasks)
         .await
         .unwrap();
@@ -267,20 +259,7 @@ async fn a_host_vacuums_the_tasks_table_when_dead_rows_pile_up() {
 async fn a_host_vacuums_the_claims_table_when_dead_rows_pile_up() {
     let db = TestDb::new().await;
     let dead = recur_host::maintain::CLAIMS_DEAD_MIN;
-    // One transaction, so that its backend reports the inserts and the deletes together:
-    // reported apart, the live rows could still count while the dead ones do, and a
-    // tenth of them raises the threshold.
-    let mut tx = db.pool.begin().await.unwrap();
-    sqlx::query("INSERT INTO claims (key, task_ids) SELECT g, '{1}' FROM generate_series(1, $1) g")
-        .bind(dead * 2)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM claims")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    dead_claims(&db, dead * 2).await;
     dead_rows_counted(&db, "claims", dead * 2).await;
     assert_eq!(
         recur_host::maintain::vacuum_if_needed(&db.pool, Vacuumed::Tasks)
@@ -305,14 +284,7 @@ async fn a_host_vacuums_the_claims_table_when_dead_rows_pile_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_vacuum_of_tasks_holds_up_neither_the_claims_vacuum_nor_a_stop() {
     let db = TestDb::new().await;
-    db.enqueue_n("noop", 20_000, "").await;
-    for _ in 0..4 {
-        sqlx::query("UPDATE tasks SET updated_at = now()")
-            .execute(&db.pool)
-            .await
-            .unwrap();
-    }
-    dead_rows_counted(&db, "tasks", 60_000).await;
+    dead_task_rows(&db).await;
     // A lock VACUUM must wait for, which row reads and writes do not: the hosts' vacuum
     // of `tasks` then lasts as long as this transaction.
     let mut holder = db.pool.begin().await.unwrap();
@@ -340,23 +312,7 @@ async fn a_long_vacuum_of_tasks_holds_up_neither_the_claims_vacuum_nor_a_stop() 
     .await;
 
     // Dead claims rows, only now that the vacuum of tasks waits.
-    let claims_dead = recur_host::maintain::CLAIMS_DEAD_MIN * 2;
-    let mut tx = db.pool.begin().await.unwrap();
-    sqlx::query("INSERT INTO claims (key, task_ids) SELECT g, '{1}' FROM generate_series(1, $1) g")
-        .bind(claims_dead)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM claims")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    // The statistics reach the vacuum loop when this backend reports them: at commit.
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    dead_claims(&db, recur_host::maintain::CLAIMS_DEAD_MIN * 2).await;
     db.wait_for(
         "SELECT vacuum_count >= 1 FROM pg_stat_user_tables WHERE relname = 'claims'",
         Duration::from_secs(15),
@@ -377,6 +333,42 @@ async fn a_long_vacuum_of_tasks_holds_up_neither_the_claims_vacuum_nor_a_stop() 
         0
     );
     holder.rollback().await.unwrap();
+}
+
+/// 20,000 tasks, each updated until their dead versions pass the hosts' threshold for
+/// vacuuming `tasks`, and counted in its statistics.
+async fn dead_task_rows(db: &TestDb) {
+    db.enqueue_n("noop", 20_000, "").await;
+    let dead = recur_host::maintain::VACUUM_DEAD_MIN as usize;
+    for _ in 0..(dead / 20_000 + 2) {
+        sqlx::query("UPDATE tasks SET updated_at = now()")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    dead_rows_counted(db, "tasks", 50_000).await;
+}
+
+/// `dead` dead rows in `claims`, as many locked batches leave. One transaction, so that
+/// its backend reports the inserts and the deletes together, at its commit: reported
+/// apart, the live rows could still count while the dead ones do, and a tenth of them
+/// raises the threshold.
+async fn dead_claims(db: &TestDb, dead: i64) {
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO claims (key, task_ids) SELECT g, '{1}' FROM generate_series(1, $1) g")
+        .bind(dead)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM claims")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
 }
 
 /// Waits until `table` shows at least `dead` dead row versions in its statistics, which

@@ -64,7 +64,8 @@ pub struct EnqueueArgs {
 }
 
 /// Connections of a bulk enqueue unless `--connections` says otherwise: on the 2-core
-/// development machine two load 1.65 times as fast as one (BENCHMARKS.md).
+/// development machine two load new keys 1.35 times as fast as one and existing keys 1.6
+/// times, and three less than two (BENCHMARKS.md, eighth measurement).
 const DEFAULT_CONNECTIONS: u16 = 2;
 
 impl EnqueueArgs {
