@@ -63,10 +63,16 @@ pub async fn load(
     copy.finish().await?;
     bar.finish_and_clear();
     // The keys in one statement after the tasks: the bench's keys are new by
-    // construction, and this is faster than drawing ids for two COPYs.
-    sqlx::query("INSERT INTO task_keys (tenant, task_type, key, id) SELECT tenant, task_type, key, id FROM tasks")
-        .execute(&mut *conn)
-        .await?;
+    // construction, and this is faster than drawing ids for two COPYs. In the keys'
+    // own order, so the unique index fills from left to right instead of taking each
+    // key at a random place: 5 million keys went in 20-25 s instead of 30 s, measured.
+    sqlx::query(
+        r#"INSERT INTO task_keys (tenant, task_type, key, id)
+           SELECT tenant, task_type, key, id FROM tasks
+           ORDER BY tenant COLLATE "C", task_type COLLATE "C", key COLLATE "C""#,
+    )
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("ANALYZE tasks, task_keys")
         .execute(&mut *conn)
         .await?;
