@@ -93,11 +93,7 @@ pub fn print_table(r: &EnqueueReport) {
     );
     println!("  new tasks/s           {:>12.0}", r.tasks_per_sec);
     println!("  existing tasks/s      {:>12.0}", r.existing_tasks_per_sec);
-    println!(
-        "  cpu host / db %       {:>12.0} / {}",
-        r.host_cpu_pct,
-        r.db_cpu_pct.map_or("n/a".to_owned(), |c| format!("{c:.0}"))
-    );
+    super::print_cpu(r.host_cpu_pct, r.db_cpu_pct);
     println!("  table rows            {:>12}", r.table_rows);
     println!("  server                {}", r.server);
 }

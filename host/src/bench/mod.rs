@@ -425,6 +425,15 @@ fn round(value: f64, decimals: i32) -> f64 {
     (value * scale).round() / scale
 }
 
+/// The CPU line of a report's table; the database's is unknown when it is not local.
+fn print_cpu(host_cpu_pct: f64, db_cpu_pct: Option<f64>) {
+    println!(
+        "  cpu host / db %       {:>12.0} / {}",
+        host_cpu_pct,
+        db_cpu_pct.map_or("n/a".to_owned(), |c| format!("{c:.0}"))
+    );
+}
+
 fn print_table(r: &Report) {
     println!();
     println!(
@@ -472,11 +481,7 @@ fn print_table(r: &Report) {
         r.wal_bytes_per_task, r.wal_full_pages_per_task, r.checkpoints
     );
     println!("  table rows            {:>12}", r.table_rows);
-    println!(
-        "  cpu host / db %       {:>12.0} / {}",
-        r.host_cpu_pct,
-        r.db_cpu_pct.map_or("n/a".to_owned(), |c| format!("{c:.0}"))
-    );
+    print_cpu(r.host_cpu_pct, r.db_cpu_pct);
     println!("  host peak rss MB      {:>12.1}", r.host_rss_mb);
     println!("  load tasks/s          {:>12.0}", r.load_tasks_per_sec);
     println!(
