@@ -47,6 +47,30 @@
 //! if it reads JSON), and is built with `cargo build --release --target wasm32-wasip2`,
 //! which writes a component to `target/wasm32-wasip2/release/<crate>.wasm`.
 //!
+//! # A module without WASI
+//!
+//! A component built for `wasm32-wasip2` imports a dozen WASI interfaces that Rust's
+//! standard library links in (environment, exit, the standard streams), which the host
+//! must wire up at every instantiation. A module that needs none of them (no files, no
+//! clock but [`now`], no randomness, no stdout) can be built without them:
+//!
+//! ```text
+//! CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-component-ld \
+//!     cargo build --release --target wasm32-unknown-unknown
+//! ```
+//!
+//! (`rustup target add wasm32-unknown-unknown` first; `wasm-component-ld` ships with
+//! the toolchain.) The component then imports only `recur:task/host`, and a fresh
+//! instance costs about 30% less: a noop run 5.8 µs instead of 7.8 µs, measured. For
+//! that target this crate brings its own allocator (the `allocator` feature, on by
+//! default), which serves the first megabyte from the initial memory: Rust's own grows
+//! the memory in every fresh instance, and that made such a module slower than its
+//! WASI build. With no stderr there, a panic's message is lost unless `run` calls
+//! [`forward_panics`] first (about a microsecond a run), which sends it to the host's
+//! log and so into the task's error. Crates that need an
+//! operating system (a random source, the system clock) do not work on this target;
+//! build for `wasm32-wasip2` when a module uses them.
+//!
 //! The crate also compiles for other targets, so a module's unit tests can run natively:
 //! they call the handler (`Counter::run(task)`) and compare what it returns with the
 //! [`Outcome`] they expect. There [`now`] reads the system clock and log lines go to
@@ -61,8 +85,11 @@
 //! - `handler`: the [`Handler`] trait and the [`export!`] macro.
 //! - `logging`: [`log`], [`Level`] and the `trace!` to `error!` macros.
 //! - `time`: [`now`], and the conversions between WIT timestamps and `SystemTime`.
+//! - `allocator`: the allocator of modules built for `wasm32-unknown-unknown`.
 #![deny(missing_docs)]
 
+#[cfg(all(feature = "allocator", target_arch = "wasm32", target_os = "unknown"))]
+mod allocator;
 #[doc(hidden)]
 pub mod bindings;
 mod handler;
@@ -73,7 +100,7 @@ mod task;
 mod time;
 
 pub use handler::Handler;
-pub use logging::{Level, log};
+pub use logging::{Level, forward_panics, log};
 pub use outcome::{Outcome, complete, fail, reschedule_after, reschedule_at, retry};
 pub use spawn::Spawn;
 pub use task::{DecodeError, Task};
