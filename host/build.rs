@@ -1,9 +1,11 @@
-//! Builds the task modules in `modules/` as wasm32-wasip2 components, for the host's tests
-//! and for the examples embedded in the `recur` binary.
+//! Builds the task modules in `modules/` as components, for the host's tests and for the
+//! examples embedded in the `recur` binary.
 //!
-//! It runs one `cargo build --release` of the `modules/` workspace, in a target directory
-//! of its own (`<target>/wasm-modules`) that debug and release builds of the host share,
-//! then writes `$OUT_DIR/modules.rs`: one `pub const <NAME>_COMPONENT: &str` per module
+//! It runs one `cargo build --release` of the `modules/` workspace for wasm32-wasip2, in a
+//! target directory of its own (`<target>/wasm-modules`) that debug and release builds of
+//! the host share, then one for wasm32-unknown-unknown of the modules whose manifest asks
+//! for it (`[package.metadata.recur] target = "wasm32-unknown-unknown"`: components
+//! without WASI, linked by `wasm-component-ld`; see the guest SDK's docs), then writes `$OUT_DIR/modules.rs`: one `pub const <NAME>_COMPONENT: &str` per module
 //! with the absolute path of its `.wasm`, and `ALL_COMPONENTS`. The modules are found by
 //! reading `modules/`, so a new one needs no change here. The examples listed in
 //! [`EMBEDDED`] are also copied to `$OUT_DIR/<name>.wasm`, where `src/examples.rs`
@@ -16,8 +18,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The target the modules are built for; it emits components directly.
+/// The target modules are built for unless they ask otherwise; it emits components
+/// directly.
 const TARGET: &str = "wasm32-wasip2";
+/// The target of modules without WASI; `wasm-component-ld` (shipped with the toolchain)
+/// links them into components.
+const LEAN_TARGET: &str = "wasm32-unknown-unknown";
 
 /// The modules that `src/examples.rs` embeds in the binary.
 const EMBEDDED: &[&str] = &["noop", "counter", "crawler"];
@@ -43,6 +49,8 @@ struct Module {
     name: String,
     /// Its directory, `modules/<dir>`.
     dir: PathBuf,
+    /// [`TARGET`] or [`LEAN_TARGET`].
+    target: &'static str,
 }
 
 impl Module {
@@ -51,9 +59,11 @@ impl Module {
         format!("{}_COMPONENT", self.name.to_uppercase().replace('-', "_"))
     }
 
-    /// The file cargo writes: the crate name, with dashes turned into underscores.
-    fn file_name(&self) -> String {
-        format!("{}.wasm", self.name.replace('-', "_"))
+    /// The component cargo writes: the crate name, with dashes turned into underscores,
+    /// under the module's target.
+    fn component(&self, target_dir: &Path) -> PathBuf {
+        let file = format!("{}.wasm", self.name.replace('-', "_"));
+        target_dir.join(self.target).join("release").join(file)
     }
 }
 
@@ -69,19 +79,26 @@ fn main() {
 
     let modules = discover(&modules_dir);
     watch(&root, &modules);
-    build(&modules_dir, &target_dir);
+    build(&modules_dir, &target_dir, TARGET, &[]);
+    let lean: Vec<&str> = modules
+        .iter()
+        .filter(|m| m.target == LEAN_TARGET)
+        .map(|m| m.name.as_str())
+        .collect();
+    if !lean.is_empty() {
+        build(&modules_dir, &target_dir, LEAN_TARGET, &lean);
+    }
 
-    let release_dir = target_dir.join(TARGET).join("release");
     write_if_changed(
         &out_dir.join("modules.rs"),
-        consts(&modules, &release_dir).as_bytes(),
+        consts(&modules, &target_dir).as_bytes(),
     );
     for name in EMBEDDED {
         let module = modules
             .iter()
             .find(|m| m.name == *name)
             .unwrap_or_else(|| panic!("the embedded example `{name}` is not in modules/"));
-        let bytes = fs::read(release_dir.join(module.file_name())).expect("checked by consts");
+        let bytes = fs::read(module.component(&target_dir)).expect("checked by consts");
         write_if_changed(&out_dir.join(format!("{name}.wasm")), &bytes);
     }
 }
@@ -105,9 +122,9 @@ fn discover(modules_dir: &Path) -> Vec<Module> {
     let mut modules: Vec<Module> = entries
         .map(|entry| entry.expect("readable directory entry").path())
         .filter(|dir| dir.join("Cargo.toml").is_file())
-        .map(|dir| Module {
-            name: package_name(&dir.join("Cargo.toml")),
-            dir,
+        .map(|dir| {
+            let (name, target) = manifest(&dir.join("Cargo.toml"));
+            Module { name, dir, target }
         })
         .collect();
     modules.sort_by(|a, b| a.name.cmp(&b.name));
@@ -119,23 +136,38 @@ fn discover(modules_dir: &Path) -> Vec<Module> {
     modules
 }
 
-/// Reads `name = "..."` from the `[package]` table. A line scan rather than a TOML parser,
-/// which would be this script's only dependency; module manifests are short and plain.
-fn package_name(manifest: &Path) -> String {
-    let text = fs::read_to_string(manifest)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", manifest.display()));
-    let mut in_package = false;
+/// Reads the package's name from the `[package]` table and its target from
+/// `[package.metadata.recur]` ([`TARGET`] if it names none). A line scan rather than a
+/// TOML parser, which would be this script's only dependency; module manifests are short
+/// and plain.
+fn manifest(path: &Path) -> (String, &'static str) {
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let (mut name, mut target, mut table) = (None, TARGET, "");
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if let Some(value) = line.strip_prefix("name").map(str::trim_start)
-            && in_package
-            && let Some(value) = value.strip_prefix('=')
-        {
-            return value.trim().trim_matches('"').to_owned();
+            table = line;
+        } else if let Some((key, value)) = line.split_once('=') {
+            let value = value.trim().trim_matches('"');
+            match (table, key.trim()) {
+                ("[package]", "name") => name = Some(value.to_owned()),
+                ("[package.metadata.recur]", "target") => {
+                    target = [TARGET, LEAN_TARGET]
+                        .into_iter()
+                        .find(|t| *t == value)
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "{}: target {value:?} is not one modules are built for; use {TARGET:?} or {LEAN_TARGET:?}",
+                                path.display()
+                            )
+                        });
+                }
+                _ => {}
+            }
         }
     }
-    panic!("{} has no [package] name", manifest.display());
+    let name = name.unwrap_or_else(|| panic!("{} has no [package] name", path.display()));
+    (name, target)
 }
 
 /// Asks cargo to rerun this script only when an input of the modules changes. Directories
@@ -163,22 +195,30 @@ fn watch(root: &Path, modules: &[Module]) {
     }
 }
 
-/// Runs `cargo build --release --target wasm32-wasip2` on the modules workspace, and
-/// panics with cargo's output if it fails.
-fn build(modules_dir: &Path, target_dir: &Path) {
+/// Runs `cargo build --release --target <target>` on the modules workspace (`packages`
+/// only, unless empty), and panics with cargo's output if it fails.
+fn build(modules_dir: &Path, target_dir: &Path, target: &str, packages: &[&str]) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--release", "--target", TARGET, "--manifest-path"])
+        .args(["build", "--release", "--target", target, "--manifest-path"])
         .arg(modules_dir.join("Cargo.toml"))
         // From here rustup finds the workspace's rust-toolchain.toml.
         .current_dir(modules_dir);
+    for package in packages {
+        command.args(["--package", package]);
+    }
     for (key, _) in env::vars_os() {
         if leaks(&key) {
             command.env_remove(&key);
         }
     }
     command.env("CARGO_TARGET_DIR", target_dir);
+    // rustc finds the linker in the toolchain's own bin directory.
+    command.env(
+        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER",
+        "wasm-component-ld",
+    );
 
     let output = command
         .output()
@@ -191,13 +231,13 @@ fn build(modules_dir: &Path, target_dir: &Path) {
         || stderr.contains("can't find crate for `core`")
     {
         format!(
-            "\nThe {TARGET} target is missing: run `rustup target add {TARGET}` (rust-toolchain.toml lists it)."
+            "\nThe {target} target is missing: run `rustup target add {target}` (rust-toolchain.toml lists it)."
         )
     } else {
         String::new()
     };
     panic!(
-        "building the task modules in {} for {TARGET} failed ({}):\n{stderr}{hint}",
+        "building the task modules in {} for {target} failed ({}):\n{stderr}{hint}",
         modules_dir.display(),
         output.status
     );
@@ -214,10 +254,10 @@ fn leaks(key: &OsString) -> bool {
 
 /// The text of `modules.rs`. Panics if a module's component is missing, which happens when
 /// its crate is not a member of the modules workspace or is not a `cdylib`.
-fn consts(modules: &[Module], release_dir: &Path) -> String {
+fn consts(modules: &[Module], target_dir: &Path) -> String {
     let mut text = String::from("// Generated by host/build.rs from the crates in modules/.\n");
     for module in modules {
-        let path = release_dir.join(module.file_name());
+        let path = module.component(target_dir);
         assert!(
             path.is_file(),
             "{} was not built: is {} a member of modules/Cargo.toml, with crate-type = [\"cdylib\"]?",

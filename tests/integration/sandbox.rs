@@ -22,6 +22,7 @@ async fn each_misbehaving_module_fails_only_its_own_task() {
         ("spin", SPIN_COMPONENT),
         ("memory-bomb", MEMORY_BOMB_COMPONENT),
         ("trap", TRAP_COMPONENT),
+        ("lean-trap", LEAN_TRAP_COMPONENT),
         ("stack-overflow", STACK_OVERFLOW_COMPONENT),
         ("bad-time", BAD_TIME_COMPONENT),
         ("huge-output", HUGE_OUTPUT_COMPONENT),
@@ -35,6 +36,7 @@ async fn each_misbehaving_module_fails_only_its_own_task() {
         ("spin", "spin", ""),
         ("memory-bomb", "bomb", ""),
         ("trap", "trap", ""),
+        ("lean-trap", "lean-trap", ""),
         ("stack-overflow", "deep", ""),
         ("bad-time", "past", r#"{"when": "past"}"#),
         ("bad-time", "future", r#"{"when": "future"}"#),
@@ -70,6 +72,8 @@ async fn each_misbehaving_module_fails_only_its_own_task() {
         ("spin", "timed out after 300 ms"),
         ("bomb", "memory limit of 64 MiB exceeded"),
         ("trap", "deliberate trap"),
+        ("lean-trap", "the module logged: panicked at"),
+        ("lean-trap", "deliberate trap without WASI"),
         ("deep", "stack overflow"),
         ("past", "more than an hour in the past"),
         ("future", "more than ten years ahead"),
@@ -382,5 +386,34 @@ async fn without_reuse_every_task_gets_a_fresh_instance() {
         )
         .await,
         20
+    );
+}
+
+/// Modules can be built without WASI (`[package.metadata.recur] target`, host/build.rs):
+/// noop is, and imports the task world's interfaces only; a module built for
+/// wasm32-wasip2 imports WASI besides.
+#[test]
+fn noop_is_built_without_wasi() {
+    let engine = wasmtime::Engine::new(wasmtime::Config::new().wasm_component_model(true))
+        .expect("a default engine");
+    let imports = |path: &str| -> Vec<String> {
+        let component = wasmtime::component::Component::from_file(&engine, path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        component
+            .component_type()
+            .imports(&engine)
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    };
+    let noop = imports(NOOP_COMPONENT);
+    assert!(
+        noop.contains(&"recur:task/host@0.1.0".to_owned())
+            && noop.iter().all(|name| name.starts_with("recur:task/")),
+        "{noop:?}"
+    );
+    let trap = imports(TRAP_COMPONENT);
+    assert!(
+        trap.iter().any(|name| name.starts_with("wasi:")),
+        "{trap:?}"
     );
 }

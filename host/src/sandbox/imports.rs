@@ -42,6 +42,9 @@ pub struct RunState {
     /// Log lines written and dropped so far in this run.
     log_lines: u32,
     pub(super) log_dropped: u32,
+    /// This run's last line at error level: what explains a trap of a module that has no
+    /// stderr (built without WASI, it logs its panic's message instead).
+    pub(super) last_error: Option<String>,
 }
 
 impl RunState {
@@ -62,6 +65,7 @@ impl RunState {
             task_type: String::new(),
             log_lines: 0,
             log_dropped: 0,
+            last_error: None,
         }
     }
 
@@ -74,6 +78,7 @@ impl RunState {
         }
         self.log_lines = 0;
         self.log_dropped = 0;
+        self.last_error = None;
         self.limiter.limit = memory_bytes;
         self.limiter.hit = false;
     }
@@ -208,7 +213,8 @@ impl host::Host for RunState {
                 tracing::warn!(target: "recur::guest", task = id, tenant, task_type, "{message}")
             }
             Level::Error => {
-                tracing::error!(target: "recur::guest", task = id, tenant, task_type, "{message}")
+                tracing::error!(target: "recur::guest", task = id, tenant, task_type, "{message}");
+                self.last_error = Some(message);
             }
         }
     }

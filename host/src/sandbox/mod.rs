@@ -257,13 +257,20 @@ fn classify(
             let stderr = state.stderr.contents();
             let stderr = String::from_utf8_lossy(&stderr);
             let stderr = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
-            if stderr.is_empty() {
-                RunError::Trap(trap.to_string())
-            } else {
+            if !stderr.is_empty() {
                 RunError::Trap(format!(
                     "{trap}; the module wrote: {}",
                     truncate(&stderr, 500)
                 ))
+            } else if let Some(line) = &state.last_error {
+                // A module without WASI has no stderr; the guest SDK logs its panics.
+                let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+                RunError::Trap(format!(
+                    "{trap}; the module logged: {}",
+                    truncate(&line, 500)
+                ))
+            } else {
+                RunError::Trap(trap.to_string())
             }
         }
         None if instantiating => RunError::Instantiate(one_line(&err)),
