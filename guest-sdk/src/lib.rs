@@ -66,8 +66,9 @@
 //! default), which serves the first megabyte from the initial memory: Rust's own grows
 //! the memory in every fresh instance, and that made such a module slower than its
 //! WASI build. With no stderr there, a panic's message is lost unless `run` calls
-//! [`forward_panics`] first (about a microsecond a run), which sends it to the host's
-//! log and so into the task's error. Crates that need an
+//! [`forward_panics`] first, which sends it to the host's log and so into the task's
+//! error. Logging at all costs such a module about a microsecond per run: an import
+//! that hands the host a string needs two more core instances at every instantiation. Crates that need an
 //! operating system (a random source, the system clock) do not work on this target;
 //! build for `wasm32-wasip2` when a module uses them.
 //!

@@ -63,9 +63,11 @@ pub fn log(level: Level, message: &str) {
 ///
 /// Only a module built without WASI (`wasm32-unknown-unknown`, see the crate docs) needs
 /// it: it has no stderr, so its panic messages are otherwise lost. Call it at the start
-/// of `run`. It costs about a microsecond per run in a fresh instance, a fifth of what
-/// the instance costs, which is why it is not done for every module. Elsewhere it does
-/// nothing: panics print to stderr, which the host reads.
+/// of `run`. It makes the module import the host's `log` (if it did not log already),
+/// and an import that hands the host a string makes every instantiation set up two more
+/// core instances to reach the module's memory: about a microsecond per fresh instance,
+/// measured, which is why it is not done for every module. Elsewhere it does nothing:
+/// panics print to stderr, which the host reads.
 ///
 /// ```
 /// struct Careful;
