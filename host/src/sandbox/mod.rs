@@ -255,27 +255,24 @@ fn classify(
         Some(Trap::StackOverflow) => RunError::StackOverflow,
         Some(trap) => {
             let stderr = state.stderr.contents();
-            let stderr = String::from_utf8_lossy(&stderr);
-            let stderr = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
-            if !stderr.is_empty() {
-                RunError::Trap(format!(
-                    "{trap}; the module wrote: {}",
-                    truncate(&stderr, 500)
-                ))
-            } else if let Some(line) = &state.last_error {
-                // A module without WASI has no stderr; the guest SDK logs its panics.
-                let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
-                RunError::Trap(format!(
-                    "{trap}; the module logged: {}",
-                    truncate(&line, 500)
-                ))
-            } else {
-                RunError::Trap(trap.to_string())
+            let stderr = squeeze(&String::from_utf8_lossy(&stderr));
+            // A module without WASI has no stderr; with `forward_panics` the guest SDK
+            // logs its panic's message instead.
+            let logged = state.last_error.as_deref().map(squeeze);
+            match (stderr.is_empty(), logged) {
+                (false, _) => RunError::Trap(format!("{trap}; the module wrote: {stderr}")),
+                (true, Some(line)) => RunError::Trap(format!("{trap}; the module logged: {line}")),
+                (true, None) => RunError::Trap(trap.to_string()),
             }
         }
         None if instantiating => RunError::Instantiate(one_line(&err)),
         None => RunError::Trap(one_line(&err)),
     }
+}
+
+/// What a module wrote, on one line and cut to a length fit for a task's error.
+fn squeeze(text: &str) -> String {
+    truncate(&text.split_whitespace().collect::<Vec<_>>().join(" "), 500)
 }
 
 /// An error and its causes on one line.
