@@ -189,6 +189,12 @@ fn watch(root: &Path, modules: &[Module]) {
     for module in modules {
         paths.push(module.dir.join("Cargo.toml"));
         paths.push(module.dir.join("src"));
+        // Only if present: cargo reruns a script on every build while a watched path is
+        // missing.
+        let script = module.dir.join("build.rs");
+        if script.exists() {
+            paths.push(script);
+        }
     }
     for path in paths {
         println!("cargo:rerun-if-changed={}", path.display());

@@ -16,8 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use dlmalloc::Dlmalloc;
 
-/// The arena: what a run can allocate before the memory grows at all.
-const ARENA_BYTES: usize = 1 << 20;
+/// The arena: what a run can allocate before the memory grows at all. Its size is part of
+/// every fresh instance's memory, which the host scans for written pages after each run:
+/// measured with a 64 KiB stack, a noop run took 5.3 µs with 256 KiB and 5.5 µs with
+/// 1 MiB. A run that needs more grows the memory, as it would without the arena.
+const ARENA_BYTES: usize = 256 << 10;
 /// A WebAssembly page.
 const PAGE: usize = 64 << 10;
 

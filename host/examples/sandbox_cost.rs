@@ -1,0 +1,80 @@
+//! What one run of a module costs in the sandbox alone: no database, no pipeline, one
+//! thread. Each run gets a fresh store and instance, as a task does by default (or, with
+//! `--reuse-instance`, the worker's kept one), with a `{}` payload and no state.
+//!
+//! ```text
+//! cargo run --release --example sandbox_cost -- target/release/build/recur-host-*/out/noop.wasm
+//! ```
+//!
+//! Prints the median, the 90th percentile and the mean of the runs after the first tenth
+//! (compilation and the pool's first use). `recur bench` reports the same span as
+//! `exec_us_p50`, measured inside a full host, where two workers and PostgreSQL share
+//! the cores; this one is for profiling the sandbox by itself (`perf record`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use recur_host::sandbox::{RunLimits, Sandbox, SandboxConfig, Slot, Task};
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: sandbox_cost COMPONENT.wasm [RUNS] [--reuse-instance]";
+    let path = args.next().context(usage)?;
+    let runs: usize = match args.next() {
+        Some(n) => n.parse().context(usage)?,
+        None => 200_000,
+    };
+    let reuse = match args.next().as_deref() {
+        None => false,
+        Some("--reuse-instance") => true,
+        Some(_) => anyhow::bail!(usage),
+    };
+    anyhow::ensure!(runs >= 10, "RUNS must be at least 10");
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {path}"))?;
+
+    let sandbox = Sandbox::new(&SandboxConfig::default())?;
+    let module = sandbox.prepare(&bytes)?;
+    let mut slot = Slot::default();
+    let limits = RunLimits {
+        memory_bytes: 64 << 20,
+        timeout: Duration::from_secs(5),
+    };
+    let mut nanos = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let task = Task {
+            id: i as i64,
+            tenant: "cost".into(),
+            task_type: "module".into(),
+            key: format!("task-{i}"),
+            payload: b"{}".to_vec(),
+            state: None,
+            attempt: 1,
+            runs: 0,
+            scheduled_at: 0,
+        };
+        let started = Instant::now();
+        let result = sandbox.run(&mut slot, &module, task, limits, reuse);
+        nanos.push(started.elapsed().as_nanos() as u64);
+        result.with_context(|| format!("run {i} failed"))?;
+    }
+
+    let mut steady = nanos.split_off(runs / 10);
+    let mean = steady.iter().sum::<u64>() as f64 / steady.len() as f64;
+    steady.sort_unstable();
+    let at = |q: f64| steady[((steady.len() - 1) as f64 * q) as usize] as f64 / 1e3;
+    println!(
+        "{} runs: p50 {:.2} µs, p90 {:.2} µs, mean {:.2} µs",
+        steady.len(),
+        at(0.5),
+        at(0.9),
+        mean / 1e3
+    );
+    Ok(())
+}
