@@ -9,7 +9,9 @@ use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::*;
 use recur_host::lease::Claim;
 use recur_host::registry::{self, DeployOptions};
-use recur_host::sandbox::{REUSE_MAX_RUNS, Sandbox, SandboxConfig};
+use recur_host::sandbox::{
+    Decision, REUSE_MAX_RUNS, RunLimits, Sandbox, SandboxConfig, Slot, Task,
+};
 use recur_host::{Host, HostConfig};
 
 use crate::support::{TestDb, test_config};
@@ -415,5 +417,40 @@ fn noop_is_built_without_wasi() {
     assert!(
         trap.iter().any(|name| name.starts_with("wasi:")),
         "{trap:?}"
+    );
+}
+
+/// noop links a 64 KiB stack (modules/noop/build.rs) and the guest SDK's arena is
+/// 256 KiB, so its memory starts at 384 KiB: a fresh run is cheaper the less memory the
+/// host must look through for written pages. With Rust's 1 MiB stack it would not even
+/// start under this ceiling.
+#[test]
+fn noop_starts_with_a_small_memory() {
+    let sandbox = Sandbox::new(&SandboxConfig::default()).expect("a sandbox");
+    let noop = sandbox
+        .prepare(&std::fs::read(NOOP_COMPONENT).expect("noop is built"))
+        .expect("noop is valid");
+    let limits = RunLimits {
+        memory_bytes: 512 << 10,
+        timeout: Duration::from_secs(5),
+    };
+    let task = Task {
+        id: 1,
+        tenant: "default".into(),
+        task_type: "noop".into(),
+        key: "small".into(),
+        payload: br#"{"every_ms": 1000}"#.to_vec(),
+        state: None,
+        attempt: 1,
+        runs: 0,
+        scheduled_at: 0,
+    };
+    let outcome = sandbox
+        .run(&mut Slot::default(), &noop, task, limits, false)
+        .expect("noop runs within 512 KiB");
+    assert!(
+        matches!(outcome.decision, Decision::Reschedule(_)),
+        "{:?}",
+        outcome.decision
     );
 }
