@@ -77,8 +77,9 @@
 //! After every run the host looks through the instance's whole memory for the pages the
 //! run wrote, so a module's initial memory costs time even where the run never writes.
 //! Most of it is the stack, 1 MiB by Rust's default. A module that recurses little can
-//! link a smaller one from its `build.rs` (a stack overflow then stops the run with a
-//! `stack overflow` error, which fails the task and nothing else):
+//! link a smaller one from its `build.rs`. The stack sits at the bottom of the memory,
+//! so a run that outgrows it traps with an out-of-bounds memory access, which fails
+//! that task and nothing else; give the stack room to spare:
 //!
 //! ```text
 //! fn main() {

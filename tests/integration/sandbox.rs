@@ -446,10 +446,31 @@ fn noop_starts_with_a_small_memory() {
         scheduled_at: 0,
     };
     let outcome = sandbox
-        .run(&mut Slot::default(), &noop, task, limits, false)
+        .run(&mut Slot::default(), &noop, task.clone(), limits, false)
         .expect("noop runs within 512 KiB");
     assert!(
         matches!(outcome.decision, Decision::Reschedule(_)),
+        "{:?}",
+        outcome.decision
+    );
+
+    // The deepest payload serde_json will parse (it stops at 128 levels) fits in that
+    // stack with room to spare (it fit in 8 KiB when tried): the run fails the task with
+    // serde's error instead of overrunning the stack into a trap.
+    let deep = format!(
+        r#"{{"every_ms": 1, "x": {}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let task = Task {
+        payload: deep.into_bytes(),
+        ..task
+    };
+    let outcome = sandbox
+        .run(&mut Slot::default(), &noop, task, limits, false)
+        .expect("a deep payload does not overrun noop's stack");
+    assert!(
+        matches!(&outcome.decision, Decision::Fail(message) if message.contains("recursion limit")),
         "{:?}",
         outcome.decision
     );
