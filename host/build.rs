@@ -5,8 +5,9 @@
 //! target directory of its own (`<target>/wasm-modules`) that debug and release builds of
 //! the host share, then one for wasm32-unknown-unknown of the modules whose manifest asks
 //! for it (`[package.metadata.recur] target = "wasm32-unknown-unknown"`: components
-//! without WASI, linked by `wasm-component-ld`; see the guest SDK's docs), then writes `$OUT_DIR/modules.rs`: one `pub const <NAME>_COMPONENT: &str` per module
-//! with the absolute path of its `.wasm`, and `ALL_COMPONENTS`. The modules are found by
+//! without WASI, linked by `wasm-component-ld`; see the guest SDK's docs), then writes
+//! `$OUT_DIR/modules.rs`: one `pub const <NAME>_COMPONENT: &str` per module with the
+//! absolute path of its `.wasm`, and `ALL_COMPONENTS`. The modules are found by
 //! reading `modules/`, so a new one needs no change here. The examples listed in
 //! [`EMBEDDED`] are also copied to `$OUT_DIR/<name>.wasm`, where `src/examples.rs`
 //! includes them.
@@ -174,6 +175,12 @@ fn manifest(path: &Path) -> (String, &'static str) {
 /// are scanned recursively, which is why `modules/` itself is not listed (its `target/`
 /// would change on every build); a new module must be added to `modules/Cargo.toml`'s
 /// members, which is watched.
+///
+/// The paths are given relative to `host/`, as cargo resolves them against the package
+/// it builds. Cargo names a workspace's units the same in every clone, so clones that
+/// share a target directory (CI's cache does) share this script's fingerprint too: with
+/// absolute paths, a clone would watch the files of whichever clone ran the script last,
+/// and go on testing the modules built from that clone's sources.
 fn watch(root: &Path, modules: &[Module]) {
     let mut paths = vec![
         root.join("Cargo.toml"),
@@ -197,7 +204,13 @@ fn watch(root: &Path, modules: &[Module]) {
         }
     }
     for path in paths {
-        println!("cargo:rerun-if-changed={}", path.display());
+        let inside = path
+            .strip_prefix(root)
+            .expect("every watched path is in the workspace");
+        println!(
+            "cargo:rerun-if-changed={}",
+            Path::new("..").join(inside).display()
+        );
     }
 }
 

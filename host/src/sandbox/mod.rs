@@ -254,6 +254,15 @@ fn classify(
         Some(Trap::Interrupt) => RunError::Timeout(limits.timeout.as_millis() as u64),
         Some(Trap::StackOverflow) => RunError::StackOverflow,
         Some(trap) => {
+            // Rust (like C's wasm toolchains) puts a module's own stack at the bottom of
+            // its linear memory, so running past its end is an out-of-bounds access, not
+            // a stack overflow trap. The trap alone does not suggest that; say it.
+            let trap = match trap {
+                Trap::MemoryOutOfBounds => format!(
+                    "{trap} (a module that outgrows its stack ends this way too: the stack sits at the bottom of its memory; link a larger one, see the guest SDK's docs, \"A smaller stack\")"
+                ),
+                other => other.to_string(),
+            };
             let stderr = state.stderr.contents();
             let stderr = squeeze(&String::from_utf8_lossy(&stderr));
             // A module without WASI has no stderr; with `forward_panics` the guest SDK
@@ -262,7 +271,7 @@ fn classify(
             match (stderr.is_empty(), logged) {
                 (false, _) => RunError::Trap(format!("{trap}; the module wrote: {stderr}")),
                 (true, Some(line)) => RunError::Trap(format!("{trap}; the module logged: {line}")),
-                (true, None) => RunError::Trap(trap.to_string()),
+                (true, None) => RunError::Trap(trap),
             }
         }
         None if instantiating => RunError::Instantiate(one_line(&err)),
