@@ -49,13 +49,30 @@ pub enum DbError {
 
 /// Opens a pool of up to `max_connections` connections to `url`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
+    connect_logging_slow(url, max_connections, tracing::log::LevelFilter::Warn).await
+}
+
+/// [`connect`] for statements that are long by design (a bench loading millions of
+/// tasks): sqlx's warning for a statement over a second goes to the debug level, where
+/// it does not read as a fault in the middle of a normal run.
+pub async fn connect_for_bulk(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
+    connect_logging_slow(url, max_connections, tracing::log::LevelFilter::Debug).await
+}
+
+async fn connect_logging_slow(
+    url: &str,
+    max_connections: u32,
+    slow: tracing::log::LevelFilter,
+) -> Result<PgPool, DbError> {
     let shown = hide_password(url);
     let options: PgConnectOptions = url.parse().map_err(|source| DbError::BadUrl {
         url: shown.clone(),
         source,
     })?;
     // Statement logging at INFO would print every lease and commit.
-    let options = options.log_statements(tracing::log::LevelFilter::Trace);
+    let options = options
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(slow, Duration::from_secs(1));
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))

@@ -252,7 +252,7 @@ async fn bench(scratch: &Scratch, args: &BenchArgs) -> anyhow::Result<Report> {
 
 /// One measured run on a freshly loaded table.
 async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Result<Report> {
-    let setup = db::connect(&scratch.url, 2).await?;
+    let setup = db::connect_for_bulk(&scratch.url, 2).await?;
     db::migrate(&setup).await?;
     // Keys too: the second run of --with-ceiling loads the same keys again.
     sqlx::query("TRUNCATE tasks, task_keys, claims")
