@@ -1,6 +1,8 @@
 //! What one run of a module costs in the sandbox alone: no database, no pipeline, one
 //! thread. Each run gets a fresh store and instance, as a task does by default (or, with
-//! `--reuse-instance`, the worker's kept one), with a `{}` payload and no state.
+//! `--reuse-instance`, the worker's kept one), with a `{}` payload and no state. With
+//! `--tenants N` consecutive runs belong to N tenants in turn, as on a host that serves
+//! many: a worker recycles a run's host-side state only into the same tenant's next.
 //!
 //! ```text
 //! cargo run --release --example sandbox_cost -- target/release/build/recur-host-*/out/noop.wasm
@@ -25,17 +27,17 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: sandbox_cost COMPONENT.wasm [RUNS] [--reuse-instance]";
+    let usage = "usage: sandbox_cost COMPONENT.wasm [RUNS] [--reuse-instance] [--tenants N]";
     let path = args.next().context(usage)?;
-    let runs: usize = match args.next() {
-        Some(n) => n.parse().context(usage)?,
-        None => 200_000,
-    };
-    let reuse = match args.next().as_deref() {
-        None => false,
-        Some("--reuse-instance") => true,
-        Some(_) => anyhow::bail!(usage),
-    };
+    let (mut runs, mut reuse, mut tenants) = (200_000_usize, false, 1_usize);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--reuse-instance" => reuse = true,
+            "--tenants" => tenants = args.next().context(usage)?.parse().context(usage)?,
+            n => runs = n.parse().context(usage)?,
+        }
+    }
+    anyhow::ensure!(tenants >= 1, "--tenants must be at least 1");
     anyhow::ensure!(runs >= 10, "RUNS must be at least 10");
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {path}"))?;
 
@@ -50,7 +52,7 @@ fn run() -> anyhow::Result<()> {
     for i in 0..runs {
         let task = Task {
             id: i as i64,
-            tenant: "cost".into(),
+            tenant: format!("tenant-{}", i % tenants),
             task_type: "module".into(),
             key: format!("task-{i}"),
             payload: b"{}".to_vec(),
