@@ -9,15 +9,26 @@ use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 
+use crate::enqueue::DEFAULT_TENANT;
+
 /// Rows per chunk sent to COPY.
 const CHUNK: usize = 50_000;
 
-/// Loads `tasks` `noop` tasks with keys `t0..`, payload `payload`, the first due at the
-/// database's now and the rest spread evenly over `spread` (zero: all due now).
-/// Returns how long the load took.
+/// The tenants of a bench over `count` of them: `default` alone, or `bench-0`, `bench-1`...
+pub fn tenants(count: u32) -> Vec<String> {
+    if count == 1 {
+        return vec![DEFAULT_TENANT.to_owned()];
+    }
+    (0..count).map(|i| format!("bench-{i}")).collect()
+}
+
+/// Loads `tasks` `noop` tasks with keys `t0..`, task `i` in tenant `i % tenants.len()`,
+/// payload `payload`, the first due at the database's now and the rest spread evenly
+/// over `spread` (zero: all due now). Returns how long the load took.
 pub async fn load(
     pool: &PgPool,
     tasks: usize,
+    tenants: &[String],
     payload: &[u8],
     spread: Duration,
 ) -> anyhow::Result<Duration> {
@@ -48,7 +59,8 @@ pub async fn load(
         let due = now + chrono::Duration::microseconds(offset);
         let _ = writeln!(
             buffer,
-            "default\tnoop\tt{i}\t{payload_hex}\t{}",
+            "{}\tnoop\tt{i}\t{payload_hex}\t{}",
+            tenants[i % tenants.len()],
             due.format("%Y-%m-%d %H:%M:%S%.6f+00")
         );
         if (i + 1) % CHUNK == 0 {

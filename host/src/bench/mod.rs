@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::db;
-use crate::enqueue::DEFAULT_TENANT;
 use crate::examples::example;
 use crate::execute::Runner;
 use crate::host::{DEFAULT_BATCH, Host, HostConfig};
@@ -84,6 +83,11 @@ pub struct BenchArgs {
     /// Run the real bench, then the --sql-only one on a fresh table, and report the ratio.
     #[arg(long)]
     pub with_ceiling: bool,
+    /// Spread the tasks over this many tenants (`bench-0`, `bench-1`, ...; with one, the
+    /// tenant is `default`), each with noop deployed on its own, as a host serving many
+    /// teams sees them: consecutive runs mostly belong to different tenants.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub tenants: u32,
     /// Deploy noop with `--reuse-instance`: a worker keeps its instance from task to task
     /// instead of a fresh one per task (see `recur module deploy --help`).
     #[arg(long, conflicts_with = "sql_only")]
@@ -137,6 +141,8 @@ pub struct Report {
     pub reuse_instance: bool,
     pub claim: String,
     pub tasks: usize,
+    /// Tenants the tasks were spread over.
+    pub tenants: u32,
     pub concurrency: usize,
     pub batch: usize,
     /// Executions committed per second, over the measured window.
@@ -212,9 +218,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// `--mode enqueue`, which runs no host: the options about executions do not apply.
 async fn run_enqueue(args: BenchArgs) -> anyhow::Result<()> {
-    if args.sql_only || args.with_ceiling || args.reuse_instance || args.report_every.is_some() {
+    if args.sql_only
+        || args.with_ceiling
+        || args.reuse_instance
+        || args.report_every.is_some()
+        || args.tenants != 1
+    {
         anyhow::bail!(
-            "--sql-only, --with-ceiling, --reuse-instance and --report-every measure executions; --mode enqueue runs none"
+            "--sql-only, --with-ceiling, --reuse-instance, --report-every and --tenants measure executions; --mode enqueue runs none"
         );
     }
     let scratch = Scratch::create(&args.database).await?;
@@ -266,15 +277,10 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let options = registry::DeployOptions {
         reuse_instance: args.reuse_instance,
     };
-    registry::deploy_with(
-        &setup,
-        &sandbox,
-        DEFAULT_TENANT,
-        "noop",
-        noop.component,
-        options,
-    )
-    .await?;
+    let tenants = load::tenants(args.tenants);
+    for tenant in &tenants {
+        registry::deploy_with(&setup, &sandbox, tenant, "noop", noop.component, options).await?;
+    }
     drop(sandbox);
 
     let (payload, spread) = match args.mode {
@@ -286,7 +292,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         ),
     };
     eprintln!("loading {} tasks…", args.tasks);
-    let load_time = load::load(&setup, args.tasks, &payload, spread).await?;
+    let load_time = load::load(&setup, args.tasks, &tenants, &payload, spread).await?;
     sqlx::query("CHECKPOINT").execute(&setup).await?;
     let writes_before = probe::task_writes(&setup).await?;
 
@@ -373,6 +379,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         reuse_instance: args.reuse_instance && runner == Runner::Sandbox,
         claim: format!("{:?}", args.claim).to_lowercase(),
         tasks: args.tasks,
+        tenants: args.tenants,
         concurrency,
         batch: args.batch,
         tasks_per_sec: round(executions as f64 / window.as_secs_f64(), 0),
@@ -437,7 +444,7 @@ fn print_cpu(host_cpu_pct: f64, db_cpu_pct: Option<f64>) {
 fn print_table(r: &Report) {
     println!();
     println!(
-        "recur bench: {} {}, {} tasks, concurrency {}, batch {}, on {}",
+        "recur bench: {} {}, {} tasks{}, concurrency {}, batch {}, on {}",
         mode_name(r.mode),
         if r.sql_only {
             "(sql-only)"
@@ -447,6 +454,11 @@ fn print_table(r: &Report) {
             ""
         },
         r.tasks,
+        if r.tenants > 1 {
+            format!(" in {} tenants", r.tenants)
+        } else {
+            String::new()
+        },
         r.concurrency,
         r.batch,
         r.database

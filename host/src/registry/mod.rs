@@ -2,6 +2,7 @@
 //! is the host's cache: it loads the active version of each (tenant, task type) the
 //! first time a task needs it, compiles it once, and notices new deployments (hot swap)
 //! and changed tenant limits by re-reading the small `modules` index every few seconds.
+//! Tenants that deploy the same component (by its sha256) share one compilation.
 
 mod deploy;
 
@@ -28,7 +29,7 @@ const ACTIVE_SQL: &str = "
     WHERE m.active";
 
 const LOAD_SQL: &str = "
-    SELECT m.tenant, m.task_type, m.version, m.component, m.reuse_instance,
+    SELECT m.tenant, m.task_type, m.version, m.sha256, m.component, m.reuse_instance,
            coalesce(t.memory_bytes, 67108864) AS memory_bytes,
            coalesce(t.timeout_ms, 5000)       AS timeout_ms,
            coalesce(t.max_attempts, 5)        AS max_attempts
@@ -43,6 +44,8 @@ pub type ModuleKey = (String, String);
 pub struct Loaded {
     /// The deployed version this was compiled from.
     pub version: i32,
+    /// The component's sha256, which names its compilation in [`Registry`]'s cache.
+    pub sha256: String,
     /// The compiled, linked component.
     pub prepared: Prepared,
     /// Memory and time limits for each run.
@@ -75,6 +78,15 @@ pub struct Registry {
     /// The host's memory ceiling; a tenant may not raise its limit above it.
     max_memory_bytes: usize,
     modules: HashMap<ModuleKey, Resolved>,
+    /// One compilation per distinct component (by sha256), shared by every tenant and
+    /// version that deployed it. Besides the compile time, sharing keeps the pooling
+    /// allocator's memory slots warm: a slot that last held the same compilation is
+    /// reused with its memory image mapped, while another compilation's image must be
+    /// mapped in first. Measured, burn 200k spread over 50 tenants that all deployed
+    /// noop: `exec_us_p50` 37 µs with a compilation per tenant (each instantiation
+    /// remapping a slot, under the memory-map lock both workers contend for) against
+    /// 5.5 µs with one tenant.
+    compiled: HashMap<String, Prepared>,
     /// How often to look for new deployments; also how long "no module" is believed.
     refresh_every: Duration,
     refreshed_at: Instant,
@@ -93,6 +105,7 @@ impl Registry {
             sandbox,
             max_memory_bytes,
             modules: HashMap::new(),
+            compiled: HashMap::new(),
             refresh_every,
             refreshed_at: Instant::now(),
         }
@@ -122,17 +135,24 @@ impl Registry {
             for row in rows {
                 let key: ModuleKey = (row.try_get("tenant")?, row.try_get("task_type")?);
                 let version: i32 = row.try_get("version")?;
+                let sha256: String = row.try_get("sha256")?;
                 let reuse_instance: bool = row.try_get("reuse_instance")?;
-                let component: Vec<u8> = row.try_get("component")?;
                 let (limits, max_attempts) = self.limits(&row)?;
-                let sandbox = self.sandbox.clone();
-                // Compiling takes tens to hundreds of milliseconds of CPU: keep it off the
-                // async threads.
-                let prepared = tokio::task::spawn_blocking(move || sandbox.prepare(&component))
-                    .await
-                    .expect("compiling a module panicked");
+                let prepared = match self.compiled.get(&sha256) {
+                    Some(prepared) => Ok(prepared.clone()),
+                    None => {
+                        let component: Vec<u8> = row.try_get("component")?;
+                        let sandbox = self.sandbox.clone();
+                        // Compiling takes tens to hundreds of milliseconds of CPU: keep it
+                        // off the async threads.
+                        tokio::task::spawn_blocking(move || sandbox.prepare(&component))
+                            .await
+                            .expect("compiling a module panicked")
+                    }
+                };
                 let resolved = match prepared {
                     Ok(prepared) => {
+                        self.compiled.insert(sha256.clone(), prepared.clone());
                         tracing::info!(
                             tenant = key.0,
                             task_type = key.1,
@@ -142,6 +162,7 @@ impl Registry {
                         );
                         Resolved::Ready(Arc::new(Loaded {
                             version,
+                            sha256,
                             prepared,
                             limits,
                             max_attempts,
@@ -188,6 +209,7 @@ impl Registry {
                     if (loaded.limits, loaded.max_attempts) != *limits {
                         let updated = Loaded {
                             version: loaded.version,
+                            sha256: loaded.sha256.clone(),
                             prepared: loaded.prepared.clone(),
                             limits: limits.0,
                             max_attempts: limits.1,
@@ -200,6 +222,17 @@ impl Registry {
                 }
                 _ => false,
             });
+        // A compilation no loaded version uses any more goes with its last user.
+        let used: HashSet<&str> = self
+            .modules
+            .values()
+            .filter_map(|resolved| match resolved {
+                Resolved::Ready(loaded) => Some(loaded.sha256.as_str()),
+                Resolved::Unavailable(_) => None,
+            })
+            .collect();
+        self.compiled
+            .retain(|sha256, _| used.contains(sha256.as_str()));
         self.refreshed_at = Instant::now();
         Ok(())
     }

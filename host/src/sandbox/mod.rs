@@ -124,8 +124,9 @@ pub enum RunError {
 pub struct Prepared {
     pre: TaskModulePre<RunState>,
     /// Unique to this compilation: an instance kept for reuse serves only the `Prepared`
-    /// it came from. The registry compiles each (tenant, task type, version) on its
-    /// own, so this also tells tenants and versions apart.
+    /// it came from (or a clone: the registry shares one compilation among the tenants
+    /// and versions that deployed the same bytes, and a kept instance is checked for its
+    /// tenant on its own, see `slot.rs`).
     id: u64,
     /// Where `run` is among the component's exports, looked up once.
     run: ComponentExportIndex,
