@@ -1,8 +1,12 @@
 //! Deploy validates before it stores: a refused component leaves no trace. Instance
-//! reuse is chosen per deployed version and shown by `recur module list`.
+//! reuse is chosen per deployed version and shown by `recur module list`. A host
+//! compiles a component once however many tenants deploy it.
 
-use recur_host::examples::artifacts::{NOOP_COMPONENT, WRONG_WORLD_COMPONENT};
-use recur_host::registry::{self, DeployError, DeployOptions};
+use std::sync::Arc;
+use std::time::Duration;
+
+use recur_host::examples::artifacts::{COUNTER_COMPONENT, NOOP_COMPONENT, WRONG_WORLD_COMPONENT};
+use recur_host::registry::{self, DeployError, DeployOptions, Registry, Resolved};
 use recur_host::sandbox::{Sandbox, SandboxConfig, ValidationError};
 
 use crate::support::{self, TestDb};
@@ -119,4 +123,34 @@ async fn module_list_shows_whether_instances_are_reused() {
     assert!(line("other").contains(" fresh "), "{listed}");
     let json = recur(&["module", "list", "--json"]);
     assert!(json.contains(r#""reuse_instance":true"#), "{json}");
+}
+
+/// Tenants that deploy the same component share its compilation (and so the pool's warm
+/// memory slots); another component, or a tenant's next version with other bytes, gets
+/// its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_that_deploy_the_same_component_share_its_compilation() {
+    let db = TestDb::new().await;
+    db.deploy_for("acme", "noop", NOOP_COMPONENT).await;
+    db.deploy_for("globex", "ticker", NOOP_COMPONENT).await;
+    db.deploy_for("initech", "noop", COUNTER_COMPONENT).await;
+    let sandbox = Arc::new(Sandbox::new(&SandboxConfig::default()).unwrap());
+    let mut registry = Registry::new(db.pool.clone(), sandbox, 64 << 20, Duration::from_secs(60));
+    let keys = [("acme", "noop"), ("globex", "ticker"), ("initech", "noop")];
+    let resolved = registry
+        .resolve(
+            keys.iter()
+                .map(|(t, k)| (t.to_string(), k.to_string()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let compilation = |tenant: &str, task_type: &str| match &resolved
+        [&(tenant.to_owned(), task_type.to_owned())]
+    {
+        Resolved::Ready(loaded) => loaded.prepared.compilation(),
+        Resolved::Unavailable(error) => panic!("{tenant}/{task_type}: {error}"),
+    };
+    assert_eq!(compilation("acme", "noop"), compilation("globex", "ticker"));
+    assert_ne!(compilation("acme", "noop"), compilation("initech", "noop"));
 }

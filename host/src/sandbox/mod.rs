@@ -140,6 +140,14 @@ pub struct Sandbox {
     ticker_stop: Arc<AtomicBool>,
 }
 
+impl Prepared {
+    /// Which compilation this is: equal for clones of one `Prepared`, as the registry
+    /// hands to the tenants that deployed the same component.
+    pub fn compilation(&self) -> u64 {
+        self.id
+    }
+}
+
 impl Sandbox {
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(config: &SandboxConfig) -> anyhow::Result<Sandbox> {
