@@ -22,6 +22,32 @@ pub fn tenants(count: u32) -> Vec<String> {
     (0..count).map(|i| format!("bench-{i}")).collect()
 }
 
+/// `component` with a custom section named `recur-bench` that holds `tenant`: the same
+/// code, other bytes, so the host compiles it on its own.
+pub fn marked(component: &[u8], tenant: &str) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"recur-bench";
+    let mut body = Vec::new();
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name);
+    body.extend_from_slice(tenant.as_bytes());
+    let mut bytes = component.to_vec();
+    bytes.push(0); // a custom section
+    leb128(body.len(), &mut bytes);
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
 /// Loads `tasks` `noop` tasks with keys `t0..`, task `i` in tenant `i % tenants.len()`,
 /// payload `payload`, the first due at the database's now and the rest spread evenly
 /// over `spread` (zero: all due now). Returns how long the load took.

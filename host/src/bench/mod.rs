@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// teams sees them: consecutive runs mostly belong to different tenants.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub tenants: u32,
+    /// With --tenants: each tenant deploys its own copy of noop, made distinct by a
+    /// custom section naming the tenant, as tenants running different modules would.
+    #[arg(long, requires = "tenants")]
+    pub distinct_modules: bool,
     /// Deploy noop with `--reuse-instance`: a worker keeps its instance from task to task
     /// instead of a fresh one per task (see `recur module deploy --help`).
     #[arg(long, conflicts_with = "sql_only")]
@@ -143,6 +147,8 @@ pub struct Report {
     pub tasks: usize,
     /// Tenants the tasks were spread over.
     pub tenants: u32,
+    /// Each tenant ran its own copy of noop (--distinct-modules).
+    pub distinct_modules: bool,
     pub concurrency: usize,
     pub batch: usize,
     /// Executions committed per second, over the measured window.
@@ -223,9 +229,10 @@ async fn run_enqueue(args: BenchArgs) -> anyhow::Result<()> {
         || args.reuse_instance
         || args.report_every.is_some()
         || args.tenants != 1
+        || args.distinct_modules
     {
         anyhow::bail!(
-            "--sql-only, --with-ceiling, --reuse-instance, --report-every and --tenants measure executions; --mode enqueue runs none"
+            "--sql-only, --with-ceiling, --reuse-instance, --report-every, --tenants and --distinct-modules measure executions; --mode enqueue runs none"
         );
     }
     let scratch = Scratch::create(&args.database).await?;
@@ -279,7 +286,12 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     };
     let tenants = load::tenants(args.tenants);
     for tenant in &tenants {
-        registry::deploy_with(&setup, &sandbox, tenant, "noop", noop.component, options).await?;
+        let component = if args.distinct_modules {
+            load::marked(noop.component, tenant)
+        } else {
+            noop.component.to_vec()
+        };
+        registry::deploy_with(&setup, &sandbox, tenant, "noop", &component, options).await?;
     }
     drop(sandbox);
 
@@ -380,6 +392,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         claim: format!("{:?}", args.claim).to_lowercase(),
         tasks: args.tasks,
         tenants: args.tenants,
+        distinct_modules: args.distinct_modules,
         concurrency,
         batch: args.batch,
         tasks_per_sec: round(executions as f64 / window.as_secs_f64(), 0),
