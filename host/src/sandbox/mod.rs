@@ -203,7 +203,7 @@ impl Sandbox {
             // the lock every worker's resets take. A host runs many tenants' modules in
             // turn, so it keeps a slot for each of WARM_MEMORIES of them: burn 200k over
             // 50 tenants with 50 distinct modules, 16.7-19.5k/s (exec 27-33 µs) with the
-            // 16 slots of a two-worker host, 35.0-40.6k/s (7.2-8.1 µs) with 256. Unused
+            // 16 slots of a two-worker host, 35.0-40.6k/s (7.2-8.6 µs) with 256. Unused
             // slots cost address space and the few pages each run left resident.
             .total_memories((slots * 4).max(WARM_MEMORIES))
             .max_unused_warm_slots(WARM_MEMORIES)
