@@ -1,6 +1,7 @@
 //! Loading the bench's tasks fast: one COPY of all rows, streamed in chunks so memory
 //! stays flat however many tasks are loaded, with a progress bar on a terminal, then
-//! their keys.
+//! their keys; and the tenants they are spread over, with the copies of noop that make
+//! each tenant's module its own (`--tenants`, `--distinct-modules`).
 
 use std::fmt::Write;
 use std::time::{Duration, Instant};

@@ -29,7 +29,8 @@ const ACTIVE_SQL: &str = "
     WHERE m.active";
 
 const LOAD_SQL: &str = "
-    SELECT m.tenant, m.task_type, m.version, m.sha256, m.component, m.reuse_instance,
+    SELECT m.tenant, m.task_type, m.version, m.sha256, m.reuse_instance,
+           CASE WHEN m.sha256 = ANY($3::text[]) THEN NULL ELSE m.component END AS component,
            coalesce(t.memory_bytes, 67108864) AS memory_bytes,
            coalesce(t.timeout_ms, 5000)       AS timeout_ms,
            coalesce(t.max_attempts, 5)        AS max_attempts
@@ -127,9 +128,13 @@ impl Registry {
         if !missing.is_empty() {
             let tenants: Vec<&str> = missing.iter().map(|k| k.0.as_str()).collect();
             let types: Vec<&str> = missing.iter().map(|k| k.1.as_str()).collect();
+            // The bytes of a component this host has compiled already stay in the
+            // database: many tenants may have deployed the same one.
+            let compiled: Vec<&str> = self.compiled.keys().map(String::as_str).collect();
             let rows = sqlx::query(LOAD_SQL)
                 .bind(tenants)
                 .bind(types)
+                .bind(compiled)
                 .fetch_all(&self.pool)
                 .await?;
             for row in rows {
@@ -141,7 +146,9 @@ impl Registry {
                 let prepared = match self.compiled.get(&sha256) {
                     Some(prepared) => Ok(prepared.clone()),
                     None => {
-                        let component: Vec<u8> = row.try_get("component")?;
+                        let component: Vec<u8> = row
+                            .try_get::<Option<Vec<u8>>, _>("component")?
+                            .expect("a component's bytes are left out only once compiled");
                         let sandbox = self.sandbox.clone();
                         // Compiling takes tens to hundreds of milliseconds of CPU: keep it
                         // off the async threads.
