@@ -113,6 +113,8 @@ pub struct Host {
     /// Holds the liveness lock ([`liveness`]). Apart from the stages: it must outlast
     /// the last commit, and it goes when the host is dropped (a JoinSet aborts its tasks).
     liveness: tokio::task::JoinSet<()>,
+    /// For its pool's figures; the executor runs tasks in it.
+    sandbox: Arc<Sandbox>,
 }
 
 impl Host {
@@ -186,7 +188,7 @@ impl Host {
                 sandbox_config.max_memory_bytes,
                 config.registry_refresh,
             ),
-            sandbox,
+            sandbox: sandbox.clone(),
             workers: config.concurrency,
             runner: config.runner,
             batches: batches_rx,
@@ -224,6 +226,7 @@ impl Host {
             shutdown,
             stages,
             liveness,
+            sandbox,
         })
     }
 
@@ -240,6 +243,12 @@ impl Host {
     /// The host's counters so far.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// How many of the sandbox's memory slots are warm and unused, and the bytes they
+    /// keep resident (see `recur host --warm-modules`).
+    pub fn warm_memories(&self) -> (u32, usize) {
+        self.sandbox.warm_memories()
     }
 
     /// Stops gracefully: no new leases; tasks already running finish and are committed;

@@ -10,7 +10,7 @@ use recur_host::examples::artifacts::*;
 use recur_host::lease::Claim;
 use recur_host::registry::{self, DeployOptions};
 use recur_host::sandbox::{
-    Decision, REUSE_MAX_RUNS, RunLimits, Sandbox, SandboxConfig, Slot, Task,
+    DEFAULT_WARM_MODULES, Decision, REUSE_MAX_RUNS, RunLimits, Sandbox, SandboxConfig, Slot, Task,
 };
 use recur_host::{Host, HostConfig};
 
@@ -455,5 +455,64 @@ fn noop_starts_with_a_small_memory() {
         matches!(outcome.decision, Decision::Reschedule(_)),
         "{:?}",
         outcome.decision
+    );
+}
+
+/// A run's memory slot stays warm for its module afterwards, with the pages the run
+/// touched resident, and the next run of another module takes a slot of its own while
+/// the pool keeps fewer warm modules than the host asked for; with none asked for, it
+/// takes the warm one over. More than the pool can hold is refused.
+#[test]
+fn memory_slots_stay_warm_for_as_many_modules_as_the_host_keeps() {
+    // Two compilations of noop are two modules to the pool.
+    let ran_two_modules = |warm_modules: u32| {
+        let sandbox = Sandbox::new(&SandboxConfig {
+            warm_modules,
+            ..SandboxConfig::default()
+        })
+        .expect("a sandbox");
+        let bytes = std::fs::read(NOOP_COMPONENT).expect("noop is built");
+        // Both kept: a module's warm slots are cleared when its compilation is dropped.
+        let modules = [(); 2].map(|()| sandbox.prepare(&bytes).expect("noop is valid"));
+        for noop in &modules {
+            let task = Task {
+                id: 1,
+                tenant: "default".into(),
+                task_type: "noop".into(),
+                key: "warm".into(),
+                payload: br#"{"every_ms": 1000}"#.to_vec(),
+                state: None,
+                attempt: 1,
+                runs: 0,
+                scheduled_at: 0,
+            };
+            let limits = RunLimits {
+                memory_bytes: 1 << 20,
+                timeout: Duration::from_secs(5),
+            };
+            sandbox
+                .run(&mut Slot::default(), noop, task, limits, false)
+                .expect("noop runs");
+        }
+        sandbox.warm_memories()
+    };
+    let (warm, resident) = ran_two_modules(DEFAULT_WARM_MODULES);
+    assert_eq!(warm, 2, "each module's memory stays warm");
+    assert!(resident > 0, "with the pages its run touched");
+    assert_eq!(
+        ran_two_modules(0).0,
+        1,
+        "no warm modules: one slot serves both"
+    );
+
+    let err = Sandbox::new(&SandboxConfig {
+        warm_modules: u32::MAX,
+        ..SandboxConfig::default()
+    })
+    .err()
+    .expect("too many warm modules is refused");
+    assert!(
+        err.to_string().contains("warm modules must be at most"),
+        "{err}"
     );
 }

@@ -96,6 +96,11 @@ pub struct BenchArgs {
     /// instead of a fresh one per task (see `recur module deploy --help`).
     #[arg(long, conflicts_with = "sql_only")]
     pub reuse_instance: bool,
+    /// Distinct modules each CPU's share of the instance pool keeps a memory ready for
+    /// (see `recur host --help`).
+    #[arg(long, default_value_t = crate::sandbox::DEFAULT_WARM_MODULES,
+          value_parser = crate::cli::warm_modules)]
+    pub warm_modules: u32,
     /// Print a line every this many seconds with that interval's throughput and
     /// latencies and the table's dead tuples and index size (for long runs).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -151,6 +156,11 @@ pub struct Report {
     pub distinct_modules: bool,
     pub concurrency: usize,
     pub batch: usize,
+    /// The host's --warm-modules, and the memory slots warm and unused at the end of the
+    /// window, with what they kept resident.
+    pub warm_modules: u32,
+    pub warm_memories: u32,
+    pub warm_resident_mb: f64,
     /// Executions committed per second, over the measured window.
     pub tasks_per_sec: f64,
     /// Executions committed in the window, and its length.
@@ -316,6 +326,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         vacuum: !args.no_vacuum,
         ..HostConfig::default()
     };
+    config.sandbox.warm_modules = args.warm_modules;
     if let Some(concurrency) = args.concurrency {
         config.concurrency = concurrency;
     }
@@ -362,6 +373,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let (window, cpu_end) = (window_start.elapsed(), probe::CpuSample::take());
     let latencies = host.latencies();
     let stats_end = host.stats();
+    let (warm_memories, warm_bytes) = host.warm_memories();
     let executions = stats_end.committed - stats_start.committed;
     let leases = stats_end.leases - stats_start.leases;
     let wal = wal_start.until(&probe::WalSample::take(&setup).await?);
@@ -395,6 +407,9 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         distinct_modules: args.distinct_modules,
         concurrency,
         batch: args.batch,
+        warm_modules: args.warm_modules,
+        warm_memories,
+        warm_resident_mb: round(warm_bytes as f64 / (1 << 20) as f64, 1),
         tasks_per_sec: round(executions as f64 / window.as_secs_f64(), 0),
         executions,
         seconds: round(window.as_secs_f64(), 2),
@@ -508,6 +523,10 @@ fn print_table(r: &Report) {
     println!("  table rows            {:>12}", r.table_rows);
     print_cpu(r.host_cpu_pct, r.db_cpu_pct);
     println!("  host peak rss MB      {:>12.1}", r.host_rss_mb);
+    println!(
+        "  warm memories         {:>12}   ({:.1} MB resident; --warm-modules {})",
+        r.warm_memories, r.warm_resident_mb, r.warm_modules
+    );
     println!("  load tasks/s          {:>12.0}", r.load_tasks_per_sec);
     println!(
         "  dead tuples / index   {:>12} / {} MB   (at the start of the window: {} / {} MB)",

@@ -36,9 +36,15 @@ const KEEP_RESIDENT_WITHOUT_PAGEMAP: usize = 64 << 10;
 /// Tables are small; keep them resident either way.
 const KEEP_RESIDENT_TABLES: usize = 64 << 10;
 
-/// How many memory slots the pool keeps, at least: one warm for each of this many
-/// modules (see [`Sandbox::engine`]).
-const WARM_MEMORIES: u32 = 256;
+/// How many distinct modules each shard of the pool keeps a memory warm for, unless the
+/// host is told otherwise (see [`Sandbox::engine`]).
+pub const DEFAULT_WARM_MODULES: u32 = 128;
+
+/// The most memory slots a pool may have. Each reserves 4 GiB of address space (so wasm
+/// code needs no bounds checks) and, while warm, a few mappings of its own: 8192 slots
+/// are 32 TiB of the 128 TiB a process can address, and stay well inside Linux's default
+/// limit of 65,530 mappings.
+const MAX_MEMORY_SLOTS: u32 = 8192;
 
 /// How often the epoch ticker advances the engine's epoch: the granularity of timeouts.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -51,6 +57,10 @@ pub struct SandboxConfig {
     pub concurrent_runs: u32,
     /// The most linear memory any tenant may allow a run; each pool slot is sized to it.
     pub max_memory_bytes: usize,
+    /// How many distinct modules each shard of the pool keeps a memory ready for: a run
+    /// of a module that has none maps the module's image into a slot first (see
+    /// [`Sandbox::engine`]). At most [`max_warm_modules`].
+    pub warm_modules: u32,
 }
 
 impl Default for SandboxConfig {
@@ -58,6 +68,7 @@ impl Default for SandboxConfig {
         SandboxConfig {
             concurrent_runs: 16,
             max_memory_bytes: 256 << 20,
+            warm_modules: DEFAULT_WARM_MODULES,
         }
     }
 }
@@ -155,6 +166,12 @@ impl Prepared {
 impl Sandbox {
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(config: &SandboxConfig) -> anyhow::Result<Sandbox> {
+        anyhow::ensure!(
+            config.warm_modules <= max_warm_modules(),
+            "warm modules must be at most {} on this machine, not {}",
+            max_warm_modules(),
+            config.warm_modules
+        );
         // Resetting a run's memory is much of what a fresh instance costs. By default the
         // pool returns pages with madvise, and on a multi-threaded host every madvise
         // shoots down TLB entries on the other cores: measured here, 72% of the host's CPU
@@ -201,12 +218,15 @@ impl Sandbox {
             // A memory slot stays warm for the compilation that last used it (its image
             // mapped); another compilation must map its own image in first, an mmap under
             // the lock every worker's resets take. A host runs many tenants' modules in
-            // turn, so it keeps a slot for each of WARM_MEMORIES of them: burn 200k over
+            // turn, so it keeps slots warm for config.warm_modules of them: burn 200k over
             // 50 tenants with 50 distinct modules, 16.7-19.5k/s (exec 27-33 µs) with the
-            // 16 slots of a two-worker host, 35.0-40.6k/s (7.2-8.6 µs) with 256. Unused
-            // slots cost address space and the few pages each run left resident.
-            .total_memories((slots * 4).max(WARM_MEMORIES))
-            .max_unused_warm_slots(WARM_MEMORIES)
+            // 16 slots of a two-worker host, 35.0-40.6k/s (7.2-8.6 µs) with 256. The pool
+            // splits its slots and its warm budget into one shard per CPU, and a thread
+            // takes its slots from its own shard, so each shard needs its own warm slot
+            // for each module. Unused slots cost address space and the pages each run
+            // left resident.
+            .total_memories((slots * 4).max(warm_memories(config.warm_modules)))
+            .max_unused_warm_slots(warm_memories(config.warm_modules))
             .total_tables(slots * 16)
             .total_stacks(slots)
             .max_memory_size(config.max_memory_bytes);
@@ -224,6 +244,18 @@ impl Sandbox {
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         Engine::new(&wasm)
+    }
+
+    /// How many memory slots are warm and unused, and the bytes they keep resident.
+    pub fn warm_memories(&self) -> (u32, usize) {
+        self.engine
+            .pooling_allocator_metrics()
+            .map_or((0, 0), |pool| {
+                (
+                    pool.unused_warm_memories(),
+                    pool.unused_memory_bytes_resident(),
+                )
+            })
     }
 
     /// Compiles `bytes` and checks it against the task world: it must be a component,
@@ -253,6 +285,23 @@ impl Sandbox {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
+}
+
+/// The shards wasmtime's pool splits its slots into: one per CPU, at most 16 (wasmtime's
+/// `default_shard_count`, which it does not export).
+fn pool_shards() -> u32 {
+    thread::available_parallelism().map_or(1, |n| n.get().min(16) as u32)
+}
+
+/// The warm memory slots that give each pool shard `warm_modules` of them.
+fn warm_memories(warm_modules: u32) -> u32 {
+    warm_modules.saturating_mul(pool_shards())
+}
+
+/// The largest `warm_modules` this machine's pool can hold ([`MAX_MEMORY_SLOTS`] over
+/// its shards).
+pub fn max_warm_modules() -> u32 {
+    MAX_MEMORY_SLOTS / pool_shards()
 }
 
 impl Drop for Sandbox {
