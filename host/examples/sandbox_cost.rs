@@ -3,13 +3,17 @@
 //! `--reuse-instance`, the worker's kept one), with a `{}` payload and no state. With
 //! `--tenants N` consecutive runs belong to N tenants in turn, as on a host that serves
 //! many: a worker recycles a run's host-side state only into the same tenant's next.
+//! Each tenant gets a compilation of its own, so to wasmtime they run N different modules
+//! (a host shares one among tenants that deploy the same bytes); `--warm-modules N` sets
+//! how many of them the pool keeps a memory ready for (`recur host --warm-modules`).
 //!
 //! ```text
 //! cargo run --release --example sandbox_cost -- target/release/build/recur-host-*/out/noop.wasm
 //! ```
 //!
 //! Prints the median, the 90th percentile and the mean of the runs after the first tenth
-//! (compilation and the pool's first use). `recur bench` reports the same span as
+//! (compilation and the pool's first use), then the pool's warm memories and the pages
+//! they keep resident. `recur bench` reports the same span as
 //! `exec_us_p50`, measured inside a full host, where two workers and PostgreSQL share
 //! the cores; this one is for profiling the sandbox by itself (`perf record`).
 
@@ -27,13 +31,17 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: sandbox_cost COMPONENT.wasm [RUNS] [--reuse-instance] [--tenants N]";
+    let usage = "usage: sandbox_cost COMPONENT.wasm [RUNS] [--reuse-instance] [--tenants N] [--warm-modules N]";
     let path = args.next().context(usage)?;
     let (mut runs, mut reuse, mut tenants) = (200_000_usize, false, 1_usize);
+    let mut config = SandboxConfig::default();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--reuse-instance" => reuse = true,
             "--tenants" => tenants = args.next().context(usage)?.parse().context(usage)?,
+            "--warm-modules" => {
+                config.warm_modules = args.next().context(usage)?.parse().context(usage)?
+            }
             n => runs = n.parse().context(usage)?,
         }
     }
@@ -41,7 +49,7 @@ fn run() -> anyhow::Result<()> {
     anyhow::ensure!(runs >= 10, "RUNS must be at least 10");
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {path}"))?;
 
-    let sandbox = Sandbox::new(&SandboxConfig::default())?;
+    let sandbox = Sandbox::new(&config)?;
     // One compilation per tenant, as a host's registry makes them.
     let modules = (0..tenants)
         .map(|_| sandbox.prepare(&bytes))
@@ -80,6 +88,12 @@ fn run() -> anyhow::Result<()> {
         at(0.5),
         at(0.9),
         mean / 1e3
+    );
+    let (warm, resident) = sandbox.warm_memories();
+    println!(
+        "warm memories: {warm}, keeping {:.1} KiB resident ({:.1} KiB each)",
+        resident as f64 / 1024.0,
+        resident as f64 / 1024.0 / f64::from(warm.max(1))
     );
     Ok(())
 }

@@ -217,14 +217,15 @@ impl Sandbox {
             .total_core_instances(slots * 16)
             // A memory slot stays warm for the compilation that last used it (its image
             // mapped); another compilation must map its own image in first, an mmap under
-            // the lock every worker's resets take. A host runs many tenants' modules in
-            // turn, so it keeps slots warm for config.warm_modules of them: burn 200k over
-            // 50 tenants with 50 distinct modules, 16.7-19.5k/s (exec 27-33 µs) with the
-            // 16 slots of a two-worker host, 35.0-40.6k/s (7.2-8.6 µs) with 256. The pool
-            // splits its slots and its warm budget into one shard per CPU, and a thread
-            // takes its slots from its own shard, so each shard needs its own warm slot
-            // for each module. Unused slots cost address space and the pages each run
-            // left resident.
+            // the lock every worker's resets take. While fewer than max_unused_warm_slots
+            // slots are warm and unused, a module with none of its own takes a slot never
+            // used rather than another module's. The pool splits slots and that budget
+            // into one shard per CPU and a thread takes from its own shard, so each shard
+            // gets config.warm_modules. Measured here (BENCHMARKS.md, eleventh
+            // measurement), recurring over 300 tenants with distinct modules: 128 per
+            // shard 14.9k/s (exec 81 µs), 320 per shard 29.9-31.9k/s (27-28 µs); 50
+            // modules, 16 slots for the whole pool 16.7-19.5k/s, 256 35-41k/s (burn).
+            // A warm slot costs address space and the pages its last run touched.
             .total_memories((slots * 4).max(warm_memories(config.warm_modules)))
             .max_unused_warm_slots(warm_memories(config.warm_modules))
             .total_tables(slots * 16)
