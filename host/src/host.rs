@@ -59,6 +59,8 @@ pub struct HostConfig {
     pub idle_wait: Duration,
     /// Task types this host runs; `None` runs every type.
     pub types: Option<Vec<String>>,
+    /// Tenants whose tasks this host runs; `None` runs every tenant's.
+    pub tenants: Option<Vec<String>>,
     /// How often to look for newly deployed modules.
     pub registry_refresh: Duration,
     /// Engine-wide sandbox settings.
@@ -81,6 +83,7 @@ impl Default for HostConfig {
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
             idle_wait: DEFAULT_IDLE_WAIT,
             types: None,
+            tenants: None,
             registry_refresh: DEFAULT_REGISTRY_REFRESH,
             sandbox: SandboxConfig {
                 concurrent_runs: cpus as u32,
@@ -161,6 +164,7 @@ impl Host {
                 limit: config.batch as i64,
                 lease_timeout: config.lease_timeout,
                 types: config.types.clone(),
+                tenants: config.tenants.clone(),
                 host: key,
             },
             idle_wait: config.idle_wait,

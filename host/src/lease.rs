@@ -171,6 +171,7 @@ pub async fn claim_locked(
         .bind(request.limit)
         .bind(request.types.as_deref())
         .bind(after)
+        .bind(request.tenants.as_deref())
         .fetch_all(&mut *tx)
         .await?;
     let last = rows
@@ -247,6 +248,8 @@ pub struct LeaseRequest {
     pub lease_timeout: Duration,
     /// Task types to claim; `None` claims every type.
     pub types: Option<Vec<String>>,
+    /// Tenants whose tasks to claim; `None` claims every tenant's.
+    pub tenants: Option<Vec<String>>,
     /// The claiming host's liveness key ([`crate::liveness`]), recorded with each claim
     /// so that a claim that never commits is charged to its tasks only if its host died.
     /// 0 outside a host: such claims always count.
@@ -262,6 +265,7 @@ pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTa
         .bind(request.lease_timeout.as_millis() as i64)
         .bind(request.types.as_deref())
         .bind(token)
+        .bind(request.tenants.as_deref())
         .fetch_all(pool)
         .await?;
     rows.iter()

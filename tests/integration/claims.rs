@@ -35,6 +35,7 @@ async fn claim(db: &TestDb, cursor: &mut ClaimCursor) -> (Vec<String>, Vec<Lease
         limit: 3,
         lease_timeout: Duration::from_secs(60),
         types: None,
+        tenants: None,
         host: 0,
     };
     let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();

@@ -36,6 +36,7 @@ async fn a_locked_batch_commits_while_a_timed_write_waits() {
         limit: 1,
         lease_timeout: Duration::from_secs(60),
         types: None,
+        tenants: None,
         host: 0,
     };
     let mut timed = lease(&db.pool, &request).await.unwrap();

@@ -141,6 +141,11 @@ async fn the_command_line_refuses_bad_input_on_one_line_and_writes_nothing() {
             "--types: task type \"bad type\" is not valid",
         ),
         (
+            "tenants",
+            vec!["host", "--tenants", "acme,bad tenant"],
+            "--tenants: tenant \"bad tenant\" is not valid",
+        ),
+        (
             "warm modules",
             vec!["host", "--warm-modules", "100000"],
             "expected a number of modules from 0 to",

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use recur_host::Host;
 use recur_host::commit;
+use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::NOOP_COMPONENT;
 use recur_host::lease::{Claim, LeaseRequest, lease};
 use recur_host::maintain::Vacuumed;
@@ -66,6 +67,7 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
         limit: 2,
         lease_timeout: Duration::from_millis(800),
         types: None,
+        tenants: None,
         host: 0,
     };
     let crashed = lease(&db.pool, &request).await.unwrap();
@@ -192,6 +194,41 @@ async fn a_host_limited_to_some_types_leaves_the_others_alone() {
     assert_eq!(stats.leased, 1);
     let other = db.task("not-mine").await;
     assert_eq!((other.status, other.runs, other.attempt), (0, 0, 0));
+}
+
+/// Through both claim paths: a timed lease and row locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_limited_to_some_tenants_leaves_the_others_alone() {
+    for claim in [Claim::Timed, Claim::Locked] {
+        let db = TestDb::new().await;
+        for tenant in ["acme", "globex", "initech"] {
+            db.deploy_for(tenant, "noop", NOOP_COMPONENT).await;
+        }
+        let tasks = ["acme", "globex", "initech"].map(|tenant| NewTask {
+            tenant: tenant.into(),
+            ..NewTask::new("noop", tenant)
+        });
+        enqueue::enqueue(&db.pool, &tasks).await.unwrap();
+        let config = recur_host::HostConfig {
+            tenants: Some(vec!["acme".into(), "initech".into()]),
+            claim,
+            ..test_config()
+        };
+        let host = Host::start(db.pool.clone(), config).unwrap();
+        db.wait_for(
+            "SELECT bool_and(status = 1) FROM tasks WHERE tenant IN ('acme', 'initech')",
+            Duration::from_secs(10),
+        )
+        .await;
+        let stats = host.stop().await;
+        assert_eq!(stats.leased, 2, "{claim:?}");
+        let other = db.task("globex").await;
+        assert_eq!(
+            (other.status, other.runs, other.attempt),
+            (0, 0, 0),
+            "{claim:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

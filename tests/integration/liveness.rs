@@ -33,6 +33,7 @@ fn request(host: i64, lease_timeout: Duration) -> LeaseRequest {
         limit: 10,
         lease_timeout,
         types: None,
+        tenants: None,
         host,
     }
 }

@@ -25,6 +25,10 @@ pub struct HostArgs {
     /// Only run these task types (comma-separated or repeated; default: all).
     #[arg(long, value_delimiter = ',')]
     types: Vec<String>,
+    /// Only run these tenants' tasks (comma-separated or repeated; default: all), to
+    /// give tenants hosts of their own or to spread many modules over a fleet.
+    #[arg(long, value_delimiter = ',')]
+    tenants: Vec<String>,
     /// How long a leased task stays out of other hosts' way (e.g. 60s).
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     lease_timeout: Duration,
@@ -72,8 +76,15 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
         }
         config.types = Some(args.types);
     }
+    if !args.tenants.is_empty() {
+        for t in &args.tenants {
+            crate::names::check_name("tenant", t).map_err(|e| anyhow::anyhow!("--tenants: {e}"))?;
+        }
+        config.tenants = Some(args.tenants);
+    }
     let host = Host::start(pool, config.clone())?;
-    tracing::info!(concurrency = config.concurrency, batch = config.batch, types = ?config.types, "host started");
+    tracing::info!(concurrency = config.concurrency, batch = config.batch, types = ?config.types,
+        tenants = ?config.tenants, "host started");
 
     let started = Instant::now();
     let mut progress = tokio::time::interval(PROGRESS_EVERY);

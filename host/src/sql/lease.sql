@@ -1,5 +1,6 @@
 -- Claim up to $1 due tasks and push them out of every other host's way.
--- $1 batch size, $2 lease timeout in ms, $3 task types (NULL: all), $4 lease token.
+-- $1 batch size, $2 lease timeout in ms, $3 task types (NULL: all), $4 lease token,
+-- $5 tenants (NULL: all).
 -- SKIP LOCKED lets concurrent hosts claim disjoint batches without waiting on each
 -- other; moving next_run_at forward is the lease itself, so a host that dies leaves
 -- tasks that are due again when the lease runs out, with no rescuer process. The due
@@ -14,6 +15,7 @@ WITH due AS (
     WHERE status = 0
       AND next_run_at <= now()
       AND ($3::text[] IS NULL OR task_type = ANY($3::text[]))
+      AND ($5::text[] IS NULL OR tenant = ANY($5::text[]))
     ORDER BY next_run_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
