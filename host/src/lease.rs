@@ -43,7 +43,7 @@ const CLAIM_SQL: &str = include_str!("sql/claim.sql");
 /// How a host claims due tasks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Claim {
-    /// Row locks while runs are short (a mean under [`SHORT_RUN`], the same measure the
+    /// Row locks while runs are short (a mean under 20 ms, `SHORT_RUN`, the same measure the
     /// execute stage uses for fairness), timed leases otherwise.
     #[default]
     Auto,
