@@ -423,6 +423,21 @@ fn noop_is_built_without_wasi() {
     );
 }
 
+/// A default tenant's noop task that reschedules itself, to run in a sandbox directly.
+fn noop_task(key: &str) -> Task {
+    Task {
+        id: 1,
+        tenant: "default".into(),
+        task_type: "noop".into(),
+        key: key.into(),
+        payload: br#"{"every_ms": 1000}"#.to_vec(),
+        state: None,
+        attempt: 1,
+        runs: 0,
+        scheduled_at: 0,
+    }
+}
+
 /// noop links a 64 KiB stack (modules/noop/build.rs) and the guest SDK's arena is
 /// 256 KiB, so its memory starts at 384 KiB: a fresh run is cheaper the less memory the
 /// host must look through for written pages. With Rust's 1 MiB stack it would not even
@@ -437,19 +452,14 @@ fn noop_starts_with_a_small_memory() {
         memory_bytes: 512 << 10,
         timeout: Duration::from_secs(5),
     };
-    let task = Task {
-        id: 1,
-        tenant: "default".into(),
-        task_type: "noop".into(),
-        key: "small".into(),
-        payload: br#"{"every_ms": 1000}"#.to_vec(),
-        state: None,
-        attempt: 1,
-        runs: 0,
-        scheduled_at: 0,
-    };
     let outcome = sandbox
-        .run(&mut Slot::default(), &noop, task, limits, false)
+        .run(
+            &mut Slot::default(),
+            &noop,
+            noop_task("small"),
+            limits,
+            false,
+        )
         .expect("noop runs within 512 KiB");
     assert!(
         matches!(outcome.decision, Decision::Reschedule(_)),
@@ -475,23 +485,12 @@ fn memory_slots_stay_warm_for_as_many_modules_as_the_host_keeps() {
         // Both kept: a module's warm slots are cleared when its compilation is dropped.
         let modules = [(); 2].map(|()| sandbox.prepare(&bytes).expect("noop is valid"));
         for noop in &modules {
-            let task = Task {
-                id: 1,
-                tenant: "default".into(),
-                task_type: "noop".into(),
-                key: "warm".into(),
-                payload: br#"{"every_ms": 1000}"#.to_vec(),
-                state: None,
-                attempt: 1,
-                runs: 0,
-                scheduled_at: 0,
-            };
             let limits = RunLimits {
                 memory_bytes: 1 << 20,
                 timeout: Duration::from_secs(5),
             };
             sandbox
-                .run(&mut Slot::default(), noop, task, limits, false)
+                .run(&mut Slot::default(), noop, noop_task("warm"), limits, false)
                 .expect("noop runs");
         }
         sandbox.warm_memories()
