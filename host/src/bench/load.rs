@@ -26,26 +26,13 @@ pub fn tenants(count: u32) -> Vec<String> {
 /// `component` with a custom section named `recur-bench` that holds `tenant`: the same
 /// code, other bytes, so the host compiles it on its own.
 pub fn marked(component: &[u8], tenant: &str) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"recur-bench";
-    let mut body = Vec::new();
-    leb128(name.len(), &mut body);
-    body.extend_from_slice(name);
-    body.extend_from_slice(tenant.as_bytes());
+    use wasm_encoder::ComponentSection;
     let mut bytes = component.to_vec();
-    bytes.push(0); // a custom section
-    leb128(body.len(), &mut bytes);
-    bytes.extend_from_slice(&body);
+    wasm_encoder::CustomSection {
+        name: "recur-bench".into(),
+        data: tenant.as_bytes().into(),
+    }
+    .append_to_component(&mut bytes);
     bytes
 }
 

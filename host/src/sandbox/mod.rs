@@ -212,6 +212,7 @@ impl Sandbox {
     /// PAGEMAP_SCAN ioctl (engine creation fails without it).
     fn engine(config: &SandboxConfig, pagemap: bool) -> wasmtime::Result<Engine> {
         let slots = config.concurrent_runs + 2;
+        let warm = warm_memories(config.warm_modules);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
             .total_core_instances(slots * 16)
@@ -226,8 +227,8 @@ impl Sandbox {
             // shard 14.9k/s (exec 81 µs), 320 per shard 29.9-31.9k/s (27-28 µs); 50
             // modules, 16 slots for the whole pool 16.7-19.5k/s, 256 35-41k/s (burn).
             // A warm slot costs address space and the pages its last run touched.
-            .total_memories((slots * 4).max(warm_memories(config.warm_modules)))
-            .max_unused_warm_slots(warm_memories(config.warm_modules))
+            .total_memories((slots * 4).max(warm))
+            .max_unused_warm_slots(warm)
             .total_tables(slots * 16)
             .total_stacks(slots)
             .max_memory_size(config.max_memory_bytes);
