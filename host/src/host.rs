@@ -255,6 +255,12 @@ impl Host {
         self.sandbox.warm_memories()
     }
 
+    /// How many modules the host compiled and how many it loaded from its compilation
+    /// cache (see `recur host --compile-cache`).
+    pub fn compilations(&self) -> crate::sandbox::Compilations {
+        self.sandbox.compilations()
+    }
+
     /// Stops gracefully: no new leases; tasks already running finish and are committed;
     /// tasks leased but not started are given back, due at their old time. Returns the
     /// final counters.

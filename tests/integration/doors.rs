@@ -151,6 +151,16 @@ async fn the_command_line_refuses_bad_input_on_one_line_and_writes_nothing() {
             "expected a number of modules from 0 to",
         ),
         (
+            "compile cache others may write",
+            vec!["host", "--compile-cache", "/tmp"],
+            "writable by others",
+        ),
+        (
+            "compile cache not a directory",
+            vec!["host", "--compile-cache", "/dev/null"],
+            "it is not a directory",
+        ),
+        (
             "subcommand",
             vec!["frobnicate"],
             "unrecognized subcommand 'frobnicate'",

@@ -515,3 +515,73 @@ fn memory_slots_stay_warm_for_as_many_modules_as_the_host_keeps() {
         "{err}"
     );
 }
+
+/// A second sandbox over the same compilation cache loads a module the first compiled
+/// instead of compiling it again, and runs it; a directory other users could write, or
+/// one that is not a directory, is refused with what to do.
+#[test]
+fn a_compilation_cache_serves_the_next_host_and_refuses_a_shared_directory() {
+    let base = std::env::temp_dir().join(format!("recur-compile-cache-{}", std::process::id()));
+    let dir = base.join("compiled");
+    let bytes = std::fs::read(NOOP_COMPONENT).expect("noop is built");
+    let limits = RunLimits {
+        memory_bytes: 1 << 20,
+        timeout: Duration::from_secs(5),
+    };
+    let prepare_and_run = |compile_cache: Option<&std::path::Path>| {
+        let sandbox = Sandbox::new(&SandboxConfig {
+            compile_cache: compile_cache.map(ToOwned::to_owned),
+            ..SandboxConfig::default()
+        })
+        .expect("a sandbox");
+        let noop = sandbox.prepare(&bytes).expect("noop is valid");
+        sandbox
+            .run(
+                &mut Slot::default(),
+                &noop,
+                noop_task("cached"),
+                limits,
+                false,
+            )
+            .expect("noop runs");
+        sandbox.compilations()
+    };
+    let first = prepare_and_run(Some(&dir));
+    assert_eq!((first.compiled, first.cached), (1, 0), "nothing cached yet");
+    let again = prepare_and_run(Some(&dir));
+    assert_eq!(
+        (again.compiled, again.cached),
+        (0, 1),
+        "loaded from the cache"
+    );
+    let without = prepare_and_run(None);
+    assert_eq!(
+        (without.compiled, without.cached),
+        (1, 0),
+        "no cache, compiled"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "created private to its user");
+
+    let refused = |dir: &std::path::Path| {
+        Sandbox::new(&SandboxConfig {
+            compile_cache: Some(dir.to_owned()),
+            ..SandboxConfig::default()
+        })
+        .err()
+        .expect("the directory is refused")
+        .to_string()
+    };
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = refused(&dir);
+    assert!(
+        err.contains("writable by others") && err.contains("chmod go-w"),
+        "{err}"
+    );
+    let file = base.join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let err = refused(&file);
+    assert!(err.contains("it is not a directory"), "{err}");
+    std::fs::remove_dir_all(&base).unwrap();
+}

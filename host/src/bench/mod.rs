@@ -101,6 +101,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = crate::sandbox::DEFAULT_WARM_MODULES,
           value_parser = crate::cli::warm_modules)]
     pub warm_modules: u32,
+    #[command(flatten)]
+    pub compile_cache: crate::cli::CompileCacheArgs,
     /// Print a line every this many seconds with that interval's throughput and
     /// latencies and the table's dead tuples and index size (for long runs).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -161,6 +163,9 @@ pub struct Report {
     pub warm_modules: u32,
     pub warm_memories: u32,
     pub warm_resident_mb: f64,
+    /// Components the host compiled, and those it loaded from its compilation cache.
+    pub modules_compiled: usize,
+    pub modules_cached: usize,
     /// Executions committed per second, over the measured window.
     pub tasks_per_sec: f64,
     /// Executions committed in the window, and its length.
@@ -327,6 +332,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         ..HostConfig::default()
     };
     config.sandbox.warm_modules = args.warm_modules;
+    config.sandbox.compile_cache = args.compile_cache.dir();
     if let Some(concurrency) = args.concurrency {
         config.concurrency = concurrency;
     }
@@ -374,6 +380,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let latencies = host.latencies();
     let stats_end = host.stats();
     let (warm_memories, warm_bytes) = host.warm_memories();
+    let compilations = host.compilations();
     let executions = stats_end.committed - stats_start.committed;
     let leases = stats_end.leases - stats_start.leases;
     let wal = wal_start.until(&probe::WalSample::take(&setup).await?);
@@ -410,6 +417,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         warm_modules: args.warm_modules,
         warm_memories,
         warm_resident_mb: round(warm_bytes as f64 / (1 << 20) as f64, 1),
+        modules_compiled: compilations.compiled,
+        modules_cached: compilations.cached,
         tasks_per_sec: round(executions as f64 / window.as_secs_f64(), 0),
         executions,
         seconds: round(window.as_secs_f64(), 2),
@@ -526,6 +535,10 @@ fn print_table(r: &Report) {
     println!(
         "  warm memories         {:>12}   ({:.1} MB resident; --warm-modules {})",
         r.warm_memories, r.warm_resident_mb, r.warm_modules
+    );
+    println!(
+        "  modules compiled      {:>12}   ({} from the compilation cache)",
+        r.modules_compiled, r.modules_cached
     );
     println!("  load tasks/s          {:>12.0}", r.load_tasks_per_sec);
     println!(

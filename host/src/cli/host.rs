@@ -1,6 +1,7 @@
 //! `recur host`: runs a host until SIGINT or SIGTERM, then stops gracefully (stops
 //! leasing, finishes what runs, gives back what waits) and exits 0.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -8,7 +9,7 @@ use sqlx::PgPool;
 use super::time::parse_duration;
 use crate::host::{DEFAULT_BATCH, Host, HostConfig};
 use crate::lease::Claim;
-use crate::sandbox::{DEFAULT_WARM_MODULES, max_warm_modules};
+use crate::sandbox::{DEFAULT_WARM_MODULES, compile_cache_directory, max_warm_modules};
 
 /// How often a running host logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -52,6 +53,8 @@ pub struct HostArgs {
     /// MiB).
     #[arg(long, default_value_t = DEFAULT_WARM_MODULES, value_parser = warm_modules)]
     warm_modules: u32,
+    #[command(flatten)]
+    compile_cache: CompileCacheArgs,
     /// Never vacuum the tasks table from this host (by default a host vacuums it when
     /// dead row versions pile up and autovacuum is off or behind).
     #[arg(long)]
@@ -69,6 +72,7 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
     config.claim = args.claim;
     config.vacuum = !args.no_vacuum;
     config.sandbox.warm_modules = args.warm_modules;
+    config.sandbox.compile_cache = args.compile_cache.dir();
     if !args.types.is_empty() {
         for t in &args.types {
             crate::names::check_name("task type", t)
@@ -117,6 +121,52 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
         "host stopped"
     );
     Ok(())
+}
+
+/// Where a host keeps the modules it compiled: `recur host` and `recur bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompileCacheArgs {
+    /// Keep compiled modules in this directory, so a restarted host (or another on this
+    /// machine) loads them instead of compiling them again (default:
+    /// $XDG_CACHE_HOME/recur/compiled, or ~/.cache/recur/compiled). Whoever can write it
+    /// can run code in the host: it must be this user's and writable by no one else.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_compile_cache")]
+    compile_cache: Option<PathBuf>,
+    /// Compile every module the host meets; keep nothing on disk.
+    #[arg(long)]
+    no_compile_cache: bool,
+}
+
+impl CompileCacheArgs {
+    /// The directory to use, if any. One given that cannot serve is refused when the
+    /// host starts; the default one is only warned about: the host runs without it.
+    pub fn dir(&self) -> Option<PathBuf> {
+        if self.no_compile_cache {
+            return None;
+        }
+        if let Some(dir) = &self.compile_cache {
+            return Some(dir.clone());
+        }
+        let dir = default_compile_cache()?;
+        match compile_cache_directory(&dir) {
+            Ok(dir) => Some(dir),
+            Err(err) => {
+                tracing::warn!("{err}; running without a compilation cache");
+                None
+            }
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/recur/compiled`, or `~/.cache/recur/compiled`; none without either.
+fn default_compile_cache() -> Option<PathBuf> {
+    let home = |var| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let base = home("XDG_CACHE_HOME").or_else(|| home("HOME").map(|h| h.join(".cache")))?;
+    Some(base.join("recur").join("compiled"))
 }
 
 /// Parses `--warm-modules`: a count up to what this machine's pool can hold.

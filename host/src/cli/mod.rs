@@ -8,7 +8,7 @@ mod requeue;
 mod status;
 mod time;
 
-pub(crate) use host::warm_modules;
+pub(crate) use host::{CompileCacheArgs, warm_modules};
 pub(crate) use time::parse_duration;
 
 use std::io::IsTerminal;

@@ -7,19 +7,22 @@
 //! [`RunError`] for that one task; nothing a guest does unwinds the host.
 
 mod bindings;
+mod cache;
 mod imports;
 mod slot;
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Trap};
+use wasmtime::{Cache, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Trap};
 
 pub use bindings::{Decision, Level, Outcome, Reschedule, Spawn, Task, When};
 use bindings::{TaskModule, TaskModulePre};
+pub use cache::{CacheError, directory as compile_cache_directory};
 use imports::RunState;
 pub use imports::{MAX_LOG_LINES, human_bytes, now_ms};
 pub use slot::{REUSE_MAX_GROWTH, REUSE_MAX_RUNS, Slot};
@@ -61,6 +64,9 @@ pub struct SandboxConfig {
     /// of a module that has none maps the module's image into a slot first (see
     /// [`Sandbox::engine`]). At most [`max_warm_modules`].
     pub warm_modules: u32,
+    /// Where to keep compiled modules between runs of the host (see `cache.rs`); `None`
+    /// compiles every module the host meets.
+    pub compile_cache: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -69,6 +75,7 @@ impl Default for SandboxConfig {
             concurrent_runs: 16,
             max_memory_bytes: 256 << 20,
             warm_modules: DEFAULT_WARM_MODULES,
+            compile_cache: None,
         }
     }
 }
@@ -83,7 +90,7 @@ pub struct RunLimits {
 }
 
 /// Why a component was refused at deploy (or when a host loads it).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ValidationError {
     /// The bytes are not WebAssembly at all.
     #[error(
@@ -153,6 +160,19 @@ pub struct Sandbox {
     linker: Linker<RunState>,
     /// Stops the ticker thread when the sandbox is dropped.
     ticker_stop: Arc<AtomicBool>,
+    /// The compilation cache, if the host keeps one (shared with the engine).
+    cache: Option<Cache>,
+    /// Components turned into code, by compiling or from the cache.
+    loaded: AtomicUsize,
+}
+
+/// How the modules a sandbox prepared were compiled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compilations {
+    /// Loaded from the compilation cache.
+    pub cached: usize,
+    /// Compiled (and, with a cache, stored in it).
+    pub compiled: usize,
 }
 
 impl Prepared {
@@ -182,9 +202,14 @@ impl Sandbox {
         // back from the image, and instantiating copies no data segments (0.2-0.4 µs less
         // a run than copying them in, as it was first done here). Without PAGEMAP_SCAN,
         // keeping much resident would reset it all on every run, so only a little is kept.
-        let engine = Self::engine(config, true).or_else(|err| {
+        let cache = config
+            .compile_cache
+            .as_deref()
+            .map(cache::open)
+            .transpose()?;
+        let engine = Self::engine(config, cache.clone(), true).or_else(|err| {
             tracing::debug!(error = %err, "PAGEMAP_SCAN unavailable; resetting memory with madvise");
-            Self::engine(config, false)
+            Self::engine(config, cache.clone(), false)
         })?;
 
         let mut linker = Linker::new(&engine);
@@ -205,12 +230,18 @@ impl Sandbox {
             engine,
             linker,
             ticker_stop,
+            cache,
+            loaded: AtomicUsize::new(0),
         })
     }
 
     /// An engine with the pooling allocator sized for `config`; `pagemap` requires the
     /// PAGEMAP_SCAN ioctl (engine creation fails without it).
-    fn engine(config: &SandboxConfig, pagemap: bool) -> wasmtime::Result<Engine> {
+    fn engine(
+        config: &SandboxConfig,
+        cache: Option<Cache>,
+        pagemap: bool,
+    ) -> wasmtime::Result<Engine> {
         let slots = config.concurrent_runs + 2;
         let warm = warm_memories(config.warm_modules);
         let mut pool = PoolingAllocationConfig::default();
@@ -244,7 +275,8 @@ impl Sandbox {
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .memory_init_cow(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .cache(cache);
         Engine::new(&wasm)
     }
 
@@ -260,6 +292,17 @@ impl Sandbox {
             })
     }
 
+    /// How many components [`Sandbox::prepare`] loaded from the compilation cache and
+    /// how many it compiled, since the sandbox started.
+    pub fn compilations(&self) -> Compilations {
+        let loaded = self.loaded.load(Ordering::Relaxed);
+        let cached = self.cache.as_ref().map_or(0, Cache::cache_hits);
+        Compilations {
+            cached,
+            compiled: loaded.saturating_sub(cached),
+        }
+    }
+
     /// Compiles `bytes` and checks it against the task world: it must be a component,
     /// import nothing beyond what the linker grants, and export `run` with the right type.
     pub fn prepare(&self, bytes: &[u8]) -> Result<Prepared, ValidationError> {
@@ -270,6 +313,7 @@ impl Sandbox {
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| ValidationError::Invalid(one_line(&e)))?;
+        self.loaded.fetch_add(1, Ordering::Relaxed);
         let pre = self
             .linker
             .instantiate_pre(&component)
