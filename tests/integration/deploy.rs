@@ -1,12 +1,13 @@
 //! Deploy validates before it stores: a refused component leaves no trace. Instance
 //! reuse is chosen per deployed version and shown by `recur module list`. A host
-//! compiles a component once however many tenants deploy it.
+//! compiles a component once however many tenants deploy it, in the background.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use recur_host::examples::artifacts::{COUNTER_COMPONENT, NOOP_COMPONENT, WRONG_WORLD_COMPONENT};
-use recur_host::registry::{self, DeployError, DeployOptions, Registry, Resolved};
+use recur_host::registry::{self, DeployError, DeployOptions, ModuleKey, Registry, Resolved};
 use recur_host::sandbox::{Sandbox, SandboxConfig, ValidationError};
 
 use crate::support::{self, TestDb};
@@ -137,20 +138,45 @@ async fn tenants_that_deploy_the_same_component_share_its_compilation() {
     let sandbox = Arc::new(Sandbox::new(&SandboxConfig::default()).unwrap());
     let mut registry = Registry::new(db.pool.clone(), sandbox, 64 << 20, Duration::from_secs(60));
     let keys = [("acme", "noop"), ("globex", "ticker"), ("initech", "noop")];
-    let resolved = registry
-        .resolve(
-            keys.iter()
-                .map(|(t, k)| (t.to_string(), k.to_string()))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    let keys: HashSet<ModuleKey> = keys
+        .iter()
+        .map(|(t, k)| (t.to_string(), k.to_string()))
+        .collect();
+    // Two components to compile, one at a time: the first resolve queues both.
+    let first = registry.resolve(keys.clone()).await.unwrap();
+    assert!(
+        first.values().all(|r| matches!(r, Resolved::Compiling)),
+        "resolve queues compilations instead of waiting for them"
+    );
+    let mut done = registry.compiled().await;
+    done.extend(registry.compiled().await);
+    done.sort();
+    let mut expected: Vec<ModuleKey> = keys.iter().cloned().collect();
+    expected.sort();
+    assert_eq!(
+        done, expected,
+        "each compilation names the keys it resolved"
+    );
+    let resolved = registry.resolve(keys).await.unwrap();
     let compilation = |tenant: &str, task_type: &str| match &resolved
         [&(tenant.to_owned(), task_type.to_owned())]
     {
         Resolved::Ready(loaded) => loaded.prepared.compilation(),
         Resolved::Unavailable(error) => panic!("{tenant}/{task_type}: {error}"),
+        Resolved::Compiling => panic!("{tenant}/{task_type}: still compiling"),
     };
     assert_eq!(compilation("acme", "noop"), compilation("globex", "ticker"));
     assert_ne!(compilation("acme", "noop"), compilation("initech", "noop"));
+
+    // A fourth tenant deploying noop too is ready at once: nothing to compile.
+    db.deploy_for("hooli", "noop", NOOP_COMPONENT).await;
+    let key = ("hooli".to_owned(), "noop".to_owned());
+    let resolved = registry
+        .resolve(HashSet::from([key.clone()]))
+        .await
+        .unwrap();
+    assert!(
+        matches!(resolved[&key], Resolved::Ready(_)),
+        "shares the compilation"
+    );
 }

@@ -4,7 +4,7 @@
 //! async tasks: a run is CPU-bound and synchronous, and wasmtime's epoch deadline, not
 //! the async runtime, bounds how long it takes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -88,6 +88,9 @@ use outbox::Outbox;
 pub use queue::{ModuleTimes, PROVEN_RUNS, SHORT_RUN};
 use queue::{Queue, Taken};
 
+/// Tasks waiting for their module's compilation, by (tenant, task type).
+type Parked = HashMap<crate::registry::ModuleKey, Vec<LeasedTask>>;
+
 /// One task and the module to run it with.
 pub struct Job {
     task: LeasedTask,
@@ -135,9 +138,19 @@ impl Executor {
         }
 
         let mut shutdown = self.shutdown.clone();
+        // Tasks whose module is being compiled, queued once it is (see registry/mod.rs).
+        let mut parked = Parked::new();
         loop {
             let batch = tokio::select! {
                 batch = self.batches.recv() => batch,
+                keys = self.registry.compiled() => {
+                    let tasks = keys.iter().filter_map(|key| parked.remove(key)).flatten();
+                    let tasks: Vec<LeasedTask> = tasks.collect();
+                    if !tasks.is_empty() {
+                        self.dispatch(tasks, &jobs, &mut parked).await;
+                    }
+                    continue;
+                }
                 _ = shutdown.changed(), if !stopping.load(Ordering::Relaxed) => {
                     stopping.store(true, Ordering::Relaxed);
                     jobs.wake();
@@ -145,7 +158,16 @@ impl Executor {
                 }
             };
             let Some(batch) = batch else { break };
-            self.dispatch(batch, &jobs).await;
+            self.dispatch(batch, &jobs, &mut parked).await;
+        }
+        // The host is stopping: what still waits for a compilation is given back.
+        let waiting: Vec<Finished> = parked
+            .into_values()
+            .flatten()
+            .map(Finished::NotRun)
+            .collect();
+        if !waiting.is_empty() {
+            let _ = self.finished.send(waiting);
         }
         stopping.store(true, Ordering::Relaxed);
         jobs.close();
@@ -158,8 +180,9 @@ impl Executor {
         .ok();
     }
 
-    /// Resolves the batch's modules and queues each task, or sends it on as unrunnable.
-    async fn dispatch(&mut self, batch: Vec<LeasedTask>, jobs: &Queue) {
+    /// Resolves the batch's modules and queues each task, parks it until its module is
+    /// compiled, or sends it on as unrunnable.
+    async fn dispatch(&mut self, batch: Vec<LeasedTask>, jobs: &Queue, parked: &mut Parked) {
         let keys: HashSet<_> = batch
             .iter()
             .map(|t| (t.tenant.clone(), t.task_type.clone()))
@@ -200,6 +223,13 @@ impl Executor {
                         task,
                         module: module.clone(),
                     });
+                    continue;
+                }
+                // It waits here, holding its claim: a task under a row lock keeps its
+                // batch from committing meanwhile. (Given back instead, it would lose
+                // what the claim charged it for a dead host's earlier try.)
+                Some(Resolved::Compiling) => {
+                    parked.entry(key).or_default().push(task);
                     continue;
                 }
                 Some(Resolved::Unavailable(error)) => Finished::NoModule(task, error.clone()),

@@ -3,14 +3,23 @@
 //! first time a task needs it, compiles it once, and notices new deployments (hot swap)
 //! and changed tenant limits by re-reading the small `modules` index every few seconds.
 //! Tenants that deploy the same component (by its sha256) share one compilation.
+//!
+//! Compiling takes tens of milliseconds for a small module and seconds for a large one,
+//! so it happens in the background, one component at a time (wasmtime already spreads
+//! one compilation over the cores): [`Registry::resolve`] answers
+//! [`Resolved::Compiling`] for a module not compiled yet, and [`Registry::compiled`]
+//! says when it is. Meanwhile every other tenant's tasks keep running: one tenant's new
+//! deployment, or a host meeting hundreds of modules at start, holds back only the tasks
+//! that need those modules.
 
 mod deploy;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::{PgPool, Row};
+use tokio::task::JoinSet;
 
 pub use deploy::{
     DeployError, DeployOptions, Deployed, MAX_COMPONENT_BYTES, ModuleInfo, deploy, deploy_with,
@@ -18,7 +27,7 @@ pub use deploy::{
 };
 
 use crate::execute::ModuleTimes;
-use crate::sandbox::{Prepared, RunLimits, Sandbox};
+use crate::sandbox::{Prepared, RunLimits, Sandbox, ValidationError};
 
 const ACTIVE_SQL: &str = "
     SELECT m.tenant, m.task_type, m.version,
@@ -69,7 +78,21 @@ pub enum Resolved {
     Ready(Arc<Loaded>),
     /// Nothing runnable, and the error to record on the task.
     Unavailable(String),
+    /// Its component is being compiled: [`Registry::compiled`] names it when it is done.
+    Compiling,
 }
+
+/// A (tenant, task type) waiting for its component's compilation, with what its row said.
+struct Waiting {
+    key: ModuleKey,
+    version: i32,
+    reuse_instance: bool,
+    limits: RunLimits,
+    max_attempts: i32,
+}
+
+/// A finished compilation: the component's sha256 and the result.
+type Compiled = (String, Result<Prepared, ValidationError>);
 
 /// The cache of prepared modules. Owned by the execute stage's dispatcher, which is its
 /// only user, so it needs no lock.
@@ -88,6 +111,12 @@ pub struct Registry {
     /// remapping a slot, under the memory-map lock both workers contend for) against
     /// 5.5 µs with one tenant.
     compiled: HashMap<String, Prepared>,
+    /// Components being compiled or queued for it, by sha256, with the keys that wait.
+    waiting: HashMap<String, Vec<Waiting>>,
+    /// Components queued for compilation behind the one in `compiling`.
+    queued: VecDeque<(String, Vec<u8>)>,
+    /// The compilation in progress, if any: at most one.
+    compiling: JoinSet<Compiled>,
     /// How often to look for new deployments; also how long "no module" is believed.
     refresh_every: Duration,
     refreshed_at: Instant,
@@ -107,13 +136,17 @@ impl Registry {
             max_memory_bytes,
             modules: HashMap::new(),
             compiled: HashMap::new(),
+            waiting: HashMap::new(),
+            queued: VecDeque::new(),
+            compiling: JoinSet::new(),
             refresh_every,
             refreshed_at: Instant::now(),
         }
     }
 
-    /// Resolves every (tenant, task type) in `keys`, loading and compiling what is not
-    /// cached yet. A database error leaves the keys unresolved and is returned.
+    /// Resolves every (tenant, task type) in `keys`, loading what is not cached yet and
+    /// queueing what needs compiling ([`Resolved::Compiling`]). A database error leaves
+    /// the keys unresolved and is returned.
     pub async fn resolve(
         &mut self,
         keys: HashSet<ModuleKey>,
@@ -128,75 +161,137 @@ impl Registry {
         if !missing.is_empty() {
             let tenants: Vec<&str> = missing.iter().map(|k| k.0.as_str()).collect();
             let types: Vec<&str> = missing.iter().map(|k| k.1.as_str()).collect();
-            // The bytes of a component this host has compiled already stay in the
-            // database: many tenants may have deployed the same one.
-            let compiled: Vec<&str> = self.compiled.keys().map(String::as_str).collect();
+            // The bytes of a component this host has compiled, or is compiling, already
+            // stay in the database: many tenants may have deployed the same one.
+            let known: Vec<&str> = self
+                .compiled
+                .keys()
+                .chain(self.waiting.keys())
+                .map(String::as_str)
+                .collect();
             let rows = sqlx::query(LOAD_SQL)
                 .bind(tenants)
                 .bind(types)
-                .bind(compiled)
+                .bind(known)
                 .fetch_all(&self.pool)
                 .await?;
             for row in rows {
                 let key: ModuleKey = (row.try_get("tenant")?, row.try_get("task_type")?);
-                let version: i32 = row.try_get("version")?;
                 let sha256: String = row.try_get("sha256")?;
-                let reuse_instance: bool = row.try_get("reuse_instance")?;
                 let (limits, max_attempts) = self.limits(&row)?;
-                let prepared = match self.compiled.get(&sha256) {
-                    Some(prepared) => Ok(prepared.clone()),
-                    None => {
-                        let component: Vec<u8> = row
-                            .try_get::<Option<Vec<u8>>, _>("component")?
-                            .expect("a component's bytes are left out only once compiled");
-                        let sandbox = self.sandbox.clone();
-                        // Compiling takes tens to hundreds of milliseconds of CPU: keep it
-                        // off the async threads.
-                        tokio::task::spawn_blocking(move || sandbox.prepare(&component))
-                            .await
-                            .expect("compiling a module panicked")
-                    }
+                let waiting = Waiting {
+                    key: key.clone(),
+                    version: row.try_get("version")?,
+                    reuse_instance: row.try_get("reuse_instance")?,
+                    limits,
+                    max_attempts,
                 };
-                let resolved = match prepared {
-                    Ok(prepared) => {
-                        self.compiled.insert(sha256.clone(), prepared.clone());
-                        tracing::info!(
-                            tenant = key.0,
-                            task_type = key.1,
-                            version,
-                            reuse_instance,
-                            "module loaded"
-                        );
-                        Resolved::Ready(Arc::new(Loaded {
-                            version,
-                            sha256,
-                            prepared,
-                            limits,
-                            max_attempts,
-                            reuse_instance,
-                            run_times: Arc::default(),
-                        }))
-                    }
-                    Err(err) => {
-                        tracing::error!(tenant = key.0, task_type = key.1, version, error = %err, "module cannot load");
-                        Resolved::Unavailable(format!(
-                            "module '{}' version {version} of tenant '{}' cannot load on this host: {err}",
-                            key.1, key.0
-                        ))
-                    }
-                };
-                self.modules.insert(key, resolved);
+                if let Some(prepared) = self.compiled.get(&sha256) {
+                    let ready = Ok(prepared.clone());
+                    self.install(waiting, &sha256, ready);
+                    continue;
+                }
+                self.modules.insert(key, Resolved::Compiling);
+                if let Some(others) = self.waiting.get_mut(&sha256) {
+                    others.push(waiting);
+                    continue;
+                }
+                let component: Vec<u8> = row
+                    .try_get::<Option<Vec<u8>>, _>("component")?
+                    .expect("a component's bytes are left out only once compiled or queued");
+                self.waiting.insert(sha256.clone(), vec![waiting]);
+                self.queued.push_back((sha256, component));
             }
             for key in keys.iter() {
                 self.modules
                     .entry(key.clone())
                     .or_insert_with(|| Resolved::Unavailable(no_module_error(&key.0, &key.1)));
             }
+            self.compile_next();
         }
         Ok(keys
             .into_iter()
             .filter_map(|k| self.modules.get(&k).cloned().map(|r| (k, r)))
             .collect())
+    }
+
+    /// Waits for the compilation in progress to finish, and returns the keys it
+    /// resolved (ready, or unavailable with the error). Never returns while nothing is
+    /// being compiled. Cancel-safe: a `select!` may drop it and call it again.
+    pub async fn compiled(&mut self) -> Vec<ModuleKey> {
+        let Some(done) = self.compiling.join_next().await else {
+            return std::future::pending().await;
+        };
+        let (sha256, result) = done.expect("compiling a module panicked");
+        self.compile_next();
+        let mut keys = Vec::new();
+        for waiting in self.waiting.remove(&sha256).unwrap_or_default() {
+            keys.push(waiting.key.clone());
+            self.install(waiting, &sha256, result.clone());
+        }
+        if let Ok(prepared) = result {
+            self.compiled.insert(sha256, prepared);
+        }
+        keys
+    }
+
+    /// Starts compiling the next queued component, unless one is being compiled.
+    fn compile_next(&mut self) {
+        if !self.compiling.is_empty() {
+            return;
+        }
+        let Some((sha256, component)) = self.queued.pop_front() else {
+            return;
+        };
+        let sandbox = self.sandbox.clone();
+        // Compiling takes tens to hundreds of milliseconds of CPU: keep it off the async
+        // threads.
+        self.compiling
+            .spawn_blocking(move || (sha256, sandbox.prepare(&component)));
+    }
+
+    /// Records what a key resolved to, once its component is compiled (or failed to).
+    fn install(
+        &mut self,
+        waiting: Waiting,
+        sha256: &str,
+        prepared: Result<Prepared, ValidationError>,
+    ) {
+        let Waiting {
+            key,
+            version,
+            reuse_instance,
+            limits,
+            max_attempts,
+        } = waiting;
+        let resolved = match prepared {
+            Ok(prepared) => {
+                tracing::info!(
+                    tenant = key.0,
+                    task_type = key.1,
+                    version,
+                    reuse_instance,
+                    "module loaded"
+                );
+                Resolved::Ready(Arc::new(Loaded {
+                    version,
+                    sha256: sha256.to_owned(),
+                    prepared,
+                    limits,
+                    max_attempts,
+                    reuse_instance,
+                    run_times: Arc::default(),
+                }))
+            }
+            Err(err) => {
+                tracing::error!(tenant = key.0, task_type = key.1, version, error = %err, "module cannot load");
+                Resolved::Unavailable(format!(
+                    "module '{}' version {version} of tenant '{}' cannot load on this host: {err}",
+                    key.1, key.0
+                ))
+            }
+        };
+        self.modules.insert(key, resolved);
     }
 
     /// Drops cached entries that a deployment replaced, forgets every "no module", and
@@ -227,6 +322,9 @@ impl Registry {
                     }
                     true
                 }
+                // Resolved when its compilation ends; a version deployed meanwhile is
+                // loaded at the refresh after that.
+                (Resolved::Compiling, _) => true,
                 _ => false,
             });
         // A compilation no loaded version uses any more goes with its last user.
@@ -235,7 +333,7 @@ impl Registry {
             .values()
             .filter_map(|resolved| match resolved {
                 Resolved::Ready(loaded) => Some(loaded.sha256.as_str()),
-                Resolved::Unavailable(_) => None,
+                Resolved::Unavailable(_) | Resolved::Compiling => None,
             })
             .collect();
         self.compiled
