@@ -158,6 +158,12 @@ impl Host {
         let mut liveness = tokio::task::JoinSet::new();
         liveness.spawn(liveness::hold(pool.clone(), key, alive_tx));
 
+        let registry = Registry::new(
+            pool.clone(),
+            sandbox.clone(),
+            sandbox_config.max_memory_bytes,
+            config.registry_refresh,
+        );
         let leaser = Leaser {
             pool: pool.clone(),
             request: LeaseRequest {
@@ -165,6 +171,7 @@ impl Host {
                 lease_timeout: config.lease_timeout,
                 types: config.types.clone(),
                 tenants: config.tenants.clone(),
+                skip: None,
                 host: key,
             },
             idle_wait: config.idle_wait,
@@ -184,14 +191,10 @@ impl Host {
             shutdown: shutdown_rx.clone(),
             stats: stats.clone(),
             cursor: ClaimCursor::default(),
+            compiling: registry.watch_compiling(),
         };
         let executor = Executor {
-            registry: Registry::new(
-                pool.clone(),
-                sandbox.clone(),
-                sandbox_config.max_memory_bytes,
-                config.registry_refresh,
-            ),
+            registry,
             sandbox: sandbox.clone(),
             workers: config.concurrency,
             runner: config.runner,

@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use crate::execute::{PROVEN_RUNS, SHORT_RUN};
 use crate::liveness;
+use crate::registry::Compiling;
 use crate::stats::Stats;
 use crate::task::LeasedTask;
 
@@ -172,6 +173,8 @@ pub async fn claim_locked(
         .bind(request.types.as_deref())
         .bind(after)
         .bind(request.tenants.as_deref())
+        .bind(request.skip.as_ref().map(|skip| &skip.tenants))
+        .bind(request.skip.as_ref().map(|skip| &skip.types))
         .fetch_all(&mut *tx)
         .await?;
     let last = rows
@@ -250,6 +253,9 @@ pub struct LeaseRequest {
     pub types: Option<Vec<String>>,
     /// Tenants whose tasks to claim; `None` claims every tenant's.
     pub tenants: Option<Vec<String>>,
+    /// (tenant, task type) pairs not to claim: those whose module the host is compiling
+    /// ([`Registry::watch_compiling`](crate::registry::Registry::watch_compiling)).
+    pub skip: Option<Arc<Compiling>>,
     /// The claiming host's liveness key ([`crate::liveness`]), recorded with each claim
     /// so that a claim that never commits is charged to its tasks only if its host died.
     /// 0 outside a host: such claims always count.
@@ -266,6 +272,8 @@ pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTa
         .bind(request.types.as_deref())
         .bind(token)
         .bind(request.tenants.as_deref())
+        .bind(request.skip.as_ref().map(|skip| &skip.tenants))
+        .bind(request.skip.as_ref().map(|skip| &skip.types))
         .fetch_all(pool)
         .await?;
     rows.iter()
@@ -327,6 +335,8 @@ pub struct Leaser {
     pub stats: Arc<Stats>,
     /// Where the next locked claim starts.
     pub cursor: ClaimCursor,
+    /// What the host is compiling, left unclaimed until it is ready.
+    pub compiling: watch::Receiver<Option<Arc<Compiling>>>,
 }
 
 impl Leaser {
@@ -398,6 +408,7 @@ impl Leaser {
             }
             let request = LeaseRequest {
                 limit: wanted,
+                skip: self.compiling.borrow().clone(),
                 ..self.request.clone()
             };
             let started = Instant::now();

@@ -36,6 +36,7 @@ async fn claim(db: &TestDb, cursor: &mut ClaimCursor) -> (Vec<String>, Vec<Lease
         lease_timeout: Duration::from_secs(60),
         types: None,
         tenants: None,
+        skip: None,
         host: 0,
     };
     let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();

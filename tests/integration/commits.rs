@@ -37,6 +37,7 @@ async fn a_locked_batch_commits_while_a_timed_write_waits() {
         lease_timeout: Duration::from_secs(60),
         types: None,
         tenants: None,
+        skip: None,
         host: 0,
     };
     let mut timed = lease(&db.pool, &request).await.unwrap();

@@ -148,6 +148,18 @@ async fn tenants_that_deploy_the_same_component_share_its_compilation() {
         first.values().all(|r| matches!(r, Resolved::Compiling)),
         "resolve queues compilations instead of waiting for them"
     );
+    let compiling = registry.watch_compiling();
+    let pairs = compiling.borrow().clone().expect("the lease stage is told");
+    let mut told: Vec<ModuleKey> = pairs
+        .tenants
+        .iter()
+        .cloned()
+        .zip(pairs.types.clone())
+        .collect();
+    told.sort();
+    let mut expected: Vec<ModuleKey> = keys.iter().cloned().collect();
+    expected.sort();
+    assert_eq!(told, expected, "the pairs whose tasks to leave unclaimed");
     let mut done = registry.compiled().await;
     done.extend(registry.compiled().await);
     done.sort();

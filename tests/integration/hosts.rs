@@ -1,16 +1,20 @@
 //! Many hosts, one table: disjoint leases, every due task run, and crashes that lose
 //! nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use recur_host::Host;
 use recur_host::commit;
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::NOOP_COMPONENT;
-use recur_host::lease::{Claim, LeaseRequest, lease};
+use recur_host::lease::{Claim, ClaimCursor, LeaseRequest, claim_locked, lease};
 use recur_host::maintain::Vacuumed;
 use recur_host::outcome;
+use recur_host::registry::Compiling;
 use recur_host::sandbox::{Decision, Outcome};
+use recur_host::task::LeasedTask;
+use tokio::sync::Semaphore;
 
 use crate::support::{TestDb, test_config, wait};
 
@@ -68,6 +72,7 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
         lease_timeout: Duration::from_millis(800),
         types: None,
         tenants: None,
+        skip: None,
         host: 0,
     };
     let crashed = lease(&db.pool, &request).await.unwrap();
@@ -229,6 +234,64 @@ async fn a_host_limited_to_some_tenants_leaves_the_others_alone() {
             "{claim:?}"
         );
     }
+}
+
+/// Both claim statements leave alone the (tenant, task type) pairs the host is compiling
+/// a module for, and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_leave_the_tasks_of_modules_being_compiled_alone() {
+    let db = TestDb::new().await;
+    let tasks =
+        [("acme", "noop"), ("acme", "ticker"), ("globex", "noop")].map(|(tenant, task_type)| {
+            NewTask {
+                tenant: tenant.into(),
+                ..NewTask::new(task_type, format!("{tenant}-{task_type}"))
+            }
+        });
+    enqueue::enqueue(&db.pool, &tasks).await.unwrap();
+    let request = LeaseRequest {
+        limit: 10,
+        lease_timeout: Duration::from_secs(60),
+        types: None,
+        tenants: None,
+        skip: Some(Arc::new(Compiling {
+            tenants: vec!["acme".into()],
+            types: vec!["noop".into()],
+        })),
+        host: 0,
+    };
+    let keys = |claimed: &[LeasedTask]| {
+        let mut keys: Vec<String> = claimed.iter().map(|t| t.key.clone()).collect();
+        keys.sort();
+        keys
+    };
+    let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+    let locked = claim_locked(&db.pool, &request, &mut ClaimCursor::default(), permit)
+        .await
+        .unwrap();
+    assert_eq!(keys(&locked), ["acme-ticker", "globex-noop"], "row locks");
+    locked[0]
+        .lock
+        .clone()
+        .unwrap()
+        .take()
+        .await
+        .unwrap()
+        .rollback()
+        .await
+        .unwrap();
+    let timed = lease(&db.pool, &request).await.unwrap();
+    assert_eq!(keys(&timed), ["acme-ticker", "globex-noop"], "timed lease");
+    let rest = lease(
+        &db.pool,
+        &LeaseRequest {
+            skip: None,
+            ..request
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(keys(&rest), ["acme-noop"], "unclaimed, and due");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

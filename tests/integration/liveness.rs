@@ -34,6 +34,7 @@ fn request(host: i64, lease_timeout: Duration) -> LeaseRequest {
         lease_timeout,
         types: None,
         tenants: None,
+        skip: None,
         host,
     }
 }

@@ -17,7 +17,9 @@
 -- (named by the token's first eight bytes) is gone.
 -- $1 batch size, $2 task types (NULL: all), $3 the claim cursor: the due time of the
 -- last task the host's previous claim took, or NULL to start from the front (see
--- ClaimCursor in lease.rs), $4 tenants (NULL: all).
+-- ClaimCursor in lease.rs), $4 tenants (NULL: all), $5 and $6 the (tenant, task type)
+-- pairs not to claim, side by side (NULL: none): those whose module the host is
+-- compiling, which would only wait in the host (see registry/mod.rs).
 WITH claimed AS (
     SELECT id, tenant, task_type, key, payload, state, attempt, runs,
            coalesce(due_at, next_run_at) AS scheduled_at, lease_token,
@@ -28,6 +30,8 @@ WITH claimed AS (
       AND next_run_at >= coalesce($3::timestamptz, '-infinity')
       AND ($2::text[] IS NULL OR task_type = ANY($2::text[]))
       AND ($4::text[] IS NULL OR tenant = ANY($4::text[]))
+      AND ($5::text[] IS NULL
+           OR (tenant, task_type) NOT IN (SELECT * FROM unnest($5::text[], $6::text[])))
     ORDER BY next_run_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED

@@ -1,6 +1,7 @@
 -- Claim up to $1 due tasks and push them out of every other host's way.
 -- $1 batch size, $2 lease timeout in ms, $3 task types (NULL: all), $4 lease token,
--- $5 tenants (NULL: all).
+-- $5 tenants (NULL: all), $6 and $7 the (tenant, task type) pairs not to claim, side by
+-- side (NULL: none): those whose module the host is compiling (see registry/mod.rs).
 -- SKIP LOCKED lets concurrent hosts claim disjoint batches without waiting on each
 -- other; moving next_run_at forward is the lease itself, so a host that dies leaves
 -- tasks that are due again when the lease runs out, with no rescuer process. The due
@@ -16,6 +17,8 @@ WITH due AS (
       AND next_run_at <= now()
       AND ($3::text[] IS NULL OR task_type = ANY($3::text[]))
       AND ($5::text[] IS NULL OR tenant = ANY($5::text[]))
+      AND ($6::text[] IS NULL
+           OR (tenant, task_type) NOT IN (SELECT * FROM unnest($6::text[], $7::text[])))
     ORDER BY next_run_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
