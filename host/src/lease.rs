@@ -20,6 +20,9 @@
 //! once, instead of a few tasks per claim as fast as claims go, each paying for its
 //! round trips, its transaction and its `claims` row. A task that falls due meanwhile
 //! waits up to the idle wait to start.
+//!
+//! Tasks of a module the host is still compiling are not claimed at all (the registry
+//! names them, see `registry/mod.rs`): they would only wait in the host, holding slots.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

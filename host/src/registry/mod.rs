@@ -10,7 +10,8 @@
 //! [`Resolved::Compiling`] for a module not compiled yet, and [`Registry::compiled`]
 //! says when it is. Meanwhile every other tenant's tasks keep running: one tenant's new
 //! deployment, or a host meeting hundreds of modules at start, holds back only the tasks
-//! that need those modules.
+//! that need those modules, and the lease stage stops claiming those until they are
+//! ready ([`Registry::watch_compiling`]).
 
 mod deploy;
 
