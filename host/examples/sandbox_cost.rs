@@ -5,7 +5,9 @@
 //! many: a worker recycles a run's host-side state only into the same tenant's next.
 //! Each tenant gets a compilation of its own, so to wasmtime they run N different modules
 //! (a host shares one among tenants that deploy the same bytes); `--warm-modules N` sets
-//! how many of them the pool keeps a memory ready for (`recur host --warm-modules`).
+//! how many of them the pool keeps a memory ready for (`recur host --warm-modules`), and
+//! `--compile-cache DIR` loads them from (and keeps them in) a compilation cache, as
+//! `recur host --compile-cache` does: it prints how long preparing them took.
 //!
 //! ```text
 //! cargo run --release --example sandbox_cost -- target/release/build/recur-host-*/out/noop.wasm
@@ -31,7 +33,7 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: sandbox_cost COMPONENT.wasm [RUNS] [--reuse-instance] [--tenants N] [--warm-modules N]";
+    let usage = "usage: sandbox_cost COMPONENT.wasm [RUNS] [--reuse-instance] [--tenants N] [--warm-modules N] [--compile-cache DIR]";
     let path = args.next().context(usage)?;
     let (mut runs, mut reuse, mut tenants) = (200_000_usize, false, 1_usize);
     let mut config = SandboxConfig::default();
@@ -42,6 +44,7 @@ fn run() -> anyhow::Result<()> {
             "--warm-modules" => {
                 config.warm_modules = args.next().context(usage)?.parse().context(usage)?
             }
+            "--compile-cache" => config.compile_cache = Some(args.next().context(usage)?.into()),
             n => runs = n.parse().context(usage)?,
         }
     }
@@ -51,9 +54,19 @@ fn run() -> anyhow::Result<()> {
 
     let sandbox = Sandbox::new(&config)?;
     // One compilation per tenant, as a host's registry makes them.
+    let preparing = Instant::now();
     let modules = (0..tenants)
         .map(|_| sandbox.prepare(&bytes))
         .collect::<Result<Vec<_>, _>>()?;
+    let prepared = preparing.elapsed();
+    let how = sandbox.compilations();
+    println!(
+        "prepared {tenants} in {:.1} ms, {:.2} ms each ({} compiled, {} from the cache)",
+        prepared.as_secs_f64() * 1e3,
+        prepared.as_secs_f64() * 1e3 / tenants as f64,
+        how.compiled,
+        how.cached
+    );
     let mut slot = Slot::default();
     let limits = RunLimits {
         memory_bytes: 64 << 20,
