@@ -1,14 +1,16 @@
 //! Tenants and neighbours: one tenant's module cannot read or change another tenant's
-//! tasks, and a well-behaved module keeps its pace on a host that is also running every
-//! kind of misbehaving module.
+//! tasks, a well-behaved module keeps its pace on a host that is also running every
+//! kind of misbehaving module, and on one that is compiling other tenants' modules.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::*;
+use recur_host::sandbox::{Sandbox, SandboxConfig};
+use recur_host::{Host, bench, registry};
 
 use crate::faults::{Fleet, audit};
-use crate::support::TestDb;
+use crate::support::{TestDb, test_config};
 
 fn task(tenant: &str, task_type: &str, key: &str, payload: &str) -> NewTask {
     NewTask {
@@ -192,5 +194,58 @@ async fn a_tenant_with_a_long_deadline_cannot_take_every_worker() {
         audit.max_gap_ms < 10_000,
         "the good tenant stood still for {} ms while the bad one spun",
         audit.max_gap_ms
+    );
+}
+
+/// While a host compiles the modules of 30 tenants it meets at once (one after another,
+/// seconds in all), a tenant whose module it has ready keeps running on schedule: only
+/// the tasks that need a module wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_keeps_running_while_the_host_compiles_other_tenants_modules() {
+    const EVERY_MS: u64 = 50;
+    let db = TestDb::new().await;
+    db.deploy_for("steady", "noop", NOOP_COMPONENT).await;
+    let payload = format!(r#"{{"every_ms": {EVERY_MS}}}"#);
+    enqueue::enqueue(&db.pool, &[task("steady", "noop", "tick", &payload)])
+        .await
+        .unwrap();
+    // Thirty tenants with noop made distinct, so that the host compiles each.
+    let noop = std::fs::read(NOOP_COMPONENT).unwrap();
+    let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
+    let newcomers: Vec<String> = (0..30).map(|i| format!("new-{i}")).collect();
+    for tenant in &newcomers {
+        let bytes = bench::marked(&noop, tenant);
+        registry::deploy(&db.pool, &sandbox, tenant, "noop", &bytes)
+            .await
+            .unwrap();
+    }
+    let host = Host::start(db.pool.clone(), test_config()).unwrap();
+    db.wait_for(
+        "SELECT runs >= 3 FROM tasks WHERE key = 'tick'",
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let before = db.task("tick").await.runs;
+    let started = Instant::now();
+    let tasks: Vec<NewTask> = newcomers
+        .iter()
+        .map(|tenant| task(tenant, "noop", "once", ""))
+        .collect();
+    enqueue::enqueue(&db.pool, &tasks).await.unwrap();
+    db.wait_for(
+        "SELECT bool_and(status = 1) FROM tasks WHERE tenant LIKE 'new-%'",
+        Duration::from_secs(120),
+    )
+    .await;
+    let window = started.elapsed();
+    let during = db.task("tick").await.runs - before;
+    host.stop().await;
+    // On schedule it would run window / EVERY_MS times; a host that stopped everything
+    // to compile runs it about once. A quarter leaves room for a slow machine.
+    let on_schedule = (window.as_millis() as u64 / EVERY_MS) as i64;
+    assert!(
+        during >= (on_schedule / 4).max(3),
+        "tick ran {during} times in {window:?} of compiling ({on_schedule} on schedule)"
     );
 }

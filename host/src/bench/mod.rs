@@ -18,6 +18,8 @@ mod load;
 mod probe;
 mod trend;
 
+pub use load::marked;
+
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
