@@ -144,8 +144,8 @@ impl Executor {
             let batch = tokio::select! {
                 batch = self.batches.recv() => batch,
                 keys = self.registry.compiled() => {
-                    let tasks = keys.iter().filter_map(|key| parked.remove(key)).flatten();
-                    let tasks: Vec<LeasedTask> = tasks.collect();
+                    let tasks: Vec<LeasedTask> =
+                        keys.iter().filter_map(|key| parked.remove(key)).flatten().collect();
                     if !tasks.is_empty() {
                         self.dispatch(tasks, &jobs, &mut parked).await;
                     }

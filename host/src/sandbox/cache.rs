@@ -54,7 +54,7 @@ pub fn open(dir: &Path) -> Result<Cache, CacheError> {
     config.with_directory(&dir);
     Cache::new(config).map_err(|err| CacheError::Wasmtime {
         path: dir,
-        message: format!("{err:#}").replace('\n', " "),
+        message: super::one_line(&err),
     })
 }
 
