@@ -22,6 +22,7 @@ use crate::stats::Stats;
 use crate::task::LeasedTask;
 
 const COMMIT_SQL: &str = include_str!("sql/commit.sql");
+const KEEP_LOST_RUNS_SQL: &str = include_str!("sql/keep_lost_runs.sql");
 
 /// What one commit statement changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -133,6 +134,8 @@ pub struct Committer {
 struct LockedBatch {
     lock: Arc<lease::BatchLock>,
     writes: Vec<Write>,
+    /// Tasks given back unrun that carry dead hosts' tries: (id, tries).
+    lost_runs: Vec<(i64, i32)>,
     finished: usize,
     /// When its last task arrived.
     completed: Option<Instant>,
@@ -237,8 +240,9 @@ impl Committer {
                 let write = outcome::lost(&task, max_attempts);
                 (task, Some(write))
             }
-            // A locked task that never ran needs no write: the rollback-free commit of
-            // its batch releases its lock and leaves it due, exactly as it was.
+            // A locked task that never ran needs no write: the commit of its batch
+            // releases its lock and leaves it due, as it was, with any tries of dead
+            // hosts its claim took over added (see `write_locked`).
             Finished::NotRun(task) => (task, None),
         };
         if let Some(write) = &write {
@@ -254,9 +258,13 @@ impl Committer {
         let batch = locked.entry(lock.id).or_insert_with(|| LockedBatch {
             lock: lock.clone(),
             writes: Vec::new(),
+            lost_runs: Vec::new(),
             finished: 0,
             completed: None,
         });
+        if write.is_none() && task.lost_runs > 0 {
+            batch.lost_runs.push((task.id, task.lost_runs));
+        }
         batch.writes.extend(write);
         batch.finished += 1;
         if batch.finished == lock.size
@@ -282,7 +290,8 @@ impl Writer {
     /// was cut, the database restarted), the locks are gone and the tasks are due again;
     /// the outcomes are then written through the pool instead, fenced by the row
     /// versions the claim saw, so that every run no other host has taken over since
-    /// still counts.
+    /// still counts. (The lost tries of tasks given back need nothing then: the
+    /// rollback put back the dead batches' claims rows that hold them.)
     async fn write_locked(&self, batch: LockedBatch) {
         let Some(mut tx) = batch.lock.take().await else {
             return;
@@ -302,6 +311,14 @@ impl Writer {
         }
         let key = Some(batch.lock.key);
         let result = async {
+            if !batch.lost_runs.is_empty() {
+                let (ids, tries): (Vec<i64>, Vec<i32>) = batch.lost_runs.iter().copied().unzip();
+                sqlx::query(KEEP_LOST_RUNS_SQL)
+                    .bind(ids)
+                    .bind(tries)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let done = commit(&mut *tx, &batch.writes, key, false).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(done)

@@ -215,6 +215,7 @@ pub async fn claim_locked(
             Ok(LeasedTask {
                 token: row.try_get("lease_token")?,
                 version: Some(row.try_get("row_version")?),
+                lost_runs: row.try_get("lost_runs")?,
                 lock: Some(lock.clone()),
                 ..task(row, claimed, request.lease_timeout)?
             })
@@ -232,6 +233,7 @@ fn task(row: &PgRow, claimed: Instant, lease: Duration) -> Result<LeasedTask, sq
         payload: row.try_get("payload")?,
         state: row.try_get("state")?,
         attempt: row.try_get("attempt")?,
+        lost_runs: 0,
         runs: row.try_get("runs")?,
         scheduled_at: row.try_get("scheduled_at")?,
         token: None,

@@ -39,6 +39,9 @@ pub struct LeasedTask {
     pub state: Option<Vec<u8>>,
     /// Tries of the current run, this one included (the lease raised it).
     pub attempt: i32,
+    /// Of `attempt`, the tries of dead hosts' locked claims that this claim took over
+    /// (claim.sql); 0 for a timed lease. A locked task given back unrun keeps them.
+    pub lost_runs: i32,
     /// Successful runs before this one.
     pub runs: i64,
     /// When this run was due: before the lease pushed `next_run_at` out, and before any

@@ -1,5 +1,6 @@
 //! The commit stage on its own: a timed write that has to wait does not hold up the
-//! commit of a locked batch, whose claim would otherwise run out behind it.
+//! commit of a locked batch, whose claim would otherwise run out behind it; a locked
+//! batch that gives a task back unrun keeps the tries its claim counted for dead hosts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,19 +28,39 @@ fn completed(task: LeasedTask) -> Vec<Finished> {
     }]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_locked_batch_commits_while_a_timed_write_waits() {
-    let db = TestDb::new().await;
-    db.deploy("noop", NOOP_COMPONENT).await;
-    assert_eq!(db.enqueue_n("noop", 2, "").await, 2);
-    let request = LeaseRequest {
+/// One task at a time, for 60 s, claimed outside any host (so a claim that never
+/// commits always counts as a lost try).
+fn one_task() -> LeaseRequest {
+    LeaseRequest {
         limit: 1,
         lease_timeout: Duration::from_secs(60),
         types: None,
         tenants: None,
         skip: None,
         host: 0,
+    }
+}
+
+/// A committer writing into `db`, fed by the returned sender.
+fn committer(db: &TestDb) -> (mpsc::UnboundedSender<Vec<Finished>>, Committer) {
+    let (finished, from_workers) = mpsc::unbounded_channel();
+    let committer = Committer {
+        pool: db.pool.clone(),
+        finished: from_workers,
+        max_rows: 1000,
+        give_up_after: Duration::from_secs(60),
+        slots: Arc::new(Semaphore::new(0)),
+        stats: Arc::new(Stats::default()),
     };
+    (finished, committer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_batch_commits_while_a_timed_write_waits() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    assert_eq!(db.enqueue_n("noop", 2, "").await, 2);
+    let request = one_task();
     let mut timed = lease(&db.pool, &request).await.unwrap();
     let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
     let mut locked = claim_locked(&db.pool, &request, &mut ClaimCursor::default(), permit)
@@ -56,15 +77,7 @@ async fn a_locked_batch_commits_while_a_timed_write_waits() {
         .await
         .unwrap();
 
-    let (finished, from_workers) = mpsc::unbounded_channel();
-    let committer = Committer {
-        pool: db.pool.clone(),
-        finished: from_workers,
-        max_rows: 1000,
-        give_up_after: Duration::from_secs(60),
-        slots: Arc::new(Semaphore::new(0)),
-        stats: Arc::new(Stats::default()),
-    };
+    let (finished, committer) = committer(&db);
     let committing = tokio::spawn(committer.run());
     finished.send(completed(timed)).unwrap();
     // (`query` is cut at 1 kB, inside commit.sql's opening comment.)
@@ -95,4 +108,51 @@ async fn a_locked_batch_commits_while_a_timed_write_waits() {
     .await;
     drop(finished);
     committing.await.unwrap();
+}
+
+/// A locked batch gives a task back unrun (its module is still compiling, the host is
+/// stopping): the task is due again as it was, and the try of a dead batch that its claim
+/// took over stays counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_task_given_back_unrun_keeps_the_tries_of_dead_batches() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    db.enqueue(&[("noop", "a", "")]).await;
+    let claim = || async {
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let mut tasks = claim_locked(&db.pool, &one_task(), &mut ClaimCursor::default(), permit)
+            .await
+            .unwrap();
+        assert_eq!(tasks.len(), 1, "the task was not due");
+        tasks.remove(0)
+    };
+
+    // A batch dies: its transaction ends without a commit, its claims row stays.
+    let dead = claim().await;
+    assert_eq!((dead.attempt, dead.lost_runs), (1, 0));
+    dead.lock
+        .unwrap()
+        .take()
+        .await
+        .unwrap()
+        .rollback()
+        .await
+        .unwrap();
+    // The next claim takes that row over and counts its try.
+    let task = claim().await;
+    assert_eq!((task.attempt, task.lost_runs), (2, 1));
+
+    let (finished, committer) = committer(&db);
+    let committing = tokio::spawn(committer.run());
+    finished.send(vec![Finished::NotRun(task)]).unwrap();
+    drop(finished);
+    committing.await.unwrap();
+
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM claims").await, 0);
+    let row = db.task("a").await;
+    assert_eq!((row.status, row.runs, row.attempt), (0, 0, 1), "{row:?}");
+    // Due again at once, and its next claim hands out the same attempt as the one that
+    // gave it back.
+    let again = claim().await;
+    assert_eq!((again.attempt, again.lost_runs), (2, 0));
 }

@@ -226,7 +226,9 @@ async fn a_host_limited_to_some_tenants_leaves_the_others_alone() {
         )
         .await;
         let stats = host.stop().await;
-        assert_eq!(stats.leased, 2, "{claim:?}");
+        // (Leased may count a task twice: a locked claim gives back what it took while
+        // the module compiled.)
+        assert_eq!(stats.executed, 2, "{claim:?}");
         let other = db.task("globex").await;
         assert_eq!(
             (other.status, other.runs, other.attempt),

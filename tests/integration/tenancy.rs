@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::*;
+use recur_host::lease::Claim;
 use recur_host::sandbox::{Sandbox, SandboxConfig};
-use recur_host::{Host, bench, registry};
+use recur_host::{Host, HostConfig, bench, registry};
 
 use crate::faults::{Fleet, audit};
 use crate::support::{TestDb, test_config};
@@ -247,5 +248,68 @@ async fn a_tenant_keeps_running_while_the_host_compiles_other_tenants_modules() 
     assert!(
         during >= (on_schedule / 4).max(3),
         "tick ran {during} times in {window:?} of compiling ({on_schedule} on schedule)"
+    );
+}
+
+/// Under row locks, a claim that takes tasks whose modules are still compiling gives them
+/// back at once rather than holding its batch, and every other outcome in it, until they
+/// are ready; the claims after it leave them alone until they are. Held, the batch here
+/// would outlive its claim (the tests' 2 s lease) while 30 modules compile, and its runs
+/// would be stopped or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_batch_gives_back_the_tasks_of_modules_being_compiled() {
+    let db = TestDb::new().await;
+    let noop = std::fs::read(NOOP_COMPONENT).unwrap();
+    let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
+    let newcomers: Vec<String> = (0..30).map(|i| format!("new-{i}")).collect();
+    for tenant in &newcomers {
+        let bytes = bench::marked(&noop, tenant);
+        registry::deploy(&db.pool, &sandbox, tenant, "noop", &bytes)
+            .await
+            .unwrap();
+    }
+    let config = HostConfig {
+        claim: Claim::Locked,
+        ..test_config()
+    };
+    let host = Host::start(db.pool.clone(), config).unwrap();
+    let tasks: Vec<NewTask> = newcomers
+        .iter()
+        .map(|tenant| task(tenant, "noop", "once", ""))
+        .collect();
+    enqueue::enqueue(&db.pool, &tasks).await.unwrap();
+
+    // The host compiles only what a claim brought it: once one module is ready, the
+    // tasks have been claimed.
+    let started = Instant::now();
+    while host.compilations().compiled == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing compiled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A batch held for its modules would keep every task not run yet locked.
+    db.wait_for(
+        "SELECT count(*) > 0 FROM (SELECT 1 FROM tasks
+            WHERE tenant LIKE 'new-%' AND status = 0 FOR UPDATE SKIP LOCKED) AS free",
+        Duration::from_secs(30),
+    )
+    .await;
+    let compiled = host.compilations().compiled;
+    assert!(
+        compiled < 30,
+        "no task was free before all 30 modules were compiled"
+    );
+    db.wait_for(
+        "SELECT bool_and(status = 1) FROM tasks WHERE tenant LIKE 'new-%'",
+        Duration::from_secs(120),
+    )
+    .await;
+    let stats = host.stop().await;
+    assert_eq!(
+        (stats.executed, stats.expired, stats.fenced_out),
+        (30, 0, 0),
+        "each task should run once, in time, its outcome kept: {stats:?}"
     );
 }

@@ -88,7 +88,7 @@ use outbox::Outbox;
 pub use queue::{ModuleTimes, PROVEN_RUNS, SHORT_RUN};
 use queue::{Queue, Taken};
 
-/// Tasks waiting for their module's compilation, by (tenant, task type).
+/// Timed-lease tasks waiting for their module's compilation, by (tenant, task type).
 type Parked = HashMap<crate::registry::ModuleKey, Vec<LeasedTask>>;
 
 /// One task and the module to run it with.
@@ -138,7 +138,8 @@ impl Executor {
         }
 
         let mut shutdown = self.shutdown.clone();
-        // Tasks whose module is being compiled, queued once it is (see registry/mod.rs).
+        // Timed-lease tasks whose module is being compiled, queued once it is (see
+        // registry/mod.rs).
         let mut parked = Parked::new();
         loop {
             let batch = tokio::select! {
@@ -225,9 +226,13 @@ impl Executor {
                     });
                     continue;
                 }
-                // It waits here, holding its claim: a task under a row lock keeps its
-                // batch from committing meanwhile. (Given back instead, it would lose
-                // what the claim charged it for a dead host's earlier try.)
+                // A task under a row lock goes back at once: waiting here, it would keep
+                // its whole batch from committing (and past the lease timeout, lose the
+                // batch's session). It is due again, and this host's claims leave it
+                // alone until the module is ready (`Registry::watch_compiling`); its
+                // dead hosts' tries stay counted (keep_lost_runs.sql). A timed lease
+                // holds nothing else up, so its task waits here for the module.
+                Some(Resolved::Compiling) if task.lock.is_some() => Finished::NotRun(task),
                 Some(Resolved::Compiling) => {
                     parked.entry(key).or_default().push(task);
                     continue;

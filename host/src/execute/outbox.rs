@@ -78,6 +78,7 @@ mod tests {
             payload: Vec::new(),
             state: None,
             attempt: 0,
+            lost_runs: 0,
             runs: 0,
             scheduled_at: chrono::Utc::now(),
             token: None,

@@ -14,7 +14,9 @@
 -- that is in this transaction, so it becomes permanent only with the batch's commit; if
 -- this batch dies too, the rows come back and the next claim counts both. Likewise a
 -- task whose timed lease ran out gets a new attempt number only if that lease's host
--- (named by the token's first eight bytes) is gone.
+-- (named by the token's first eight bytes) is gone. `lost_runs` says how many of the
+-- attempt are those lost batches' tries: a task the batch gives back unrun keeps them
+-- (keep_lost_runs.sql).
 -- $1 batch size, $2 task types (NULL: all), $3 the claim cursor: the due time of the
 -- last task the host's previous claim took, or NULL to start from the front (see
 -- ClaimCursor in lease.rs), $4 tenants (NULL: all), $5 and $6 the (tenant, task type)
@@ -65,6 +67,7 @@ SELECT c.id, c.tenant, c.task_type, c.key, c.payload, c.state,
            + CASE WHEN c.lease_token IS NULL THEN 1
                   WHEN recur_host_gone(recur_token_host(c.lease_token)) THEN 1
                   ELSE 0 END AS attempt,
+       coalesce(r.n, 0)::integer AS lost_runs,
        c.runs, c.scheduled_at,
        c.lease_token, c.row_version, c.next_run_at
 FROM claimed AS c
