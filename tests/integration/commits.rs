@@ -130,14 +130,8 @@ async fn a_locked_task_given_back_unrun_keeps_the_tries_of_dead_batches() {
     // A batch dies: its transaction ends without a commit, its claims row stays.
     let dead = claim().await;
     assert_eq!((dead.attempt, dead.lost_runs), (1, 0));
-    dead.lock
-        .unwrap()
-        .take()
-        .await
-        .unwrap()
-        .rollback()
-        .await
-        .unwrap();
+    let tx = dead.lock.unwrap().take().await.unwrap();
+    tx.rollback().await.unwrap();
     // The next claim takes that row over and counts its try.
     let task = claim().await;
     assert_eq!((task.attempt, task.lost_runs), (2, 1));

@@ -198,6 +198,21 @@ async fn a_tenant_with_a_long_deadline_cannot_take_every_worker() {
     );
 }
 
+/// Thirty tenants `new-0` to `new-29`, each with noop made distinct, so that a host
+/// compiles each; returns their names.
+async fn deploy_newcomers(db: &TestDb) -> Vec<String> {
+    let noop = std::fs::read(NOOP_COMPONENT).unwrap();
+    let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
+    let newcomers: Vec<String> = (0..30).map(|i| format!("new-{i}")).collect();
+    for tenant in &newcomers {
+        let bytes = bench::marked(&noop, tenant);
+        registry::deploy(&db.pool, &sandbox, tenant, "noop", &bytes)
+            .await
+            .unwrap();
+    }
+    newcomers
+}
+
 /// While a host compiles the modules of 30 tenants it meets at once (one after another,
 /// seconds in all), a tenant whose module it has ready keeps running on schedule: only
 /// the tasks that need a module wait for it.
@@ -210,16 +225,7 @@ async fn a_tenant_keeps_running_while_the_host_compiles_other_tenants_modules() 
     enqueue::enqueue(&db.pool, &[task("steady", "noop", "tick", &payload)])
         .await
         .unwrap();
-    // Thirty tenants with noop made distinct, so that the host compiles each.
-    let noop = std::fs::read(NOOP_COMPONENT).unwrap();
-    let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
-    let newcomers: Vec<String> = (0..30).map(|i| format!("new-{i}")).collect();
-    for tenant in &newcomers {
-        let bytes = bench::marked(&noop, tenant);
-        registry::deploy(&db.pool, &sandbox, tenant, "noop", &bytes)
-            .await
-            .unwrap();
-    }
+    let newcomers = deploy_newcomers(&db).await;
     let host = Host::start(db.pool.clone(), test_config()).unwrap();
     db.wait_for(
         "SELECT runs >= 3 FROM tasks WHERE key = 'tick'",
@@ -259,15 +265,7 @@ async fn a_tenant_keeps_running_while_the_host_compiles_other_tenants_modules() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_batch_gives_back_the_tasks_of_modules_being_compiled() {
     let db = TestDb::new().await;
-    let noop = std::fs::read(NOOP_COMPONENT).unwrap();
-    let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
-    let newcomers: Vec<String> = (0..30).map(|i| format!("new-{i}")).collect();
-    for tenant in &newcomers {
-        let bytes = bench::marked(&noop, tenant);
-        registry::deploy(&db.pool, &sandbox, tenant, "noop", &bytes)
-            .await
-            .unwrap();
-    }
+    let newcomers = deploy_newcomers(&db).await;
     let config = HostConfig {
         claim: Claim::Locked,
         ..test_config()
