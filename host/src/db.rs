@@ -49,20 +49,31 @@ pub enum DbError {
 
 /// Opens a pool of up to `max_connections` connections to `url`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
-    connect_logging_slow(url, max_connections, tracing::log::LevelFilter::Warn).await
+    connect_with(url, max_connections, tracing::log::LevelFilter::Warn, true).await
+}
+
+/// [`connect`] for a host's pipeline, whose every claim and commit acquires a
+/// connection: sqlx's default ping on each acquire would be a round trip before each of
+/// them, on the lease loop's serial path (measured, BENCHMARKS.md). Without it, a
+/// connection that died while idle fails its next statement, where the host's stages
+/// retry (sqlx still pings a connection when it goes back to the pool, off that path).
+/// Code that does not retry keeps the ping: [`connect`].
+pub async fn connect_for_host(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
+    connect_with(url, max_connections, tracing::log::LevelFilter::Warn, false).await
 }
 
 /// [`connect`] for statements that are long by design (a bench loading millions of
 /// tasks): sqlx's warning for a statement over a second goes to the debug level, where
 /// it does not read as a fault in the middle of a normal run.
 pub async fn connect_for_bulk(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
-    connect_logging_slow(url, max_connections, tracing::log::LevelFilter::Debug).await
+    connect_with(url, max_connections, tracing::log::LevelFilter::Debug, true).await
 }
 
-async fn connect_logging_slow(
+async fn connect_with(
     url: &str,
     max_connections: u32,
     slow: tracing::log::LevelFilter,
+    ping_on_acquire: bool,
 ) -> Result<PgPool, DbError> {
     let shown = hide_password(url);
     let options: PgConnectOptions = url.parse().map_err(|source| DbError::BadUrl {
@@ -76,6 +87,7 @@ async fn connect_logging_slow(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(ping_on_acquire)
         .connect_with(options)
         .await
         .map_err(|source| DbError::Connect { url: shown, source })

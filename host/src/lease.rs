@@ -21,6 +21,10 @@
 //! round trips, its transaction and its `claims` row. A task that falls due meanwhile
 //! waits up to the idle wait to start.
 //!
+//! The loop itself is serial, so it keeps off its path what need not be there: a
+//! locked claim's `claims` row, which its tasks must wait for, is written while the loop
+//! makes the next claim ([`record_and_send`]).
+//!
 //! Tasks of a module the host is still compiling are not claimed at all (the registry
 //! names them, see `registry/mod.rs`): they would only wait in the host, holding slots.
 
@@ -32,6 +36,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::execute::{PROVEN_RUNS, SHORT_RUN};
@@ -145,31 +150,86 @@ impl ClaimCursor {
     }
 }
 
+/// A locked claim whose tasks may not run yet: its `claims` row is not on record.
+///
+/// The row is written outside the claim's transaction, so that it outlives a crash, and
+/// before any of the claim's tasks runs, so that a run that takes the host down has its
+/// attempt counted. Writing it takes a connection and a round trip of its own; the lease
+/// stage does it beside its next claim ([`Leaser`]) rather than in its way.
+#[derive(Debug)]
+pub struct PendingClaim {
+    tasks: Vec<LeasedTask>,
+    key: i64,
+    host: i64,
+}
+
+impl PendingClaim {
+    /// How many tasks the claim took.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether it took none.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Writes the claim's `claims` row (the batch's commit deletes it in its transaction);
+    /// the tasks may run once this returns them. On an error the tasks are dropped, which
+    /// rolls their transaction back, and they are due again.
+    pub async fn record(self, pool: &PgPool) -> Result<Vec<LeasedTask>, sqlx::Error> {
+        if self.tasks.is_empty() {
+            return Ok(self.tasks);
+        }
+        let ids: Vec<i64> = self.tasks.iter().map(|task| task.id).collect();
+        sqlx::query("INSERT INTO claims (key, task_ids, host) VALUES ($1, $2, $3)")
+            .bind(self.key)
+            .bind(&ids)
+            .bind(self.host)
+            .execute(pool)
+            .await?;
+        Ok(self.tasks)
+    }
+}
+
 /// Claims up to `limit` due tasks under row locks in a new transaction, which stays open
-/// in the returned tasks' [`BatchLock`] until their outcomes are committed in it. The
-/// claim starts at `cursor` and moves it past the rows it took.
+/// in the returned tasks' [`BatchLock`] until their outcomes are committed in it, and
+/// records the claim. The claim starts at `cursor` and moves it past the rows it took.
 pub async fn claim_locked(
     pool: &PgPool,
     request: &LeaseRequest,
     cursor: &mut ClaimCursor,
     permit: OwnedSemaphorePermit,
 ) -> Result<Vec<LeasedTask>, sqlx::Error> {
+    claim_locked_pending(pool, request, cursor, permit)
+        .await?
+        .record(pool)
+        .await
+}
+
+/// [`claim_locked`] without recording the claim: its tasks must not run before
+/// [`PendingClaim::record`] has returned them.
+pub async fn claim_locked_pending(
+    pool: &PgPool,
+    request: &LeaseRequest,
+    cursor: &mut ClaimCursor,
+    permit: OwnedSemaphorePermit,
+) -> Result<PendingClaim, sqlx::Error> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(0);
     let claimed = Instant::now();
     let key = Uuid::new_v4().as_u64_pair().0 as i64;
-    let mut tx = pool.begin().await?;
     // The lease timeout bounds a locked claim too: a host that stalls (paused, hung)
     // with the transaction open loses its session and its locks after it, instead of
     // holding the rows for as long as the process lives. The advisory lock says that
-    // this claim is alive for as long as its transaction is.
-    sqlx::query(
-        "SELECT set_config('idle_in_transaction_session_timeout', $1, true), \
-                pg_advisory_xact_lock($2)",
-    )
-    .bind(format!("{}ms", request.lease_timeout.as_millis()))
-    .bind(key)
-    .execute(&mut *tx)
-    .await?;
+    // this claim is alive for as long as its transaction is. Both go with the BEGIN, in
+    // one round trip (integers only, so nothing to quote).
+    let mut tx = pool
+        .begin_with(format!(
+            "BEGIN; SELECT set_config('idle_in_transaction_session_timeout', '{}ms', true), \
+                    pg_advisory_xact_lock({key})",
+            request.lease_timeout.as_millis()
+        ))
+        .await?;
     let after = cursor.start();
     let rows = sqlx::query(CLAIM_SQL)
         .bind(request.limit)
@@ -185,23 +245,15 @@ pub async fn claim_locked(
         .map(|row| row.try_get("next_run_at"))
         .transpose()?;
     cursor.advance(request.limit, rows.len(), last);
+    let mut pending = PendingClaim {
+        tasks: Vec::new(),
+        key,
+        host: request.host,
+    };
     if rows.is_empty() {
         tx.rollback().await?;
-        return Ok(Vec::new());
+        return Ok(pending);
     }
-    // Recorded outside the transaction, so that it outlives a crash; the batch's commit
-    // deletes it inside. Before any task runs: a run that could take the host down has
-    // its attempt on record first.
-    let ids: Vec<i64> = rows
-        .iter()
-        .map(|row| row.try_get("id"))
-        .collect::<Result<_, _>>()?;
-    sqlx::query("INSERT INTO claims (key, task_ids, host) VALUES ($1, $2, $3)")
-        .bind(key)
-        .bind(&ids)
-        .bind(request.host)
-        .execute(pool)
-        .await?;
     let lock = Arc::new(BatchLock {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         key,
@@ -210,7 +262,8 @@ pub async fn claim_locked(
         tx: tokio::sync::Mutex::new(Some(tx)),
         _permit: permit,
     });
-    rows.iter()
+    pending.tasks = rows
+        .iter()
         .map(|row| {
             Ok(LeasedTask {
                 token: row.try_get("lease_token")?,
@@ -220,7 +273,8 @@ pub async fn claim_locked(
                 ..task(row, claimed, request.lease_timeout)?
             })
         })
-        .collect()
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(pending)
 }
 
 /// The task fields common to both claims (token and lock filled in by the caller).
@@ -309,6 +363,48 @@ pub async fn give_back(pool: &PgPool, tasks: &[LeasedTask]) -> Result<u64, sqlx:
     Ok(done.rows_affected())
 }
 
+/// What one claim took.
+enum Claimed {
+    /// Tasks under a timed lease, ready to run.
+    Leased(Vec<LeasedTask>),
+    /// Tasks under row locks, to run once the claim is recorded.
+    Pending(PendingClaim),
+}
+
+impl Claimed {
+    fn len(&self) -> usize {
+        match self {
+            Claimed::Leased(tasks) => tasks.len(),
+            Claimed::Pending(pending) => pending.len(),
+        }
+    }
+}
+
+/// Records a locked claim, then sends its tasks to the execute stage. The lease stage
+/// runs this beside its next claim: waiting for the `claims` row before claiming again
+/// kept the serial lease loop a round trip longer per batch, and more under load (measured,
+/// BENCHMARKS.md). If the row cannot be written, the tasks never run: dropping them
+/// rolls their claim back, and their slots are freed here.
+async fn record_and_send(
+    pending: PendingClaim,
+    pool: PgPool,
+    batches: mpsc::Sender<Vec<LeasedTask>>,
+    slots: Arc<Semaphore>,
+) {
+    let size = pending.len();
+    match pending.record(&pool).await {
+        // If the execute stage is gone (the host is stopping), dropping the tasks rolls
+        // their claim back, and they are due again.
+        Ok(tasks) => {
+            let _ = batches.send(tasks).await;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, tasks = size, "recording a claim failed; its tasks are due again");
+            slots.add_permits(size);
+        }
+    }
+}
+
 /// The lease stage: a loop that claims batches while slots are free.
 pub struct Leaser {
     /// The pool leases run on.
@@ -382,6 +478,15 @@ impl Leaser {
     /// Leases until shutdown. Database errors are logged and retried with backoff; they
     /// never end the loop.
     pub async fn run(mut self) {
+        let mut recording = JoinSet::new();
+        self.lease_until_shutdown(&mut recording).await;
+        // Claims still being recorded go on to the execute stage, which gives them back.
+        while recording.join_next().await.is_some() {}
+    }
+
+    /// The loop of [`Leaser::run`]; `recording` holds the locked claims whose `claims` row
+    /// is being written (see [`record_and_send`]).
+    async fn lease_until_shutdown(&mut self, recording: &mut JoinSet<()>) {
         tokio::select! {
             _ = self.alive.wait_for(|held| *held) => {}
             _ = self.shutdown.changed() => return,
@@ -418,14 +523,19 @@ impl Leaser {
             };
             let started = Instant::now();
             let claimed = match self.lock_permit() {
-                Some(permit) => claim_locked(&self.pool, &request, &mut self.cursor, permit).await,
-                None => lease(&self.pool, &request).await,
+                Some(permit) => {
+                    claim_locked_pending(&self.pool, &request, &mut self.cursor, permit)
+                        .await
+                        .map(Claimed::Pending)
+                }
+                None => lease(&self.pool, &request).await.map(Claimed::Leased),
             };
             match claimed {
-                Ok(tasks) => {
+                Ok(claimed) => {
                     backoff = Duration::from_millis(100);
-                    self.stats.lease_done(tasks.len(), started.elapsed());
-                    let unused = wanted as usize - tasks.len();
+                    let took = claimed.len();
+                    self.stats.lease_done(took, started.elapsed());
+                    let unused = wanted as usize - took;
                     if unused > 0 {
                         self.slots.add_permits(unused);
                     }
@@ -434,14 +544,28 @@ impl Leaser {
                     // during this claim, each claim paying its round trips, transaction
                     // and `claims` row for a handful of tasks; waiting lets them gather.
                     let caught_up = unused > 0;
-                    if !tasks.is_empty()
-                        && let Err(mpsc::error::SendError(tasks)) = self.batches.send(tasks).await
-                    {
-                        // The execute stage is gone (the host is stopping): nobody will run
-                        // these, so hand them straight back.
-                        let _ = give_back(&self.pool, &tasks).await;
-                        return;
+                    match claimed {
+                        Claimed::Leased(tasks) if !tasks.is_empty() => {
+                            if let Err(mpsc::error::SendError(tasks)) =
+                                self.batches.send(tasks).await
+                            {
+                                // The execute stage is gone (the host is stopping): nobody
+                                // will run these, so hand them straight back.
+                                let _ = give_back(&self.pool, &tasks).await;
+                                return;
+                            }
+                        }
+                        Claimed::Pending(pending) if !pending.is_empty() => {
+                            recording.spawn(record_and_send(
+                                pending,
+                                self.pool.clone(),
+                                self.batches.clone(),
+                                self.slots.clone(),
+                            ));
+                        }
+                        _ => {}
                     }
+                    while recording.try_join_next().is_some() {}
                     if caught_up {
                         tokio::select! {
                             _ = tokio::time::sleep_until((started + self.idle_wait).into()) => {}

@@ -339,7 +339,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         config.concurrency = concurrency;
     }
     let concurrency = config.concurrency;
-    let pool = db::connect(&scratch.url, 8).await?;
+    let pool = db::connect_for_host(&scratch.url, 8).await?;
     eprintln!(
         "running {}{} for up to {} s…",
         mode_name(args.mode),

@@ -155,7 +155,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             db::check_schema(&pool).await?;
             enqueue::run(&pool, args).await
         }
-        Command::Host(args) => host::run(connect_migrated(&url).await?, args).await,
+        Command::Host(args) => {
+            let pool = db::connect_for_host(&url, 8).await?;
+            db::check_schema(&pool).await?;
+            host::run(pool, args).await
+        }
         Command::Status(args) => status::run(&connect_migrated(&url).await?, args).await,
         Command::Requeue(args) => requeue::run(&connect_migrated(&url).await?, args).await,
         Command::Demo(args) => crate::demo::run(args).await,
@@ -163,8 +167,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Connects and checks that the schema is current. Eight connections: a host's locked
-/// claims hold one each while their batch runs (sqlx opens them only when needed).
+/// Connects and checks that the schema is current. Eight connections, as for a host,
+/// whose locked claims hold one each while their batch runs (sqlx opens them only when
+/// needed).
 async fn connect_migrated(url: &str) -> anyhow::Result<PgPool> {
     let pool = db::connect(url, 8).await?;
     db::check_schema(&pool).await?;
