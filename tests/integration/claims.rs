@@ -1,11 +1,12 @@
 //! The locked claim's cursor: a host's next claim starts past the rows its batches in
-//! flight hold, and rows freed behind the cursor still come back.
+//! flight hold, and rows freed behind the cursor still come back. And its record: a
+//! claim whose `claims` row cannot be written runs nothing and frees its rows.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use recur_host::examples::artifacts::NOOP_COMPONENT;
-use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked};
+use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked, claim_locked_pending};
 use recur_host::task::LeasedTask;
 use tokio::sync::Semaphore;
 
@@ -28,19 +29,26 @@ async fn nine_due_tasks() -> TestDb {
     db
 }
 
-/// Claims up to three tasks from `cursor`; returns their keys, sorted, and the tasks,
-/// whose batch's transaction stays open in their lock until it is taken.
-async fn claim(db: &TestDb, cursor: &mut ClaimCursor) -> (Vec<String>, Vec<LeasedTask>) {
-    let request = LeaseRequest {
-        limit: 3,
+/// A claim of up to `limit` tasks of any type.
+fn request(limit: i64) -> LeaseRequest {
+    LeaseRequest {
+        limit,
         lease_timeout: Duration::from_secs(60),
         types: None,
         tenants: None,
         skip: None,
         host: 0,
-    };
-    let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-    let tasks = claim_locked(&db.pool, &request, cursor, permit)
+    }
+}
+
+fn permit() -> tokio::sync::OwnedSemaphorePermit {
+    Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()
+}
+
+/// Claims up to three tasks from `cursor`; returns their keys, sorted, and the tasks,
+/// whose batch's transaction stays open in their lock until it is taken.
+async fn claim(db: &TestDb, cursor: &mut ClaimCursor) -> (Vec<String>, Vec<LeasedTask>) {
+    let tasks = claim_locked(&db.pool, &request(3), cursor, permit())
         .await
         .unwrap();
     let mut keys: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
@@ -102,4 +110,42 @@ async fn rows_freed_behind_the_cursor_come_back_within_a_second_while_claims_sta
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (third, _third_batch) = claim(&db, &mut cursor).await;
     assert_eq!(third[..2], ["k0", "k1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_record_fails_runs_nothing_and_frees_its_rows() {
+    let db = nine_due_tasks().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON claims
+             FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let pending =
+        claim_locked_pending(&db.pool, &request(3), &mut ClaimCursor::default(), permit())
+            .await
+            .unwrap();
+    assert_eq!(pending.len(), 3);
+    // The tasks come back only with the record; without it, nobody gets to run them.
+    let err = pending.record(&db.pool).await.unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+
+    sqlx::raw_sql("DROP TRIGGER refuse ON claims")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // Dropping the tasks rolled their claim back: all nine are free to claim again.
+    db.wait_for(
+        "SELECT count(*) = 9 FROM (SELECT id FROM tasks FOR UPDATE SKIP LOCKED) AS free",
+        Duration::from_secs(5),
+    )
+    .await;
+    let tasks = claim_locked(&db.pool, &request(9), &mut ClaimCursor::default(), permit())
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 9);
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM claims").await, 1);
 }
