@@ -13,6 +13,9 @@
 #                      row, batches of 1000 rescheduled 5 s out, for 30 s
 #
 # Usage: bench/pgbench/run.sh MODE [CLIENTS]   (CLIENTS: default 2, 3 for recur-sql)
+# HOLD_MS=N (recur-sql only) holds each batch's transaction N ms between its claim and
+# its commit, as a host's batch is held while it runs (BENCHMARKS.md, fourteenth
+# measurement).
 # The loops on recur's table reuse the database a `recur bench` run leaves behind
 # (recur_bench), so run `recur bench --mode burn --tasks 1000000` first. Connects as
 # PGHOST/PGUSER (default 127.0.0.1, postgres).
@@ -34,13 +37,19 @@ burn() { # database, count query, batch
     left=$(sql "$1" "$2")
     echo "$mode, $clients clients: $(python3 -c "print(round((1000000 - $left) / ($end - $start)))") executions/s ($left left)"
 }
-# Run 30 s against a recurring table and print the runs it recorded per second.
+# The machine's busy CPU time so far, in clock ticks (user, nice, system, irq, softirq).
+busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# Run 30 s against a recurring table and print the runs it recorded per second and the
+# machine's CPU per run (pgbench's own share included, about 2%).
 recurring() {
-    local before after
+    local before after busy0 busy1
     before=$(sql recur_bench "SELECT sum(runs) FROM tasks")
+    busy0=$(busy_ticks)
     pgbench -n -c "$clients" -j 2 -T 30 -f "$script" recur_bench >/dev/null
+    busy1=$(busy_ticks)
     after=$(sql recur_bench "SELECT sum(runs) FROM tasks")
-    echo "$mode, $clients clients: $(((after - before) / 30)) executions/s over 30 s"
+    echo "$mode, $clients clients: $(((after - before) / 30)) executions/s over 30 s," \
+        "$(python3 -c "print(round(($busy1 - $busy0) * 1e6 / $(getconf CLK_TCK) / ($after - $before), 1))") µs of machine CPU per execution"
 }
 reset_tasks() { # the due times to give every task
     sql recur_bench "TRUNCATE claims; UPDATE tasks SET status = 0, lease_token = NULL, due_at = NULL, next_run_at = $1"
@@ -89,7 +98,7 @@ recur-sql)
     # into one id array (pgbench keeps only one row), the outcomes reschedule 5 s out,
     # and the commit deletes the batch's claims row as recur's does.
     python3 - "$here/../../host/src/sql" >"$script" <<'PY'
-import re, sys
+import os, re, sys
 def statement(name):
     lines = open(f"{sys.argv[1]}/{name}").read().split("\n")
     return " ".join(l.split("--")[0] for l in lines if not l.lstrip().startswith("--"))
@@ -109,6 +118,8 @@ commit = re.sub(r"\$(\d+)", lambda m: values[int(m.group(1))], statement("commit
 print("BEGIN;")
 print("SELECT set_config('idle_in_transaction_session_timeout', '60000ms', true), pg_advisory_xact_lock(:client_id);")
 print(claim + " \\gset")
+if os.environ.get("HOLD_MS"):
+    print(f"\\sleep {os.environ['HOLD_MS']} ms")
 print("INSERT INTO claims (key, task_ids, host) VALUES (:client_id, :ids::bigint[], 0);")
 print(commit + ";")
 print("COMMIT;")
