@@ -382,9 +382,10 @@ impl Claimed {
 
 /// Records a locked claim, then sends its tasks to the execute stage. The lease stage
 /// runs this beside its next claim: waiting for the `claims` row before claiming again
-/// kept the serial lease loop a round trip longer per batch, and more under load (measured,
-/// BENCHMARKS.md). If the row cannot be written, the tasks never run: dropping them
-/// rolls their claim back, and their slots are freed here.
+/// kept the serial lease loop a round trip longer per batch (with the two other round
+/// trips taken off it, lease p50 −11%: BENCHMARKS.md, fourteenth measurement). If the
+/// row cannot be written, the tasks never run: dropping them rolls their claim back,
+/// and their slots are freed here.
 async fn record_and_send(
     pending: PendingClaim,
     pool: PgPool,
