@@ -16,6 +16,13 @@
 # HOLD_MS=N (recur-sql only) holds each batch's transaction N ms between its claim and
 # its commit, as a host's batch is held while it runs (BENCHMARKS.md, fourteenth
 # measurement).
+# LAYOUT (the recurring loops) lays the first due times over the tasks as `recur bench
+# --layout` does, which moves the figures by a third (fifteenth measurement):
+#   striped    task id falls due at id % 5000 ms: a batch of 1000 takes 5 neighbours
+#              on each of 200 pages (the default, and what the thirteenth and
+#              fourteenth measurements ran)
+#   scattered  as `recur bench`'s default: about one task per page in a batch
+#   clustered  due times in id order, as `recur bench --layout clustered`: whole pages
 # The loops on recur's table reuse the database a `recur bench` run leaves behind
 # (recur_bench), so run `recur bench --mode burn --tasks 1000000` first. Connects as
 # PGHOST/PGUSER (default 127.0.0.1, postgres).
@@ -23,6 +30,11 @@ set -euo pipefail
 mode=${1:?usage: run.sh bare|minimal-burn|minimal-recurring|recur-sql [clients]}
 clients=${2:-$([ "$mode" = recur-sql ] && echo 3 || echo 2)}
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGOPTIONS=--client-min-messages=warning
+case ${LAYOUT:-striped} in striped | scattered | clustered) ;; *)
+    echo "unknown LAYOUT $LAYOUT: striped, scattered or clustered" >&2
+    exit 2
+    ;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
 script=$(mktemp)
 trap 'rm -f "$script"' EXIT
@@ -51,6 +63,15 @@ recurring() {
     echo "$mode, $clients clients: $(((after - before) / 30)) executions/s over 30 s," \
         "$(python3 -c "print(round(($busy1 - $busy0) * 1e6 / $(getconf CLK_TCK) / ($after - $before), 1))") µs of machine CPU per execution"
 }
+# The first due times of a recurring loop's tasks, spread over 5 s as LAYOUT says (ids
+# run from 1 to 1,000,000, loaded in order).
+recurring_due() {
+    case ${LAYOUT:-striped} in
+    striped) echo "now() + (id % 5000) * interval '1 millisecond'" ;;
+    scattered) echo "now() + ((id - 1) * 7919 % 1000000) * interval '5 microseconds'" ;;
+    clustered) echo "now() + (id - 1) * interval '5 microseconds'" ;;
+    esac
+}
 reset_tasks() { # the due times to give every task
     sql recur_bench "TRUNCATE claims; UPDATE tasks SET status = 0, lease_token = NULL, due_at = NULL, next_run_at = $1"
     sql recur_bench "VACUUM (ANALYZE) tasks"
@@ -77,7 +98,7 @@ minimal-burn | minimal-recurring)
         reset_tasks "now() - interval '1 minute'"
         write="status = 1"
     else
-        reset_tasks "now() + (id % 5000) * interval '1 millisecond'"
+        reset_tasks "$(recurring_due)"
         write="next_run_at = now() + interval '5 seconds'"
     fi
     cat >"$script" <<SQL
@@ -93,7 +114,7 @@ SQL
     fi
     ;;
 recur-sql)
-    reset_tasks "now() + (id % 5000) * interval '1 millisecond'"
+    reset_tasks "$(recurring_due)"
     # recur's statements with their parameters written in: the claim's rows are folded
     # into one id array (pgbench keeps only one row), the outcomes reschedule 5 s out,
     # and the commit deletes the batch's claims row as recur's does.

@@ -2,6 +2,11 @@
 //! stays flat however many tasks are loaded, with a progress bar on a terminal, then
 //! their keys; and the tenants they are spread over, with the copies of noop that make
 //! each tenant's module its own (`--tenants`, `--distinct-modules`).
+//!
+//! Where each task's first due time falls against its place in the table (`--layout`)
+//! moves the figures more than most settings do (BENCHMARKS.md, fifteenth measurement):
+//! a claim takes tasks in due order, and a task's new version stays on its page, so the
+//! layout of the first interval is the layout of every later one.
 
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -14,6 +19,41 @@ use crate::enqueue::DEFAULT_TENANT;
 
 /// Rows per chunk sent to COPY.
 const CHUNK: usize = 50_000;
+
+/// How the first due times are laid over the tasks, which are stored in load order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// Neighbouring tasks fall due far apart: each claim takes about one task per heap
+    /// page, as it does for tasks enqueued over time at different intervals.
+    #[default]
+    Scattered,
+    /// Due times follow the load order: a claim takes whole pages of neighbours, as it
+    /// does for tasks enqueued together on one interval.
+    Clustered,
+}
+
+impl Layout {
+    /// How many places on task `i + 1` falls due after task `i`, of `tasks` places: a
+    /// step coprime with `tasks`, so that `i * step % tasks` visits every place once.
+    fn step(self, tasks: usize) -> u64 {
+        match self {
+            Layout::Scattered => {
+                // 7,919 places apart, unless that divides evenly into the tasks.
+                let mut step = 7919;
+                while gcd(step, tasks as u64) != 1 {
+                    step += 2;
+                }
+                step
+            }
+            Layout::Clustered => 1,
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
 
 /// The tenants of a bench over `count` of them: `default` alone, or `bench-0`, `bench-1`...
 pub fn tenants(count: u32) -> Vec<String> {
@@ -38,13 +78,14 @@ pub fn marked(component: &[u8], tenant: &str) -> Vec<u8> {
 
 /// Loads `tasks` `noop` tasks with keys `t0..`, task `i` in tenant `i % tenants.len()`,
 /// payload `payload`, the first due at the database's now and the rest spread evenly
-/// over `spread` (zero: all due now). Returns how long the load took.
+/// over `spread` (zero: all due now) as `layout` says. Returns how long the load took.
 pub async fn load(
     pool: &PgPool,
     tasks: usize,
     tenants: &[String],
     payload: &[u8],
     spread: Duration,
+    layout: Layout,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
@@ -58,6 +99,7 @@ pub async fn load(
         let _ = write!(payload_hex, "{byte:02x}");
     }
     let spread_us = spread.as_micros() as i64;
+    let step = layout.step(tasks);
 
     let mut conn = pool.acquire().await?;
     let mut copy = conn
@@ -66,7 +108,7 @@ pub async fn load(
     let mut buffer = String::with_capacity(CHUNK * 96);
     for i in 0..tasks {
         let offset = if spread_us > 0 {
-            (i as i64 * 7919 % tasks as i64) * spread_us / tasks as i64
+            (i as u64 * step % tasks as u64) as i64 * spread_us / tasks as i64
         } else {
             0
         };
@@ -103,4 +145,34 @@ pub async fn load(
         .execute(&mut *conn)
         .await?;
     Ok(started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each layout gives every task its own place in the spread, whatever the count,
+    /// including counts the scattered step divides.
+    #[test]
+    fn every_layout_gives_each_task_a_place_of_its_own() {
+        for tasks in [1, 2, 10, 1000, 7919, 2 * 7919, 7919 * 7921] {
+            for layout in [Layout::Scattered, Layout::Clustered] {
+                let step = layout.step(tasks);
+                let mut seen = vec![false; tasks.min(100_000)];
+                for i in 0..seen.len() {
+                    let place = (i as u64 * step % tasks as u64) as usize;
+                    if place < seen.len() {
+                        assert!(
+                            !seen[place],
+                            "{layout:?} puts two of {tasks} tasks at {place}"
+                        );
+                        seen[place] = true;
+                    }
+                }
+                assert_eq!(gcd(step, tasks as u64), 1, "{layout:?}, {tasks} tasks");
+            }
+        }
+        assert_eq!(Layout::Clustered.step(1_000_000), 1);
+        assert_eq!(Layout::Scattered.step(1_000_000), 7919);
+    }
 }

@@ -18,7 +18,7 @@ mod load;
 mod probe;
 mod trend;
 
-pub use load::marked;
+pub use load::{Layout, marked};
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,10 @@ pub struct BenchArgs {
     /// latencies and the table's dead tuples and index size (for long runs).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub report_every: Option<u64>,
+    /// Recurring mode: how the first due times fall against the tasks' order in the
+    /// table, which decides how many tasks of one heap page a claim takes together.
+    #[arg(long, value_enum, default_value = "scattered")]
+    pub layout: Layout,
     /// Leave the tasks table's dead rows to autovacuum (by default the host vacuums it
     /// when they pile up; see `recur host --no-vacuum`).
     #[arg(long)]
@@ -160,6 +164,8 @@ pub struct Report {
     pub distinct_modules: bool,
     pub concurrency: usize,
     pub batch: usize,
+    /// Recurring mode's --layout.
+    pub layout: Layout,
     /// The host's --warm-modules, and the memory slots warm and unused at the end of the
     /// window, with what they kept resident.
     pub warm_modules: u32,
@@ -321,7 +327,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         ),
     };
     eprintln!("loading {} tasks…", args.tasks);
-    let load_time = load::load(&setup, args.tasks, &tenants, &payload, spread).await?;
+    let load_time = load::load(&setup, args.tasks, &tenants, &payload, spread, args.layout).await?;
     sqlx::query("CHECKPOINT").execute(&setup).await?;
     let writes_before = probe::task_writes(&setup).await?;
 
@@ -416,6 +422,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         distinct_modules: args.distinct_modules,
         concurrency,
         batch: args.batch,
+        layout: args.layout,
         warm_modules: args.warm_modules,
         warm_memories,
         warm_resident_mb: round(warm_bytes as f64 / (1 << 20) as f64, 1),
@@ -483,7 +490,7 @@ fn print_cpu(host_cpu_pct: f64, db_cpu_pct: Option<f64>) {
 fn print_table(r: &Report) {
     println!();
     println!(
-        "recur bench: {} {}, {} tasks{}, concurrency {}, batch {}, on {}",
+        "recur bench: {} {}, {} tasks{}{}, concurrency {}, batch {}, on {}",
         mode_name(r.mode),
         if r.sql_only {
             "(sql-only)"
@@ -497,6 +504,11 @@ fn print_table(r: &Report) {
             format!(" in {} tenants", r.tenants)
         } else {
             String::new()
+        },
+        if r.mode == Mode::Recurring && r.layout == Layout::Clustered {
+            ", due in table order"
+        } else {
+            ""
         },
         r.concurrency,
         r.batch,
