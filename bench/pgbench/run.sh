@@ -10,7 +10,8 @@
 #                      1,000,000 tasks worked to zero
 #   minimal-recurring  the same, rescheduling each task 5 s out, for 30 s
 #   recur-sql          recur's own claim.sql and commit.sql (host/src/sql), with its claims
-#                      row, batches of 1000 rescheduled 5 s out, for 30 s
+#                      row, batches of 1000 rescheduled 5 s out, for 30 s; with BURN=1,
+#                      the 1,000,000 tasks all due and completed, worked to zero
 #
 # Usage: bench/pgbench/run.sh MODE [CLIENTS]   (CLIENTS: default 2, 3 for recur-sql)
 # HOLD_MS=N (recur-sql only) holds each batch's transaction N ms between its claim and
@@ -114,10 +115,15 @@ SQL
     fi
     ;;
 recur-sql)
-    reset_tasks "$(recurring_due)"
+    if [ -n "${BURN:-}" ]; then
+        reset_tasks "now() - interval '1 minute'"
+    else
+        reset_tasks "$(recurring_due)"
+    fi
     # recur's statements with their parameters written in: the claim's rows are folded
-    # into one id array (pgbench keeps only one row), the outcomes reschedule 5 s out,
-    # and the commit deletes the batch's claims row as recur's does.
+    # into one id array (pgbench keeps only one row), the outcomes reschedule 5 s out
+    # (or complete the task, with BURN), and the commit deletes the batch's claims row
+    # as recur's does.
     python3 - "$here/../../host/src/sql" >"$script" <<'PY'
 import os, re, sys
 def statement(name):
@@ -130,7 +136,8 @@ for param, value in [("$1", "1000"), ("$2::text[]", "NULL::text[]"), ("$3::times
 claim = claim[:claim.rindex("SELECT c.id, c.tenant")] + \
     "SELECT quote_literal(coalesce(array_agg(c.id), '{}')::text) AS ids FROM claimed AS c LEFT JOIN lost_runs AS r ON r.id = c.id"
 n = "ARRAY[cardinality(:ids::bigint[])]"
-values = {1: ":ids", 2: f"array_fill(NULL::uuid, {n})", 3: f"array_fill(0::smallint, {n})",
+status = 1 if os.environ.get("BURN") else 0
+values = {1: ":ids", 2: f"array_fill(NULL::uuid, {n})", 3: f"array_fill({status}::smallint, {n})",
           4: f"array_fill(NULL::bigint, {n})", 5: f"array_fill(5000::bigint, {n})", 6: f"array_fill(false, {n})",
           7: f"array_fill(NULL::bytea, {n})", 8: f"array_fill(0, {n})", 9: f"array_fill(1, {n})",
           10: f"array_fill(NULL::text, {n})", 11: "'{}'", 12: "'{}'", 13: "'{}'", 14: "'{}'", 15: "'{}'",
@@ -145,7 +152,11 @@ print("INSERT INTO claims (key, task_ids, host) VALUES (:client_id, :ids::bigint
 print(commit + ";")
 print("COMMIT;")
 PY
-    recurring
+    if [ -n "${BURN:-}" ]; then
+        burn recur_bench "SELECT count(*) FROM tasks WHERE status = 0" 1000
+    else
+        recurring
+    fi
     ;;
 *)
     echo "unknown mode $mode: bare, minimal-burn, minimal-recurring or recur-sql" >&2
