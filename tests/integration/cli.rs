@@ -295,7 +295,7 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         if mode == "burn" {
             args.push("--with-ceiling");
         } else {
-            args.extend(["--report-every", "1"]);
+            args.extend(["--report-every", "1", "--layout", "clustered"]);
         }
         let output = support::recur(&db.url, &args, b"");
         let out = stdout(&output);
@@ -339,6 +339,12 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             report["server"].as_str().unwrap().contains("max_wal_size"),
             "{report}"
         );
+        let layout = if mode == "recurring" {
+            "clustered".into()
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(report["layout"], layout, "{report}");
         if mode == "recurring" {
             // A line a second, each with the table's state at its end.
             let intervals = report["intervals"].as_array().unwrap();
@@ -398,6 +404,11 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         &["bench", "--mode", "enqueue", "--with-ceiling"],
     ));
     assert!(refused.contains("--mode enqueue runs none"), "{refused}");
+    let refused = error(&recur(
+        &db,
+        &["bench", "--mode", "burn", "--layout", "clustered"],
+    ));
+    assert!(refused.contains("every task is due at once"), "{refused}");
 
     sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
         .execute(&mut db.admin().await)

@@ -110,9 +110,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub report_every: Option<u64>,
     /// Recurring mode: how the first due times fall against the tasks' order in the
-    /// table, which decides how many tasks of one heap page a claim takes together.
-    #[arg(long, value_enum, default_value = "scattered")]
-    pub layout: Layout,
+    /// table, which decides how many tasks of one heap page a claim takes together
+    /// [default: scattered].
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
     /// Leave the tasks table's dead rows to autovacuum (by default the host vacuums it
     /// when they pile up; see `recur host --no-vacuum`).
     #[arg(long)]
@@ -164,8 +165,8 @@ pub struct Report {
     pub distinct_modules: bool,
     pub concurrency: usize,
     pub batch: usize,
-    /// Recurring mode's --layout.
-    pub layout: Layout,
+    /// Recurring mode's --layout (null in burn mode, where every task is due at once).
+    pub layout: Option<Layout>,
     /// The host's --warm-modules, and the memory slots warm and unused at the end of the
     /// window, with what they kept resident.
     pub warm_modules: u32,
@@ -231,6 +232,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.mode == Mode::Enqueue {
         return run_enqueue(args).await;
     }
+    if args.mode == Mode::Burn && args.layout.is_some() {
+        anyhow::bail!(
+            "--layout spreads recurring mode's first due times; in --mode burn every task is due at once"
+        );
+    }
     let scratch = Scratch::create(&args.database).await?;
     let result = tokio::select! {
         result = bench(&scratch, &args) => result,
@@ -253,9 +259,10 @@ async fn run_enqueue(args: BenchArgs) -> anyhow::Result<()> {
         || args.report_every.is_some()
         || args.tenants != 1
         || args.distinct_modules
+        || args.layout.is_some()
     {
         anyhow::bail!(
-            "--sql-only, --with-ceiling, --reuse-instance, --report-every, --tenants and --distinct-modules measure executions; --mode enqueue runs none"
+            "--sql-only, --with-ceiling, --reuse-instance, --report-every, --tenants, --distinct-modules and --layout measure executions; --mode enqueue runs none"
         );
     }
     let scratch = Scratch::create(&args.database).await?;
@@ -327,7 +334,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         ),
     };
     eprintln!("loading {} tasks…", args.tasks);
-    let load_time = load::load(&setup, args.tasks, &tenants, &payload, spread, args.layout).await?;
+    let layout = args.layout.unwrap_or_default();
+    let load_time = load::load(&setup, args.tasks, &tenants, &payload, spread, layout).await?;
     sqlx::query("CHECKPOINT").execute(&setup).await?;
     let writes_before = probe::task_writes(&setup).await?;
 
@@ -422,7 +430,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         distinct_modules: args.distinct_modules,
         concurrency,
         batch: args.batch,
-        layout: args.layout,
+        layout: (args.mode == Mode::Recurring).then_some(layout),
         warm_modules: args.warm_modules,
         warm_memories,
         warm_resident_mb: round(warm_bytes as f64 / (1 << 20) as f64, 1),
@@ -505,7 +513,7 @@ fn print_table(r: &Report) {
         } else {
             String::new()
         },
-        if r.mode == Mode::Recurring && r.layout == Layout::Clustered {
+        if r.layout == Some(Layout::Clustered) {
             ", due in table order"
         } else {
             ""
