@@ -356,10 +356,24 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
                 for key in ["index_mb", "heap_mb"] {
                     assert!(interval[key].as_f64().unwrap() > 0.0, "{interval}");
                 }
+                // The table stays full, so the next batch by due time is on some pages.
+                assert!(
+                    interval["due_per_page"].as_f64().unwrap() >= 1.0,
+                    "{interval}"
+                );
+            }
+            for key in ["due_per_page_before", "due_per_page_after"] {
+                assert!(report[key].as_f64().unwrap() >= 1.0, "{key}: {report}");
             }
         }
         if mode == "burn" {
             assert_eq!(report["executions"], 2000, "{report}");
+            // Worked to zero: no task is left to say where the next ones lie.
+            assert_eq!(
+                report["due_per_page_after"],
+                serde_json::Value::Null,
+                "{report}"
+            );
             assert!(
                 report["ratio_to_ceiling"].as_f64().unwrap() > 0.0,
                 "{report}"

@@ -212,6 +212,12 @@ pub struct Report {
     pub index_bytes_before: i64,
     pub dead_tuples_after: i64,
     pub index_bytes_after: i64,
+    /// How many of the next `batch` tasks by due time share a heap page, on average, when
+    /// the window began and when the run ended (probe::due_per_page); null when none was
+    /// scheduled. It says how much of the table a claim touches, which the rate depends
+    /// on, and whether a layout drifts.
+    pub due_per_page_before: Option<f64>,
+    pub due_per_page_after: Option<f64>,
     /// The size of the keys table and its index at the end (runs never write it).
     pub keys_bytes: i64,
     /// With --report-every: the figures of each interval.
@@ -376,12 +382,13 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     tokio::time::sleep(warmup).await;
     host.reset_latencies();
     let (dead_before, index_before) = probe::bloat(&setup).await?;
+    let due_per_page_before = probe::due_per_page(&setup, args.batch as i64).await?;
     let wal_start = probe::WalSample::take(&setup).await?;
     let (window_start, stats_start, cpu_start) =
         (Instant::now(), host.stats(), probe::CpuSample::take());
     let mut trend = args
         .report_every
-        .map(|secs| trend::Trend::new(Duration::from_secs(secs), &host));
+        .map(|secs| trend::Trend::new(Duration::from_secs(secs), args.batch as i64, &host));
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some(trend) = &mut trend {
@@ -411,6 +418,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         .fetch_one(&setup)
         .await?;
     let (dead, index_bytes) = probe::bloat(&setup).await?;
+    let due_per_page_after = probe::due_per_page(&setup, args.batch as i64).await?;
     let keys_bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('task_keys')")
         .fetch_one(&setup)
         .await?;
@@ -464,6 +472,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         index_bytes_before: index_before,
         dead_tuples_after: dead,
         index_bytes_after: index_bytes,
+        due_per_page_before: due_per_page_before.map(|x| round(x, 1)),
+        due_per_page_after: due_per_page_after.map(|x| round(x, 1)),
         keys_bytes,
         intervals: trend.map(|t| t.intervals).unwrap_or_default(),
         ceiling_tasks_per_sec: None,
@@ -569,6 +579,13 @@ fn print_table(r: &Report) {
         r.index_bytes_after >> 20,
         r.dead_tuples_before,
         r.index_bytes_before >> 20
+    );
+    let per_page = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.1}"));
+    println!(
+        "  due tasks per page    {:>12}   (at the start of the window: {}; next {} tasks by due time)",
+        per_page(r.due_per_page_after),
+        per_page(r.due_per_page_before),
+        r.batch
     );
     println!("  keys table MB         {:>12}", r.keys_bytes >> 20);
     println!("  server                {}", r.server);

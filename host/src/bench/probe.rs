@@ -100,6 +100,21 @@ pub async fn bloat(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     .await
 }
 
+/// How many of the next `n` scheduled tasks by due time share a heap page, on average:
+/// near 1 when due tasks are scattered over the table (each claimed task then costs the
+/// server a page of its own to fetch and prune), tens when they are clustered by due
+/// time (see BENCHMARKS.md, fifteenth measurement). `None` when no task is scheduled.
+/// Reading `ctid` takes no lock, so this never waits on the host's claims.
+pub async fn due_per_page(pool: &PgPool, n: i64) -> Result<Option<f64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*)::float8 / nullif(count(DISTINCT (ctid::text::point)[0]), 0)
+         FROM (SELECT ctid FROM tasks WHERE status = 0 ORDER BY next_run_at LIMIT $1) AS next",
+    )
+    .bind(n)
+    .fetch_one(pool)
+    .await
+}
+
 /// The size of the tasks table's heap (its main fork), in bytes: what a table that
 /// bloats grows, where the index sizes may stay flat.
 pub async fn heap_bytes(pool: &PgPool) -> Result<i64, sqlx::Error> {

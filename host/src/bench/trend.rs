@@ -1,6 +1,6 @@
 //! The bench over time: with `--report-every S`, one line per interval with that
 //! interval's throughput and its own lease, commit and lag latencies (not the run's totals),
-//! and the tasks table's dead tuples and index size. A long recurring run shows whether
+//! and the tasks table's dead tuples, index size and due tasks per heap page. A long recurring run shows whether
 //! latency creeps up as the table bloats, which a single average would hide.
 
 use std::time::{Duration, Instant};
@@ -28,11 +28,16 @@ pub struct Interval {
     pub dead_tuples: i64,
     pub index_mb: f64,
     pub heap_mb: f64,
+    /// How many of the next batch of tasks by due time share a heap page (see
+    /// probe::due_per_page): whether a layout drifts as the run goes on.
+    pub due_per_page: Option<f64>,
 }
 
 /// Samples a running host every `every`.
 pub struct Trend {
     every: Duration,
+    /// The batch size, the number of due tasks `due_per_page` looks at.
+    batch: i64,
     started: Instant,
     last_at: Instant,
     last: Latencies,
@@ -43,10 +48,11 @@ pub struct Trend {
 
 impl Trend {
     /// Starts the first interval now.
-    pub fn new(every: Duration, host: &Host) -> Trend {
+    pub fn new(every: Duration, batch: i64, host: &Host) -> Trend {
         let now = Instant::now();
         Trend {
             every,
+            batch,
             started: now,
             last_at: now,
             last: host.latencies(),
@@ -67,6 +73,7 @@ impl Trend {
         let lag = since(&latencies.lag_ms, &self.last.lag_ms);
         let (dead_tuples, index_bytes) = probe::bloat(db).await?;
         let heap_bytes = probe::heap_bytes(db).await?;
+        let due_per_page = probe::due_per_page(db, self.batch).await?;
         let ms =
             |h: &Histogram<u64>, q: f64| (h.value_at_quantile(q) as f64 / 10.0).round() / 100.0;
         let interval = Interval {
@@ -82,9 +89,10 @@ impl Trend {
             dead_tuples,
             index_mb: (index_bytes as f64 / 1e5).round() / 10.0,
             heap_mb: (heap_bytes as f64 / 1e5).round() / 10.0,
+            due_per_page: due_per_page.map(|x| (x * 10.0).round() / 10.0),
         };
         eprintln!(
-            "  {:>7.1} s  {:>9.0} tasks/s  lease p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  lag p99 {:>6.0} ms  dead tuples {:>10}  index {:>8.1} MB  heap {:>8.1} MB",
+            "  {:>7.1} s  {:>9.0} tasks/s  lease p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  lag p99 {:>6.0} ms  dead tuples {:>10}  index {:>8.1} MB  heap {:>8.1} MB  due per page {:>5}",
             interval.at_secs,
             interval.tasks_per_sec,
             interval.lease_ms_p50,
@@ -94,7 +102,10 @@ impl Trend {
             interval.lag_ms_p99,
             interval.dead_tuples,
             interval.index_mb,
-            interval.heap_mb
+            interval.heap_mb,
+            interval
+                .due_per_page
+                .map_or("-".to_string(), |x| format!("{x:.1}"))
         );
         self.intervals.push(interval);
         (self.last_at, self.last, self.last_committed) = (now, latencies, committed);
