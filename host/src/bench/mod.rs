@@ -580,11 +580,10 @@ fn print_table(r: &Report) {
         r.dead_tuples_before,
         r.index_bytes_before >> 20
     );
-    let per_page = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.1}"));
     println!(
         "  due tasks per page    {:>12}   (at the start of the window: {}; next {} tasks by due time)",
-        per_page(r.due_per_page_after),
-        per_page(r.due_per_page_before),
+        probe::show_per_page(r.due_per_page_after),
+        probe::show_per_page(r.due_per_page_before),
         r.batch
     );
     println!("  keys table MB         {:>12}", r.keys_bytes >> 20);

@@ -115,6 +115,11 @@ pub async fn due_per_page(pool: &PgPool, n: i64) -> Result<Option<f64>, sqlx::Er
     .await
 }
 
+/// A `due_per_page` figure for the human table: one decimal, or "-" with no task left.
+pub fn show_per_page(per_page: Option<f64>) -> String {
+    per_page.map_or_else(|| "-".to_string(), |x| format!("{x:.1}"))
+}
+
 /// The size of the tasks table's heap (its main fork), in bytes: what a table that
 /// bloats grows, where the index sizes may stay flat.
 pub async fn heap_bytes(pool: &PgPool) -> Result<i64, sqlx::Error> {

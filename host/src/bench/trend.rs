@@ -1,7 +1,8 @@
 //! The bench over time: with `--report-every S`, one line per interval with that
 //! interval's throughput and its own lease, commit and lag latencies (not the run's totals),
-//! and the tasks table's dead tuples, index size and due tasks per heap page. A long recurring run shows whether
-//! latency creeps up as the table bloats, which a single average would hide.
+//! and the tasks table's dead tuples, index size and due tasks per heap page. A long
+//! recurring run shows whether latency creeps up as the table bloats, or the layout
+//! drifts, which a single average would hide.
 
 use std::time::{Duration, Instant};
 
@@ -103,9 +104,7 @@ impl Trend {
             interval.dead_tuples,
             interval.index_mb,
             interval.heap_mb,
-            interval
-                .due_per_page
-                .map_or("-".to_string(), |x| format!("{x:.1}"))
+            probe::show_per_page(interval.due_per_page)
         );
         self.intervals.push(interval);
         (self.last_at, self.last, self.last_committed) = (now, latencies, committed);
