@@ -216,7 +216,61 @@ fn watch(root: &Path, modules: &[Module]) {
 
 /// Runs `cargo build --release --target <target>` on the modules workspace (`packages`
 /// only, unless empty), and panics with cargo's output if it fails.
+///
+/// rustup installs the targets rust-toolchain.toml lists only when it installs the
+/// toolchain itself; on a machine that already had the pinned toolchain they are missing,
+/// and the first build would fail. So a build that fails for want of the target adds it
+/// with rustup, as the toolchain file asks, and runs once more.
 fn build(modules_dir: &Path, target_dir: &Path, target: &str, packages: &[&str]) {
+    let mut output = modules_cargo(modules_dir, target_dir, target, packages);
+    if !output.status.success() && target_missing(&output.stderr) && add_target(modules_dir, target)
+    {
+        println!(
+            "cargo:warning=added the {target} target with rustup (rust-toolchain.toml lists it)"
+        );
+        output = modules_cargo(modules_dir, target_dir, target, packages);
+    }
+    if output.status.success() {
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let hint = if target_missing(&output.stderr) {
+        format!(
+            "\nThe {target} target is missing: run `rustup target add {target}` (rust-toolchain.toml lists it)."
+        )
+    } else {
+        String::new()
+    };
+    panic!(
+        "building the task modules in {} for {target} failed ({}):\n{stderr}{hint}",
+        modules_dir.display(),
+        output.status
+    );
+}
+
+/// Whether cargo's output says the target's standard library is not installed.
+fn target_missing(stderr: &[u8]) -> bool {
+    let stderr = String::from_utf8_lossy(stderr);
+    stderr.contains("may not be installed") || stderr.contains("can't find crate for `core`")
+}
+
+/// `rustup target add <target>` for the toolchain rust-toolchain.toml pins (rustup reads
+/// it from `modules_dir`); false when rustup is not there or fails.
+fn add_target(modules_dir: &Path, target: &str) -> bool {
+    Command::new("rustup")
+        .args(["target", "add", target])
+        .current_dir(modules_dir)
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// One `cargo build` of the modules workspace for `target`, with its output.
+fn modules_cargo(
+    modules_dir: &Path,
+    target_dir: &Path,
+    target: &str,
+    packages: &[&str],
+) -> std::process::Output {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut command = Command::new(cargo);
     command
@@ -239,27 +293,9 @@ fn build(modules_dir: &Path, target_dir: &Path, target: &str, packages: &[&str])
         "wasm-component-ld",
     );
 
-    let output = command
+    command
         .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build the task modules: {e}"));
-    if output.status.success() {
-        return;
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let hint = if stderr.contains("may not be installed")
-        || stderr.contains("can't find crate for `core`")
-    {
-        format!(
-            "\nThe {target} target is missing: run `rustup target add {target}` (rust-toolchain.toml lists it)."
-        )
-    } else {
-        String::new()
-    };
-    panic!(
-        "building the task modules in {} for {target} failed ({}):\n{stderr}{hint}",
-        modules_dir.display(),
-        output.status
-    );
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the task modules: {e}"))
 }
 
 /// Whether an environment variable belongs to the outer build and must not reach the
