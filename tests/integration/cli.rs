@@ -295,7 +295,14 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         if mode == "burn" {
             args.push("--with-ceiling");
         } else {
-            args.extend(["--report-every", "1", "--layout", "clustered"]);
+            args.extend([
+                "--report-every",
+                "1",
+                "--layout",
+                "clustered",
+                "--fillfactor",
+                "50",
+            ]);
         }
         let output = support::recur(&db.url, &args, b"");
         let out = stdout(&output);
@@ -345,6 +352,13 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             serde_json::Value::Null
         };
         assert_eq!(report["layout"], layout, "{report}");
+        // The migrations' fillfactor unless --fillfactor says otherwise.
+        let fillfactor = if mode == "recurring" { 50 } else { 90 };
+        assert_eq!(report["fillfactor"], fillfactor, "{report}");
+        assert!(
+            report["heap_bytes_before"].as_i64().unwrap() > 0,
+            "{report}"
+        );
         if mode == "recurring" {
             // A line a second, each with the table's state at its end.
             let intervals = report["intervals"].as_array().unwrap();
@@ -423,6 +437,8 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         &["bench", "--mode", "burn", "--layout", "clustered"],
     ));
     assert!(refused.contains("every task is due at once"), "{refused}");
+    let refused = error(&recur(&db, &["bench", "--fillfactor", "5"]));
+    assert!(refused.contains("10..=100"), "{refused}");
 
     sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
         .execute(&mut db.admin().await)

@@ -114,6 +114,11 @@ pub struct BenchArgs {
     /// [default: scattered].
     #[arg(long, value_enum)]
     pub layout: Option<Layout>,
+    /// The tasks table's fillfactor for this run [default: 90, the migrations']: how much
+    /// of each heap page the load fills, leaving the rest for the next versions of its
+    /// rows (PostgreSQL places an updated row on its own page when it fits there).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(10..=100))]
+    pub fillfactor: Option<u8>,
     /// Leave the tasks table's dead rows to autovacuum (by default the host vacuums it
     /// when they pile up; see `recur host --no-vacuum`).
     #[arg(long)]
@@ -167,6 +172,8 @@ pub struct Report {
     pub batch: usize,
     /// Recurring mode's --layout (null in burn mode, where every task is due at once).
     pub layout: Option<Layout>,
+    /// The tasks table's fillfactor (--fillfactor, else the migrations' setting).
+    pub fillfactor: i32,
     /// The host's --warm-modules, and the memory slots warm and unused at the end of the
     /// window, with what they kept resident.
     pub warm_modules: u32,
@@ -218,6 +225,10 @@ pub struct Report {
     /// on, and whether a layout drifts.
     pub due_per_page_before: Option<f64>,
     pub due_per_page_after: Option<f64>,
+    /// The size of the tasks table's heap when the window began and when the run ended:
+    /// what room left on each page costs, and whether the table grows.
+    pub heap_bytes_before: i64,
+    pub heap_bytes_after: i64,
     /// The size of the keys table and its index at the end (runs never write it).
     pub keys_bytes: i64,
     /// With --report-every: the figures of each interval.
@@ -266,9 +277,10 @@ async fn run_enqueue(args: BenchArgs) -> anyhow::Result<()> {
         || args.tenants != 1
         || args.distinct_modules
         || args.layout.is_some()
+        || args.fillfactor.is_some()
     {
         anyhow::bail!(
-            "--sql-only, --with-ceiling, --reuse-instance, --report-every, --tenants, --distinct-modules and --layout measure executions; --mode enqueue runs none"
+            "--sql-only, --with-ceiling, --reuse-instance, --report-every, --tenants, --distinct-modules, --layout and --fillfactor measure executions; --mode enqueue runs none"
         );
     }
     let scratch = Scratch::create(&args.database).await?;
@@ -312,6 +324,15 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     sqlx::query("TRUNCATE tasks, task_keys, claims")
         .execute(&setup)
         .await?;
+    if let Some(fillfactor) = args.fillfactor {
+        // A number in 10..=100 (clap checked it), so formatting it into the DDL is safe.
+        sqlx::query(&format!(
+            "ALTER TABLE tasks SET (fillfactor = {fillfactor})"
+        ))
+        .execute(&setup)
+        .await?;
+    }
+    let fillfactor = probe::fillfactor(&setup).await?;
     let noop = example("noop").expect("the noop example is built in");
     let sandbox = Sandbox::new(&SandboxConfig {
         concurrent_runs: 1,
@@ -383,6 +404,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     host.reset_latencies();
     let (dead_before, index_before) = probe::bloat(&setup).await?;
     let due_per_page_before = probe::due_per_page(&setup, args.batch as i64).await?;
+    let heap_before = probe::heap_bytes(&setup).await?;
     let wal_start = probe::WalSample::take(&setup).await?;
     let (window_start, stats_start, cpu_start) =
         (Instant::now(), host.stats(), probe::CpuSample::take());
@@ -419,6 +441,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         .await?;
     let (dead, index_bytes) = probe::bloat(&setup).await?;
     let due_per_page_after = probe::due_per_page(&setup, args.batch as i64).await?;
+    let heap_after = probe::heap_bytes(&setup).await?;
     let keys_bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('task_keys')")
         .fetch_one(&setup)
         .await?;
@@ -439,6 +462,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         concurrency,
         batch: args.batch,
         layout: (args.mode == Mode::Recurring).then_some(layout),
+        fillfactor,
         warm_modules: args.warm_modules,
         warm_memories,
         warm_resident_mb: round(warm_bytes as f64 / (1 << 20) as f64, 1),
@@ -474,6 +498,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         index_bytes_after: index_bytes,
         due_per_page_before: due_per_page_before.map(|x| round(x, 1)),
         due_per_page_after: due_per_page_after.map(|x| round(x, 1)),
+        heap_bytes_before: heap_before,
+        heap_bytes_after: heap_after,
         keys_bytes,
         intervals: trend.map(|t| t.intervals).unwrap_or_default(),
         ceiling_tasks_per_sec: None,
@@ -585,6 +611,12 @@ fn print_table(r: &Report) {
         probe::show_per_page(r.due_per_page_after),
         probe::show_per_page(r.due_per_page_before),
         r.batch
+    );
+    println!(
+        "  heap MB               {:>12}   (at the start of the window: {}; fillfactor {})",
+        r.heap_bytes_after >> 20,
+        r.heap_bytes_before >> 20,
+        r.fillfactor
     );
     println!("  keys table MB         {:>12}", r.keys_bytes >> 20);
     println!("  server                {}", r.server);

@@ -1,7 +1,7 @@
 //! What the bench reads off the machine and the database: CPU time of this process and
 //! of PostgreSQL's processes (from /proc), this process's peak resident memory, the
-//! row writes PostgreSQL counted on the tasks table, the WAL the server wrote, and the
-//! server settings the figures depend on.
+//! row writes PostgreSQL counted on the tasks table, its size, layout and fillfactor, the
+//! WAL the server wrote, and the server settings the figures depend on.
 
 use std::time::Instant;
 
@@ -126,6 +126,17 @@ pub async fn heap_bytes(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_relation_size('tasks')")
         .fetch_one(pool)
         .await
+}
+
+/// The tasks table's fillfactor: its own setting (the migrations set 90), else
+/// PostgreSQL's default of 100.
+pub async fn fillfactor(pool: &PgPool) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT option_value::int FROM pg_class, pg_options_to_table(reloptions)
+                          WHERE oid = 'tasks'::regclass AND option_name = 'fillfactor'), 100)",
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// The server's write-ahead log so far: where it ends, how many full-page images it
