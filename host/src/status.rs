@@ -1,5 +1,7 @@
 //! What the tasks table holds, per tenant and task type: how many tasks wait, are due,
-//! run, failed or finished, and how late the oldest due task is.
+//! run, failed or finished, and how late the oldest due task is; and how the table lies
+//! on disk: its size, dead rows, fillfactor, and how many of the next due tasks share a
+//! page, which decides how much of the table each claim touches.
 
 use serde::Serialize;
 use sqlx::{PgPool, Row};
@@ -33,7 +35,33 @@ pub struct TypeStatus {
 pub struct Status {
     /// One entry per tenant and type, sorted.
     pub types: Vec<TypeStatus>,
+    /// The tasks table itself.
+    pub table: TableStatus,
 }
+
+/// How the tasks table lies on disk. A claim takes the next due tasks, and the server
+/// reads, locks, rewrites and later prunes each heap page they lie on: tasks that fall
+/// due with their page neighbours cost it about a third less per execution than tasks
+/// scattered one to a page (BENCHMARKS.md, fifteenth to seventeenth measurements).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TableStatus {
+    /// The heap (main fork) of `tasks`, in bytes.
+    pub heap_bytes: i64,
+    /// All indexes of `tasks`, in bytes.
+    pub index_bytes: i64,
+    /// Row versions vacuum has yet to free, as PostgreSQL's statistics count them.
+    pub dead_tuples: i64,
+    /// The table's fillfactor: the migrations set 90, an operator may set 50 (README).
+    pub fillfactor: i32,
+    /// How many of the next [`DUE_SAMPLE`] scheduled tasks by due time share a heap page,
+    /// on average: about 1 when due tasks are scattered over the table, tens when they lie
+    /// together. `None` when no task is scheduled.
+    pub due_per_page: Option<f64>,
+}
+
+/// The due tasks [`TableStatus::due_per_page`] looks at in `recur status`: a claim's
+/// worth at the host's default batch.
+pub const DUE_SAMPLE: i64 = crate::host::DEFAULT_BATCH as i64;
 
 const STATUS_SQL: &str = "
     SELECT tenant, task_type,
@@ -68,5 +96,38 @@ pub async fn status(pool: &PgPool) -> Result<Status, sqlx::Error> {
             })
         })
         .collect::<Result<_, sqlx::Error>>()?;
-    Ok(Status { types })
+    Ok(Status {
+        types,
+        table: table(pool, DUE_SAMPLE).await?,
+    })
 }
+
+/// Reads how the tasks table lies, looking at the next `due_sample` scheduled tasks for
+/// [`TableStatus::due_per_page`]. Cheap at any size: sizes and counters come from the
+/// catalog, and the due tasks from the front of the due index. Reading `ctid` takes no
+/// lock, so this never waits on a host's claims.
+pub async fn table(pool: &PgPool, due_sample: i64) -> Result<TableStatus, sqlx::Error> {
+    let row = sqlx::query(TABLE_SQL)
+        .bind(due_sample)
+        .fetch_one(pool)
+        .await?;
+    Ok(TableStatus {
+        heap_bytes: row.try_get("heap_bytes")?,
+        index_bytes: row.try_get("index_bytes")?,
+        dead_tuples: row.try_get("dead_tuples")?,
+        fillfactor: row.try_get("fillfactor")?,
+        due_per_page: row.try_get("due_per_page")?,
+    })
+}
+
+// A heap page is the first number of a row's ctid, `(page,item)`, read as a point.
+const TABLE_SQL: &str = "
+    SELECT pg_relation_size('tasks') AS heap_bytes,
+           pg_indexes_size('tasks') AS index_bytes,
+           coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
+                     WHERE relid = 'tasks'::regclass), 0) AS dead_tuples,
+           coalesce((SELECT option_value::int FROM pg_class, pg_options_to_table(reloptions)
+                     WHERE oid = 'tasks'::regclass AND option_name = 'fillfactor'), 100) AS fillfactor,
+           (SELECT count(*)::float8 / nullif(count(DISTINCT (ctid::text::point)[0]), 0)
+            FROM (SELECT ctid FROM tasks WHERE status = 0 ORDER BY next_run_at LIMIT $1) AS next)
+               AS due_per_page";

@@ -125,6 +125,17 @@ async fn deploy_enqueue_and_status_from_the_command_line() {
         noop["scheduled"].as_i64().unwrap() + noop["due"].as_i64().unwrap(),
         1002
     );
+    // How the table lies: the migrations' fillfactor, and the next 1,000 due tasks by
+    // due time on some pages of it.
+    let table = &status["table"];
+    assert_eq!(table["fillfactor"], 90, "{status}");
+    assert!(table["heap_bytes"].as_i64().unwrap() > 0, "{status}");
+    assert!(table["due_per_page"].as_f64().unwrap() >= 1.0, "{status}");
+    let human = stdout(&recur(&db, &["status"]));
+    assert!(
+        human.contains("fillfactor 90") && human.contains("to a heap page"),
+        "{human}"
+    );
 }
 
 #[tokio::test]

@@ -32,6 +32,7 @@ use crate::lease::Claim;
 use crate::registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scratch::Scratch;
+use crate::status;
 
 /// The database the bench creates (and recreates) on the server it finds.
 pub const BENCH_DATABASE: &str = "recur_bench";
@@ -220,7 +221,7 @@ pub struct Report {
     pub dead_tuples_after: i64,
     pub index_bytes_after: i64,
     /// How many of the next `batch` tasks by due time share a heap page, on average, when
-    /// the window began and when the run ended (probe::due_per_page); null when none was
+    /// the window began and when the run ended (status::TableStatus); null when none was
     /// scheduled. It says how much of the table a claim touches, which the rate depends
     /// on, and whether a layout drifts.
     pub due_per_page_before: Option<f64>,
@@ -332,7 +333,6 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         .execute(&setup)
         .await?;
     }
-    let fillfactor = probe::fillfactor(&setup).await?;
     let noop = example("noop").expect("the noop example is built in");
     let sandbox = Sandbox::new(&SandboxConfig {
         concurrent_runs: 1,
@@ -402,9 +402,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     };
     tokio::time::sleep(warmup).await;
     host.reset_latencies();
-    let (dead_before, index_before) = probe::bloat(&setup).await?;
-    let due_per_page_before = probe::due_per_page(&setup, args.batch as i64).await?;
-    let heap_before = probe::heap_bytes(&setup).await?;
+    let before = status::table(&setup, args.batch as i64).await?;
     let wal_start = probe::WalSample::take(&setup).await?;
     let (window_start, stats_start, cpu_start) =
         (Instant::now(), host.stats(), probe::CpuSample::take());
@@ -439,9 +437,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let table_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
         .fetch_one(&setup)
         .await?;
-    let (dead, index_bytes) = probe::bloat(&setup).await?;
-    let due_per_page_after = probe::due_per_page(&setup, args.batch as i64).await?;
-    let heap_after = probe::heap_bytes(&setup).await?;
+    let after = status::table(&setup, args.batch as i64).await?;
     let keys_bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('task_keys')")
         .fetch_one(&setup)
         .await?;
@@ -462,7 +458,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         concurrency,
         batch: args.batch,
         layout: (args.mode == Mode::Recurring).then_some(layout),
-        fillfactor,
+        fillfactor: after.fillfactor,
         warm_modules: args.warm_modules,
         warm_memories,
         warm_resident_mb: round(warm_bytes as f64 / (1 << 20) as f64, 1),
@@ -492,14 +488,14 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         db_cpu_pct: db_cpu.map(|c| round(c, 0)),
         host_rss_mb: round(probe::peak_rss_mb(), 1),
         load_tasks_per_sec: round(args.tasks as f64 / load_time.as_secs_f64(), 0),
-        dead_tuples_before: dead_before,
-        index_bytes_before: index_before,
-        dead_tuples_after: dead,
-        index_bytes_after: index_bytes,
-        due_per_page_before: due_per_page_before.map(|x| round(x, 1)),
-        due_per_page_after: due_per_page_after.map(|x| round(x, 1)),
-        heap_bytes_before: heap_before,
-        heap_bytes_after: heap_after,
+        dead_tuples_before: before.dead_tuples,
+        index_bytes_before: before.index_bytes,
+        dead_tuples_after: after.dead_tuples,
+        index_bytes_after: after.index_bytes,
+        due_per_page_before: before.due_per_page.map(|x| round(x, 1)),
+        due_per_page_after: after.due_per_page.map(|x| round(x, 1)),
+        heap_bytes_before: before.heap_bytes,
+        heap_bytes_after: after.heap_bytes,
         keys_bytes,
         intervals: trend.map(|t| t.intervals).unwrap_or_default(),
         ceiling_tasks_per_sec: None,

@@ -1,7 +1,8 @@
 //! What the bench reads off the machine and the database: CPU time of this process and
 //! of PostgreSQL's processes (from /proc), this process's peak resident memory, the
-//! row writes PostgreSQL counted on the tasks table, its size, layout and fillfactor, the
-//! WAL the server wrote, and the server settings the figures depend on.
+//! row writes PostgreSQL counted on the tasks table, the WAL the server wrote, and the
+//! server settings the figures depend on. How the table lies (its size, dead rows,
+//! fillfactor and due tasks per page) is `status::table`, which `recur status` shows too.
 
 use std::time::Instant;
 
@@ -91,52 +92,9 @@ pub async fn task_writes(pool: &PgPool) -> Result<i64, sqlx::Error> {
     .await
 }
 
-/// Dead tuples and the sizes of the tasks table's indexes, in bytes.
-pub async fn bloat(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT coalesce(n_dead_tup, 0), pg_indexes_size('tasks') FROM pg_stat_user_tables WHERE relname = 'tasks'",
-    )
-    .fetch_one(pool)
-    .await
-}
-
-/// How many of the next `n` scheduled tasks by due time share a heap page, on average:
-/// near 1 when due tasks are scattered over the table (each claimed task then costs the
-/// server a page of its own to fetch and prune), tens when they are clustered by due
-/// time (see BENCHMARKS.md, fifteenth measurement). `None` when no task is scheduled.
-/// Reading `ctid` takes no lock, so this never waits on the host's claims.
-pub async fn due_per_page(pool: &PgPool, n: i64) -> Result<Option<f64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*)::float8 / nullif(count(DISTINCT (ctid::text::point)[0]), 0)
-         FROM (SELECT ctid FROM tasks WHERE status = 0 ORDER BY next_run_at LIMIT $1) AS next",
-    )
-    .bind(n)
-    .fetch_one(pool)
-    .await
-}
-
 /// A `due_per_page` figure for the human table: one decimal, or "-" with no task left.
 pub fn show_per_page(per_page: Option<f64>) -> String {
     per_page.map_or_else(|| "-".to_string(), |x| format!("{x:.1}"))
-}
-
-/// The size of the tasks table's heap (its main fork), in bytes: what a table that
-/// bloats grows, where the index sizes may stay flat.
-pub async fn heap_bytes(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_relation_size('tasks')")
-        .fetch_one(pool)
-        .await
-}
-
-/// The tasks table's fillfactor: its own setting (the migrations set 90), else
-/// PostgreSQL's default of 100.
-pub async fn fillfactor(pool: &PgPool) -> Result<i32, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT coalesce((SELECT option_value::int FROM pg_class, pg_options_to_table(reloptions)
-                          WHERE oid = 'tasks'::regclass AND option_name = 'fillfactor'), 100)",
-    )
-    .fetch_one(pool)
-    .await
 }
 
 /// The server's write-ahead log so far: where it ends, how many full-page images it

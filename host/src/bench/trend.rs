@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use super::probe;
 use crate::host::Host;
 use crate::stats::Latencies;
+use crate::status;
 
 /// One interval's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -30,7 +31,7 @@ pub struct Interval {
     pub index_mb: f64,
     pub heap_mb: f64,
     /// How many of the next batch of tasks by due time share a heap page (see
-    /// probe::due_per_page): whether a layout drifts as the run goes on.
+    /// status::TableStatus): whether a layout drifts as the run goes on.
     pub due_per_page: Option<f64>,
 }
 
@@ -72,9 +73,7 @@ impl Trend {
         let lease = since(&latencies.lease_us, &self.last.lease_us);
         let commit = since(&latencies.commit_us, &self.last.commit_us);
         let lag = since(&latencies.lag_ms, &self.last.lag_ms);
-        let (dead_tuples, index_bytes) = probe::bloat(db).await?;
-        let heap_bytes = probe::heap_bytes(db).await?;
-        let due_per_page = probe::due_per_page(db, self.batch).await?;
+        let table = status::table(db, self.batch).await?;
         let ms =
             |h: &Histogram<u64>, q: f64| (h.value_at_quantile(q) as f64 / 10.0).round() / 100.0;
         let interval = Interval {
@@ -87,10 +86,10 @@ impl Trend {
             commit_ms_p50: ms(&commit, 0.5),
             commit_ms_p99: ms(&commit, 0.99),
             lag_ms_p99: lag.value_at_quantile(0.99) as f64,
-            dead_tuples,
-            index_mb: (index_bytes as f64 / 1e5).round() / 10.0,
-            heap_mb: (heap_bytes as f64 / 1e5).round() / 10.0,
-            due_per_page: due_per_page.map(|x| (x * 10.0).round() / 10.0),
+            dead_tuples: table.dead_tuples,
+            index_mb: (table.index_bytes as f64 / 1e5).round() / 10.0,
+            heap_mb: (table.heap_bytes as f64 / 1e5).round() / 10.0,
+            due_per_page: table.due_per_page.map(|x| (x * 10.0).round() / 10.0),
         };
         eprintln!(
             "  {:>7.1} s  {:>9.0} tasks/s  lease p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  lag p99 {:>6.0} ms  dead tuples {:>10}  index {:>8.1} MB  heap {:>8.1} MB  due per page {:>5}",

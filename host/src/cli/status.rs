@@ -1,8 +1,9 @@
-//! `recur status`: a table (or one JSON object) of tasks per tenant and type.
+//! `recur status`: a table (or one JSON object) of tasks per tenant and type, and a
+//! line on how the tasks table lies on disk.
 
 use sqlx::PgPool;
 
-use crate::status::status;
+use crate::status::{DUE_SAMPLE, status};
 
 /// Arguments of `recur status`.
 #[derive(Debug, clap::Args)]
@@ -40,5 +41,17 @@ pub async fn run(pool: &PgPool, args: StatusArgs) -> anyhow::Result<()> {
             t.erroring
         );
     }
+    let table = &status.table;
+    println!(
+        "\ntasks table: heap {} MB, indexes {} MB, {} dead rows, fillfactor {}; {}",
+        table.heap_bytes >> 20,
+        table.index_bytes >> 20,
+        table.dead_tuples,
+        table.fillfactor,
+        table.due_per_page.map_or_else(
+            || "no task is scheduled".to_owned(),
+            |n| format!("the next {DUE_SAMPLE} due lie {n:.1} to a heap page")
+        )
+    );
     Ok(())
 }
