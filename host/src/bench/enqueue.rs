@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Mode, probe, round};
+use super::report::{print_cpu, round};
+use super::{Mode, probe};
 use crate::db;
 use crate::enqueue::{self, NewTask};
 use crate::scratch::Scratch;
@@ -93,7 +94,7 @@ pub fn print_table(r: &EnqueueReport) {
     );
     println!("  new tasks/s           {:>12.0}", r.tasks_per_sec);
     println!("  existing tasks/s      {:>12.0}", r.existing_tasks_per_sec);
-    super::print_cpu(r.host_cpu_pct, r.db_cpu_pct);
+    print_cpu(r.host_cpu_pct, r.db_cpu_pct);
     println!("  table rows            {:>12}", r.table_rows);
     println!("  server                {}", r.server);
 }

@@ -1,0 +1,208 @@
+//! What one bench run reports: the figures as a struct (one JSON line with `--json`),
+//! and the human table printed from them.
+
+use serde::Serialize;
+
+use super::{Layout, Mode, probe, trend};
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    pub sql_only: bool,
+    /// noop was deployed with --reuse-instance.
+    pub reuse_instance: bool,
+    pub claim: String,
+    pub tasks: usize,
+    /// Tenants the tasks were spread over.
+    pub tenants: u32,
+    /// Each tenant ran its own copy of noop (--distinct-modules).
+    pub distinct_modules: bool,
+    pub concurrency: usize,
+    pub batch: usize,
+    /// Recurring mode's --layout (null in burn mode, where every task is due at once).
+    pub layout: Option<Layout>,
+    /// The tasks table's fillfactor (--fillfactor, else the migrations' setting).
+    pub fillfactor: i32,
+    /// The host's --warm-modules, and the memory slots warm and unused at the end of the
+    /// window, with what they kept resident.
+    pub warm_modules: u32,
+    pub warm_memories: u32,
+    pub warm_resident_mb: f64,
+    /// Components the host compiled, and those it loaded from its compilation cache.
+    pub modules_compiled: usize,
+    pub modules_cached: usize,
+    /// Executions committed per second, over the measured window.
+    pub tasks_per_sec: f64,
+    /// Executions committed in the window, and its length.
+    pub executions: u64,
+    pub seconds: f64,
+    pub lease_ms_p50: f64,
+    pub lease_ms_p99: f64,
+    pub commit_ms_p50: f64,
+    pub commit_ms_p99: f64,
+    /// Due time to start of execution.
+    pub lag_ms_p50: f64,
+    pub lag_ms_p99: f64,
+    /// Tasks claimed per lease statement over the window, empty ones included: below
+    /// the host's maximum rate each claim takes what fell due since the last one.
+    pub tasks_per_lease: f64,
+    /// Time in the sandbox per task (store, instantiate, call, drop).
+    pub exec_us_p50: f64,
+    pub exec_us_p99: f64,
+    /// Row writes on `tasks` per execution, from pg_stat_user_tables.
+    pub db_writes_per_task: f64,
+    /// WAL bytes and full-page images per execution over the window, and the
+    /// checkpoints in it (see probe::WalSample).
+    pub wal_bytes_per_task: f64,
+    pub wal_full_pages_per_task: f64,
+    pub checkpoints: i64,
+    pub table_rows: i64,
+    /// CPU in percent of one core; `db_cpu_pct` is null when PostgreSQL is not local.
+    pub host_cpu_pct: f64,
+    pub db_cpu_pct: Option<f64>,
+    pub host_rss_mb: f64,
+    pub load_tasks_per_sec: f64,
+    /// The tasks table's dead tuples and index size when the measured window began and
+    /// when the run ended.
+    pub dead_tuples_before: i64,
+    pub index_bytes_before: i64,
+    pub dead_tuples_after: i64,
+    pub index_bytes_after: i64,
+    /// How many of the next `batch` tasks by due time share a heap page, on average, when
+    /// the window began and when the run ended (status::TableStatus); null when none was
+    /// scheduled. It says how much of the table a claim touches, which the rate depends
+    /// on, and whether a layout drifts.
+    pub due_per_page_before: Option<f64>,
+    pub due_per_page_after: Option<f64>,
+    /// The size of the tasks table's heap when the window began and when the run ended:
+    /// what room left on each page costs, and whether the table grows.
+    pub heap_bytes_before: i64,
+    pub heap_bytes_after: i64,
+    /// The size of the keys table and its index at the end (runs never write it).
+    pub keys_bytes: i64,
+    /// With --report-every: the figures of each interval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub intervals: Vec<trend::Interval>,
+    /// With --with-ceiling: this run's rate over the --sql-only run's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling_tasks_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_ceiling: Option<f64>,
+    pub database: String,
+    /// The server's version and the settings the figures depend on most.
+    pub server: String,
+}
+
+pub(super) fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Burn => "burn",
+        Mode::Recurring => "recurring",
+        Mode::Enqueue => "enqueue",
+    }
+}
+
+pub(super) fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
+/// The CPU line of a report's table; the database's is unknown when it is not local.
+pub(super) fn print_cpu(host_cpu_pct: f64, db_cpu_pct: Option<f64>) {
+    println!(
+        "  cpu host / db %       {:>12.0} / {}",
+        host_cpu_pct,
+        db_cpu_pct.map_or("n/a".to_owned(), |c| format!("{c:.0}"))
+    );
+}
+
+pub(super) fn print_table(r: &Report) {
+    println!();
+    println!(
+        "recur bench: {} {}, {} tasks{}{}, concurrency {}, batch {}, on {}",
+        mode_name(r.mode),
+        if r.sql_only {
+            "(sql-only)"
+        } else if r.reuse_instance {
+            "(reusing instances)"
+        } else {
+            ""
+        },
+        r.tasks,
+        if r.tenants > 1 {
+            format!(" in {} tenants", r.tenants)
+        } else {
+            String::new()
+        },
+        if r.layout == Some(Layout::Clustered) {
+            ", due in table order"
+        } else {
+            ""
+        },
+        r.concurrency,
+        r.batch,
+        r.database
+    );
+    println!(
+        "  tasks/s               {:>12.0}   ({} executions in {:.1} s)",
+        r.tasks_per_sec, r.executions, r.seconds
+    );
+    if let (Some(ceiling), Some(ratio)) = (r.ceiling_tasks_per_sec, r.ratio_to_ceiling) {
+        println!("  sql-only ceiling      {ceiling:>12.0}   (ratio {ratio:.2})");
+    }
+    println!(
+        "  lease ms p50 / p99    {:>12.2} / {:.2}",
+        r.lease_ms_p50, r.lease_ms_p99
+    );
+    println!(
+        "  commit ms p50 / p99   {:>12.2} / {:.2}",
+        r.commit_ms_p50, r.commit_ms_p99
+    );
+    println!(
+        "  lag ms p50 / p99      {:>12.1} / {:.1}",
+        r.lag_ms_p50, r.lag_ms_p99
+    );
+    println!("  tasks per lease       {:>12.1}", r.tasks_per_lease);
+    println!(
+        "  exec us p50 / p99     {:>12.1} / {:.1}",
+        r.exec_us_p50, r.exec_us_p99
+    );
+    println!("  row writes per task   {:>12.2}", r.db_writes_per_task);
+    println!(
+        "  WAL bytes per task    {:>12.0}   ({:.3} full pages per task, {} checkpoints)",
+        r.wal_bytes_per_task, r.wal_full_pages_per_task, r.checkpoints
+    );
+    println!("  table rows            {:>12}", r.table_rows);
+    print_cpu(r.host_cpu_pct, r.db_cpu_pct);
+    println!("  host peak rss MB      {:>12.1}", r.host_rss_mb);
+    println!(
+        "  warm memories         {:>12}   ({:.1} MB resident; --warm-modules {})",
+        r.warm_memories, r.warm_resident_mb, r.warm_modules
+    );
+    println!(
+        "  modules compiled      {:>12}   ({} from the compilation cache)",
+        r.modules_compiled, r.modules_cached
+    );
+    println!("  load tasks/s          {:>12.0}", r.load_tasks_per_sec);
+    println!(
+        "  dead tuples / index   {:>12} / {} MB   (at the start of the window: {} / {} MB)",
+        r.dead_tuples_after,
+        r.index_bytes_after >> 20,
+        r.dead_tuples_before,
+        r.index_bytes_before >> 20
+    );
+    println!(
+        "  due tasks per page    {:>12}   (at the start of the window: {}; next {} tasks by due time)",
+        probe::show_per_page(r.due_per_page_after),
+        probe::show_per_page(r.due_per_page_before),
+        r.batch
+    );
+    println!(
+        "  heap MB               {:>12}   (at the start of the window: {}; fillfactor {})",
+        r.heap_bytes_after >> 20,
+        r.heap_bytes_before >> 20,
+        r.fillfactor
+    );
+    println!("  keys table MB         {:>12}", r.keys_bytes >> 20);
+    println!("  server                {}", r.server);
+}
