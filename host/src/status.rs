@@ -4,11 +4,11 @@
 //! page, which decides how much of the table each claim touches.
 
 use serde::Serialize;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 /// One tenant and task type. The first three counts are disjoint: together they are
 /// every scheduled task.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct TypeStatus {
     /// Owning tenant.
     pub tenant: String,
@@ -43,7 +43,7 @@ pub struct Status {
 /// reads, locks, rewrites and later prunes each heap page they lie on: tasks that fall
 /// due with their page neighbours cost it about a third less per execution than tasks
 /// scattered one to a page (BENCHMARKS.md, fifteenth to seventeenth measurements).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct TableStatus {
     /// The heap (main fork) of `tasks`, in bytes.
     pub heap_bytes: i64,
@@ -79,23 +79,7 @@ const STATUS_SQL: &str = "
 /// Counts every task. This scans the table: fine for operators and tests, not
 /// something to poll at high rate on billions of rows.
 pub async fn status(pool: &PgPool) -> Result<Status, sqlx::Error> {
-    let rows = sqlx::query(STATUS_SQL).fetch_all(pool).await?;
-    let types = rows
-        .iter()
-        .map(|row| {
-            Ok(TypeStatus {
-                tenant: row.try_get("tenant")?,
-                task_type: row.try_get("task_type")?,
-                scheduled: row.try_get("scheduled")?,
-                due: row.try_get("due")?,
-                running: row.try_get("running")?,
-                failed: row.try_get("failed")?,
-                done: row.try_get("done")?,
-                lag_ms: row.try_get("lag_ms")?,
-                erroring: row.try_get("erroring")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
+    let types = sqlx::query_as(STATUS_SQL).fetch_all(pool).await?;
     Ok(Status {
         types,
         table: table(pool, DUE_SAMPLE).await?,
@@ -107,17 +91,10 @@ pub async fn status(pool: &PgPool) -> Result<Status, sqlx::Error> {
 /// catalog, and the due tasks from the front of the due index. Reading `ctid` takes no
 /// lock, so this never waits on a host's claims.
 pub async fn table(pool: &PgPool, due_sample: i64) -> Result<TableStatus, sqlx::Error> {
-    let row = sqlx::query(TABLE_SQL)
+    sqlx::query_as(TABLE_SQL)
         .bind(due_sample)
         .fetch_one(pool)
-        .await?;
-    Ok(TableStatus {
-        heap_bytes: row.try_get("heap_bytes")?,
-        index_bytes: row.try_get("index_bytes")?,
-        dead_tuples: row.try_get("dead_tuples")?,
-        fillfactor: row.try_get("fillfactor")?,
-        due_per_page: row.try_get("due_per_page")?,
-    })
+        .await
 }
 
 // A heap page is the first number of a row's ctid, `(page,item)`, read as a point.
