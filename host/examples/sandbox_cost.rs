@@ -86,7 +86,7 @@ fn run() -> anyhow::Result<()> {
             scheduled_at: 0,
         };
         let started = Instant::now();
-        let result = sandbox.run(&mut slot, &modules[i % tenants], task, limits, reuse);
+        let result = sandbox.run(&mut slot, &modules[i % tenants], &task, limits, reuse);
         nanos.push(started.elapsed().as_nanos() as u64);
         result.with_context(|| format!("run {i} failed"))?;
     }

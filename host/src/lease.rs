@@ -33,8 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{Column, PgPool, Postgres, Row, Transaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -43,7 +42,7 @@ use crate::execute::{PROVEN_RUNS, SHORT_RUN};
 use crate::liveness;
 use crate::registry::Compiling;
 use crate::stats::Stats;
-use crate::task::LeasedTask;
+use crate::task::{Columns, LeasedTask};
 
 const LEASE_SQL: &str = include_str!("sql/lease.sql");
 const GIVE_BACK_SQL: &str = include_str!("sql/give_back.sql");
@@ -262,40 +261,22 @@ pub async fn claim_locked_pending(
         tx: tokio::sync::Mutex::new(Some(tx)),
         _permit: permit,
     });
+    let columns = Columns::of(&rows[0])?;
+    let at = |name: &str| rows[0].try_column(name).map(Column::ordinal);
+    let (token, version, lost_runs) = (at("lease_token")?, at("row_version")?, at("lost_runs")?);
     pending.tasks = rows
         .iter()
         .map(|row| {
             Ok(LeasedTask {
-                token: row.try_get("lease_token")?,
-                version: Some(row.try_get("row_version")?),
-                lost_runs: row.try_get("lost_runs")?,
+                token: row.try_get(token)?,
+                version: Some(row.try_get(version)?),
+                lost_runs: row.try_get(lost_runs)?,
                 lock: Some(lock.clone()),
-                ..task(row, claimed, request.lease_timeout)?
+                ..columns.task(row, claimed, request.lease_timeout)?
             })
         })
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(pending)
-}
-
-/// The task fields common to both claims (token and lock filled in by the caller).
-fn task(row: &PgRow, claimed: Instant, lease: Duration) -> Result<LeasedTask, sqlx::Error> {
-    Ok(LeasedTask {
-        id: row.try_get("id")?,
-        tenant: row.try_get("tenant")?,
-        task_type: row.try_get("task_type")?,
-        key: row.try_get("key")?,
-        payload: row.try_get("payload")?,
-        state: row.try_get("state")?,
-        attempt: row.try_get("attempt")?,
-        lost_runs: 0,
-        runs: row.try_get("runs")?,
-        scheduled_at: row.try_get("scheduled_at")?,
-        token: None,
-        version: None,
-        lock: None,
-        deadline: claimed + lease,
-        run_by: claimed + lease * 3 / 4,
-    })
 }
 
 /// Longest wait between two attempts after the database failed a lease.
@@ -335,11 +316,15 @@ pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTa
         .bind(request.skip.as_ref().map(|skip| &skip.types))
         .fetch_all(pool)
         .await?;
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let columns = Columns::of(first)?;
     rows.iter()
         .map(|row| {
             Ok(LeasedTask {
                 token: Some(token),
-                ..task(row, claimed, request.lease_timeout)?
+                ..columns.task(row, claimed, request.lease_timeout)?
             })
         })
         .collect()

@@ -456,7 +456,7 @@ fn noop_starts_with_a_small_memory() {
         .run(
             &mut Slot::default(),
             &noop,
-            noop_task("small"),
+            &noop_task("small"),
             limits,
             false,
         )
@@ -490,7 +490,13 @@ fn memory_slots_stay_warm_for_as_many_modules_as_the_host_keeps() {
                 timeout: Duration::from_secs(5),
             };
             sandbox
-                .run(&mut Slot::default(), noop, noop_task("warm"), limits, false)
+                .run(
+                    &mut Slot::default(),
+                    noop,
+                    &noop_task("warm"),
+                    limits,
+                    false,
+                )
                 .expect("noop runs");
         }
         sandbox.warm_memories()
@@ -539,7 +545,7 @@ fn a_compilation_cache_serves_the_next_host_and_refuses_a_shared_directory() {
             .run(
                 &mut Slot::default(),
                 &noop,
-                noop_task("cached"),
+                &noop_task("cached"),
                 limits,
                 false,
             )

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::registry::{Loaded, Registry, Resolved};
+use crate::registry::{Loaded, ModuleKey, Registry, Resolved};
 use crate::sandbox::{Decision, Outcome, Reschedule, RunError, Sandbox, Slot, Task, When, now_ms};
 use crate::stats::{RunTimes, Stats};
 use crate::task::LeasedTask;
@@ -89,7 +89,7 @@ pub use queue::{ModuleTimes, PROVEN_RUNS, SHORT_RUN};
 use queue::{Queue, Taken};
 
 /// Timed-lease tasks waiting for their module's compilation, by (tenant, task type).
-type Parked = HashMap<crate::registry::ModuleKey, Vec<LeasedTask>>;
+type Parked = HashMap<ModuleKey, Vec<LeasedTask>>;
 
 /// One task and the module to run it with.
 pub struct Job {
@@ -184,9 +184,15 @@ impl Executor {
     /// Resolves the batch's modules and queues each task, parks it until its module is
     /// compiled, or sends it on as unrunnable.
     async fn dispatch(&mut self, batch: Vec<LeasedTask>, jobs: &Queue, parked: &mut Parked) {
-        let keys: HashSet<_> = batch
+        // A batch holds thousands of tasks and usually a few (tenant, type) pairs: the
+        // names are copied once per pair, not once per task.
+        let keys: HashSet<(&str, &str)> = batch
             .iter()
-            .map(|t| (t.tenant.clone(), t.task_type.clone()))
+            .map(|t| (t.tenant.as_str(), t.task_type.as_str()))
+            .collect();
+        let keys: HashSet<ModuleKey> = keys
+            .into_iter()
+            .map(|(tenant, task_type)| (tenant.to_owned(), task_type.to_owned()))
             .collect();
         let resolved = loop {
             match self.registry.resolve(keys.clone()).await {
@@ -205,13 +211,23 @@ impl Executor {
         };
         let mut ready = Vec::with_capacity(batch.len());
         let mut unrunnable = Vec::new();
+        // Consecutive tasks mostly share their module: the last one found is tried first.
+        let mut last: Option<(&ModuleKey, &Resolved)> = None;
         for task in batch {
-            let key = (task.tenant.clone(), task.task_type.clone());
-            let message = match resolved.get(&key) {
+            let found = match last {
+                Some((key, found)) if key.0 == task.tenant && key.1 == task.task_type => {
+                    Some((key, found))
+                }
+                _ => resolved.get_key_value(&(task.tenant.clone(), task.task_type.clone())),
+            };
+            if found.is_some() {
+                last = found;
+            }
+            let message = match found {
                 // Only leases that ran out, or locked batches that never committed, take a
                 // task this far (a run that returns parks it at its limit): its runs keep
                 // ending with their host. Running it again could take this host down too.
-                Some(Resolved::Ready(module))
+                Some((_, Resolved::Ready(module)))
                     if crate::outcome::exhausted(&task, module.max_attempts) =>
                 {
                     Finished::Lost {
@@ -219,7 +235,7 @@ impl Executor {
                         max_attempts: module.max_attempts,
                     }
                 }
-                Some(Resolved::Ready(module)) => {
+                Some((_, Resolved::Ready(module))) => {
                     ready.push(Job {
                         task,
                         module: module.clone(),
@@ -232,13 +248,16 @@ impl Executor {
                 // alone until the module is ready (`Registry::watch_compiling`); its
                 // dead hosts' tries stay counted (keep_lost_runs.sql). A timed lease
                 // holds nothing else up, so its task waits here for the module.
-                Some(Resolved::Compiling) if task.lock.is_some() => Finished::NotRun(task),
-                Some(Resolved::Compiling) => {
-                    parked.entry(key).or_default().push(task);
+                Some((_, Resolved::Compiling)) if task.lock.is_some() => Finished::NotRun(task),
+                Some((key, Resolved::Compiling)) => {
+                    parked.entry(key.clone()).or_default().push(task);
                     continue;
                 }
-                Some(Resolved::Unavailable(error)) => Finished::NoModule(task, error.clone()),
-                None => Finished::NoModule(task, crate::registry::no_module_error(&key.0, &key.1)),
+                Some((_, Resolved::Unavailable(error))) => Finished::NoModule(task, error.clone()),
+                None => {
+                    let error = crate::registry::no_module_error(&task.tenant, &task.task_type);
+                    Finished::NoModule(task, error)
+                }
             };
             unrunnable.push(message);
         }
@@ -289,10 +308,11 @@ fn work(
         if long {
             outbox.send();
         }
-        let input = Task {
+        // The names go into the run and come back after it, rather than being copied.
+        let mut input = Task {
             id: task.id,
-            tenant: task.tenant.clone(),
-            task_type: task.task_type.clone(),
+            tenant: std::mem::take(&mut task.tenant),
+            task_type: std::mem::take(&mut task.task_type),
             key: std::mem::take(&mut task.key),
             payload: std::mem::take(&mut task.payload),
             state: task.state.take(),
@@ -314,12 +334,14 @@ fn work(
             Runner::Sandbox => sandbox.run(
                 &mut slot,
                 &module.prepared,
-                input,
+                &input,
                 limits,
                 module.reuse_instance,
             ),
             Runner::NativeNoop => Ok(native_noop(&input)),
         };
+        task.tenant = std::mem::take(&mut input.tenant);
+        task.task_type = std::mem::take(&mut input.task_type);
         let result = match result {
             Err(RunError::Timeout(ms)) if capped => Err(RunError::PastLease(ms)),
             other => other,

@@ -90,7 +90,7 @@ impl Sandbox {
         &self,
         slot: &mut Slot,
         module: &Prepared,
-        task: Task,
+        task: &Task,
         limits: RunLimits,
         reuse: bool,
     ) -> Result<Outcome, RunError> {
@@ -134,7 +134,7 @@ impl Sandbox {
         };
 
         let result = match run {
-            Ok(run) => match call_run(run, &mut store, &task) {
+            Ok(run) => match call_run(run, &mut store, task) {
                 Ok(outcome) => Ok((outcome, run)),
                 Err(err) => Err((err, false)),
             },
