@@ -71,7 +71,7 @@ pub struct LeasedTask {
 
 /// Where the rows of one claim hold a task's fields. Looked up by name once per claim:
 /// a lookup by name hashes the name, and a dozen of them for every row were about a
-/// tenth of the host's CPU in `recur bench --sql-only` (BENCHMARKS.md, eighteenth
+/// twentieth of the host's CPU in `recur bench --sql-only` (BENCHMARKS.md, eighteenth
 /// measurement).
 pub struct Columns {
     id: usize,
