@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Column, PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -42,7 +42,7 @@ use crate::execute::{PROVEN_RUNS, SHORT_RUN};
 use crate::liveness;
 use crate::registry::Compiling;
 use crate::stats::Stats;
-use crate::task::{Columns, LeasedTask};
+use crate::task::{self, Columns, LeasedTask};
 
 const LEASE_SQL: &str = include_str!("sql/lease.sql");
 const GIVE_BACK_SQL: &str = include_str!("sql/give_back.sql");
@@ -262,15 +262,16 @@ pub async fn claim_locked_pending(
         _permit: permit,
     });
     let columns = Columns::of(&rows[0])?;
-    let at = |name: &str| rows[0].try_column(name).map(Column::ordinal);
-    let (token, version, lost_runs) = (at("lease_token")?, at("row_version")?, at("lost_runs")?);
+    let token = task::position::<Option<Uuid>>(&rows[0], "lease_token")?;
+    let version = task::position::<i64>(&rows[0], "row_version")?;
+    let lost_runs = task::position::<i32>(&rows[0], "lost_runs")?;
     pending.tasks = rows
         .iter()
         .map(|row| {
             Ok(LeasedTask {
-                token: row.try_get(token)?,
-                version: Some(row.try_get(version)?),
-                lost_runs: row.try_get(lost_runs)?,
+                token: row.try_get_unchecked(token)?,
+                version: Some(row.try_get_unchecked(version)?),
+                lost_runs: row.try_get_unchecked(lost_runs)?,
                 lock: Some(lock.clone()),
                 ..columns.task(row, claimed, request.lease_timeout)?
             })

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{Column, Row};
+use sqlx::{Column, Postgres, Row, Type};
 use uuid::Uuid;
 
 use crate::lease::BatchLock;
@@ -69,10 +69,11 @@ pub struct LeasedTask {
     pub run_by: Instant,
 }
 
-/// Where the rows of one claim hold a task's fields. Looked up by name once per claim:
-/// a lookup by name hashes the name, and a dozen of them for every row were about a
-/// twentieth of the host's CPU in `recur bench --sql-only` (BENCHMARKS.md, eighteenth
-/// measurement).
+/// Where the rows of one claim hold a task's fields, with each column's type checked
+/// against the field it fills. Both are looked up once per claim, on its first row: the
+/// rows of one result share their columns, and by name a lookup hashes the name, so a
+/// dozen lookups and type checks for every row were about a tenth of the host's CPU in
+/// `recur bench --sql-only` (BENCHMARKS.md, eighteenth measurement).
 pub struct Columns {
     id: usize,
     tenant: usize,
@@ -88,22 +89,21 @@ pub struct Columns {
 impl Columns {
     /// The columns of the result `row` belongs to.
     pub fn of(row: &PgRow) -> Result<Columns, sqlx::Error> {
-        let at = |name: &str| row.try_column(name).map(Column::ordinal);
         Ok(Columns {
-            id: at("id")?,
-            tenant: at("tenant")?,
-            task_type: at("task_type")?,
-            key: at("key")?,
-            payload: at("payload")?,
-            state: at("state")?,
-            attempt: at("attempt")?,
-            runs: at("runs")?,
-            scheduled_at: at("scheduled_at")?,
+            id: position::<i64>(row, "id")?,
+            tenant: position::<String>(row, "tenant")?,
+            task_type: position::<String>(row, "task_type")?,
+            key: position::<String>(row, "key")?,
+            payload: position::<Vec<u8>>(row, "payload")?,
+            state: position::<Vec<u8>>(row, "state")?,
+            attempt: position::<i32>(row, "attempt")?,
+            runs: position::<i64>(row, "runs")?,
+            scheduled_at: position::<DateTime<Utc>>(row, "scheduled_at")?,
         })
     }
 
-    /// The task in `row`, claimed at `claimed` for `lease` (token, version and lock
-    /// left for the caller to fill in).
+    /// The task in `row`, a row of the result these columns were found in, claimed at
+    /// `claimed` for `lease` (token, version and lock left for the caller to fill in).
     pub fn task(
         &self,
         row: &PgRow,
@@ -111,16 +111,16 @@ impl Columns {
         lease: Duration,
     ) -> Result<LeasedTask, sqlx::Error> {
         Ok(LeasedTask {
-            id: row.try_get(self.id)?,
-            tenant: row.try_get(self.tenant)?,
-            task_type: row.try_get(self.task_type)?,
-            key: row.try_get(self.key)?,
-            payload: row.try_get(self.payload)?,
-            state: row.try_get(self.state)?,
-            attempt: row.try_get(self.attempt)?,
+            id: row.try_get_unchecked(self.id)?,
+            tenant: row.try_get_unchecked(self.tenant)?,
+            task_type: row.try_get_unchecked(self.task_type)?,
+            key: row.try_get_unchecked(self.key)?,
+            payload: row.try_get_unchecked(self.payload)?,
+            state: row.try_get_unchecked(self.state)?,
+            attempt: row.try_get_unchecked(self.attempt)?,
             lost_runs: 0,
-            runs: row.try_get(self.runs)?,
-            scheduled_at: row.try_get(self.scheduled_at)?,
+            runs: row.try_get_unchecked(self.runs)?,
+            scheduled_at: row.try_get_unchecked(self.scheduled_at)?,
             token: None,
             version: None,
             lock: None,
@@ -128,4 +128,18 @@ impl Columns {
             run_by: claimed + lease * 3 / 4,
         })
     }
+}
+
+/// The position of the column `name` in `row`'s result, once its type is checked to
+/// decode as `T`: its rows can then be read with `try_get_unchecked`.
+pub fn position<T: Type<Postgres>>(row: &PgRow, name: &str) -> Result<usize, sqlx::Error> {
+    let column = row.try_column(name)?;
+    let ty = column.type_info();
+    if !T::compatible(ty) {
+        return Err(sqlx::Error::ColumnDecode {
+            index: format!("{name:?}"),
+            source: sqlx::error::mismatched_types::<Postgres, T>(ty),
+        });
+    }
+    Ok(column.ordinal())
 }
