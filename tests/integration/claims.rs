@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use recur_host::examples::artifacts::NOOP_COMPONENT;
 use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked, claim_locked_pending};
-use recur_host::task::LeasedTask;
+use recur_host::task::{Columns, LeasedTask, position};
 use tokio::sync::Semaphore;
 
 use crate::support::TestDb;
@@ -148,4 +148,28 @@ async fn a_claim_whose_record_fails_runs_nothing_and_frees_its_rows() {
         .unwrap();
     assert_eq!(tasks.len(), 9);
     assert_eq!(db.scalar::<i64>("SELECT count(*) FROM claims").await, 1);
+}
+
+/// A claim finds its columns and checks their types once, on its first row, and decodes
+/// the rest unchecked: a column of another type must be refused there, by name, rather
+/// than decoded as something it is not.
+#[tokio::test]
+async fn a_claim_column_of_the_wrong_type_is_refused_by_name() {
+    let db = TestDb::new().await;
+    let row = sqlx::query("SELECT 7::bigint AS id, 3::integer AS attempt")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(position::<i64>(&row, "id").unwrap(), 0);
+    assert_eq!(position::<i32>(&row, "attempt").unwrap(), 1);
+    let wrong = position::<i32>(&row, "id").unwrap_err().to_string();
+    assert!(
+        wrong.contains("\"id\"") && wrong.contains("mismatched types"),
+        "{wrong}"
+    );
+    let missing = Columns::of(&row)
+        .err()
+        .expect("a row without a task's columns is refused")
+        .to_string();
+    assert!(missing.contains("tenant"), "{missing}");
 }
