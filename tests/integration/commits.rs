@@ -1,15 +1,17 @@
 //! The commit stage on its own: a timed write that has to wait does not hold up the
 //! commit of a locked batch, whose claim would otherwise run out behind it; a locked
-//! batch that gives a task back unrun keeps the tries its claim counted for dead hosts.
+//! batch that gives a task back unrun keeps the tries its claim counted for dead hosts;
+//! commits that spawn the same keys at once do not deadlock.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use recur_host::commit::Committer;
+use recur_host::commit::{self, Committer};
 use recur_host::examples::artifacts::NOOP_COMPONENT;
 use recur_host::execute::Finished;
 use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked, lease};
-use recur_host::sandbox::{Decision, Outcome};
+use recur_host::outcome;
+use recur_host::sandbox::{Decision, Outcome, Spawn, now_ms};
 use recur_host::stats::Stats;
 use recur_host::task::LeasedTask;
 use tokio::sync::{Semaphore, mpsc};
@@ -149,4 +151,66 @@ async fn a_locked_task_given_back_unrun_keeps_the_tries_of_dead_batches() {
     // gave it back.
     let again = claim().await;
     assert_eq!((again.attempt, again.lost_runs), (2, 0));
+}
+
+/// Two commits at once that spawn the same keys in opposite orders, as two locked batches
+/// of a crawler do. Each waits for the keys the other has inserted and not yet committed;
+/// inserted in different orders, each would hold a key the other waits for, and
+/// PostgreSQL would abort one as a deadlock a second later. Both insert in key order, so
+/// the second waits for the first to commit, then finds every key taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    db.enqueue_n("noop", 2, "").await;
+    let parents = lease(
+        &db.pool,
+        &LeaseRequest {
+            limit: 2,
+            ..one_task()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(parents.len(), 2);
+    let keys: Vec<String> = (0..outcome::MAX_SPAWNS)
+        .map(|i| format!("page-{i:04}"))
+        .collect();
+    let write = |parent: &LeasedTask, keys: Vec<&String>| {
+        let spawns = keys
+            .into_iter()
+            .map(|key| Spawn {
+                task_type: "noop".into(),
+                key: key.clone(),
+                payload: Vec::new(),
+                when: None,
+            })
+            .collect();
+        let ran = Outcome {
+            decision: Decision::Complete(None),
+            spawns,
+        };
+        vec![outcome::decide(parent, Ok(ran), 3, now_ms())]
+    };
+    let forward = write(&parents[0], keys.iter().collect());
+    let backward = write(&parents[1], keys.iter().rev().collect());
+    let commit_in_own_transaction = |writes| async {
+        let writes: Vec<_> = writes;
+        let mut tx = db.pool.begin().await?;
+        let done = commit::commit(&mut *tx, &writes, None, false).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(done)
+    };
+    let (a, b) = tokio::join!(
+        commit_in_own_transaction(forward),
+        commit_in_own_transaction(backward)
+    );
+    let (a, b) = (a.expect("no deadlock"), b.expect("no deadlock"));
+    assert_eq!((a.committed, b.committed), (1, 1));
+    assert_eq!(a.spawned + b.spawned, outcome::MAX_SPAWNS as u64);
+    let spawned: i64 = db
+        .scalar("SELECT count(*) FROM tasks WHERE key LIKE 'page-%'")
+        .await;
+    assert_eq!(spawned, outcome::MAX_SPAWNS as i64);
+    db.assert_keys_match_tasks().await;
 }

@@ -69,8 +69,11 @@ spawn AS MATERIALIZED (
     JOIN committed AS c ON c.id = s.parent
 ),
 keyed AS (
+    -- In key order: two commits that spawn the same keys, each waiting for the other's
+    -- uncommitted key, would deadlock if they inserted them in different orders.
     INSERT INTO task_keys (tenant, task_type, key, id)
     SELECT tenant, task_type, key, id FROM spawn
+    ORDER BY tenant COLLATE "C", task_type COLLATE "C", key COLLATE "C"
     ON CONFLICT DO NOTHING
     RETURNING id
 ),

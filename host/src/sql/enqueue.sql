@@ -11,8 +11,11 @@ WITH new AS MATERIALIZED (
          AS n(tenant, task_type, key, payload, run_at)
 ),
 keyed AS (
+    -- In key order, so that concurrent enqueues of the same keys cannot deadlock (see
+    -- commit.sql).
     INSERT INTO task_keys (tenant, task_type, key, id)
     SELECT tenant, task_type, key, id FROM new
+    ORDER BY tenant COLLATE "C", task_type COLLATE "C", key COLLATE "C"
     ON CONFLICT DO NOTHING
     RETURNING id
 )
