@@ -493,3 +493,25 @@ async fn tasks_enqueued_before_the_keys_table_keep_their_keys() {
     );
     db.assert_keys_match_tasks().await;
 }
+
+/// Two enqueues at once of the same keys in opposite orders, each in its transaction:
+/// each waits for the keys the other inserted and has not committed, so inserted in
+/// different orders, each would hold a key the other waits for, and PostgreSQL would
+/// abort one as a deadlock. Keys go in in key order, so one waits for the other and
+/// then finds them all taken. (Fewer tasks than `COPY_FROM_TASKS`: one array insert.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueues_of_the_same_keys_in_opposite_orders_do_not_deadlock() {
+    let db = TestDb::new().await;
+    let n = enqueue::COPY_FROM_TASKS - 1;
+    let forward: Vec<NewTask> = (0..n)
+        .map(|i| NewTask::new("noop", &format!("key-{i:04}")))
+        .collect();
+    let backward: Vec<NewTask> = forward.iter().rev().cloned().collect();
+    let (a, b) = tokio::join!(
+        enqueue::enqueue(&db.pool, &forward),
+        enqueue::enqueue(&db.pool, &backward)
+    );
+    let (a, b) = (a.expect("no deadlock"), b.expect("no deadlock"));
+    assert_eq!(a + b, n as u64);
+    db.assert_keys_match_tasks().await;
+}

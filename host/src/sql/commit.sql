@@ -73,7 +73,7 @@ keyed AS (
     -- uncommitted key, would deadlock if they inserted them in different orders.
     INSERT INTO task_keys (tenant, task_type, key, id)
     SELECT tenant, task_type, key, id FROM spawn
-    ORDER BY tenant COLLATE "C", task_type COLLATE "C", key COLLATE "C"
+    ORDER BY tenant COLLATE "C", task_type COLLATE "C", key COLLATE "C", id
     ON CONFLICT DO NOTHING
     RETURNING id
 ),
