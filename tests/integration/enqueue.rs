@@ -504,7 +504,7 @@ async fn enqueues_of_the_same_keys_in_opposite_orders_do_not_deadlock() {
     let db = TestDb::new().await;
     let n = enqueue::COPY_FROM_TASKS - 1;
     let forward: Vec<NewTask> = (0..n)
-        .map(|i| NewTask::new("noop", &format!("key-{i:04}")))
+        .map(|i| NewTask::new("noop", format!("key-{i:04}")))
         .collect();
     let backward: Vec<NewTask> = forward.iter().rev().cloned().collect();
     let (a, b) = tokio::join!(
