@@ -109,6 +109,7 @@ async fn a_parallel_enqueue_shares_keys_out_and_keeps_the_first_of_a_repeated_on
             .unwrap(),
         0
     );
+    db.assert_no_advisory_locks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,6 +139,7 @@ async fn a_parallel_enqueue_that_fails_on_one_connection_writes_nothing_on_any()
     assert!(err.contains("poisoned"), "{err}");
     assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tasks").await, 0);
     assert_eq!(db.scalar::<i64>("SELECT count(*) FROM task_keys").await, 0);
+    db.assert_no_advisory_locks().await;
 
     // Asking for no connections, or more than the pool has, is refused up front.
     for connections in [0, 9] {
@@ -514,4 +516,81 @@ async fn enqueues_of_the_same_keys_in_opposite_orders_do_not_deadlock() {
     let (a, b) = (a.expect("no deadlock"), b.expect("no deadlock"));
     assert_eq!(a + b, n as u64);
     db.assert_keys_match_tasks().await;
+}
+
+/// A bulk load over two connections meeting another transaction that writes some of
+/// its keys. The load's connections commit together, so one that has sent its share
+/// waits for the other; were that wait in the client, PostgreSQL could not see it, and
+/// here the other transaction would wait for the finished share's keys, the unfinished
+/// share for the other transaction's key, and all of them for ever. The shares wait for
+/// each other where PostgreSQL sees it, so it finds the deadlock and rolls one back:
+/// either the other transaction, and the load goes in, or the load, which says so and
+/// leaves nothing.
+#[tokio::test]
+async fn a_parallel_bulk_load_caught_in_a_deadlock_is_not_stuck() {
+    let db = TestDb::new().await;
+    let others: Vec<String> = (0..enqueue::COPY_FROM_TASKS)
+        .map(|i| format!("key-{i:04}"))
+        .collect();
+    let tasks: Vec<NewTask> = std::iter::once("first".to_string())
+        .chain(others.iter().cloned())
+        .map(|key| NewTask::new("noop", key))
+        .collect();
+    // Another transaction takes the load's first key, so whichever share has it waits.
+    let mut other = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT recur_enqueue('default', 'noop', 'first')")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let load = tokio::spawn({
+        let pool = db.pool.clone();
+        async move { enqueue::enqueue_parallel(&pool, &tasks, 2).await }
+    });
+    db.wait_for(
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'transactionid'",
+        Duration::from_secs(10),
+    )
+    .await;
+    // Time for the other share to send its half of the keys.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Now it takes the rest: it waits on the keys of the share that has finished.
+    let rest =
+        sqlx::query("SELECT recur_enqueue('default', 'noop', key) FROM unnest($1::text[]) AS key")
+            .bind(&others)
+            .execute(&mut *other);
+    let rest = tokio::time::timeout(Duration::from_secs(20), rest)
+        .await
+        .expect("the other transaction waited for ever");
+    let other_won = rest.is_ok();
+    if other_won {
+        other.commit().await.unwrap();
+    } else {
+        other.rollback().await.unwrap();
+    }
+    let load = tokio::time::timeout(Duration::from_secs(20), load)
+        .await
+        .expect("the load waited for ever")
+        .unwrap();
+    match load {
+        // The load gave way: the other transaction has every key.
+        Err(e) => {
+            assert!(other_won, "both were rolled back");
+            let e = e.to_string();
+            assert!(
+                e.starts_with("deadlock: ") && e.contains("run it again"),
+                "{e}"
+            );
+        }
+        // The other transaction gave way: the load has every key.
+        Ok(new) => {
+            assert!(!other_won, "both went through");
+            assert_eq!(new, others.len() as u64 + 1);
+        }
+    }
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks").await,
+        others.len() as i64 + 1
+    );
+    db.assert_keys_match_tasks().await;
+    db.assert_no_advisory_locks().await;
 }

@@ -179,6 +179,19 @@ impl TestDb {
         );
     }
 
+    /// That no session holds an advisory lock in this database: a bulk load's locks
+    /// live in its pooled connections' sessions, and one left there would stall the
+    /// next load that gets the connection.
+    pub async fn assert_no_advisory_locks(&self) {
+        let held: i64 = self
+            .scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .await;
+        assert_eq!(held, 0, "advisory locks held");
+    }
+
     /// One task's row by key: (status, runs, attempt, state as text, last_error).
     pub async fn task(&self, key: &str) -> TaskRow {
         let row: (i16, i64, i32, Option<Vec<u8>>, Option<String>, f64) = sqlx::query_as(

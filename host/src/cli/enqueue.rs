@@ -161,8 +161,9 @@ async fn bulk(
         })
         .context("cannot start a thread to read stdin")?;
     // After a bad line the parser stops sending, and this returns without error.
-    let new = load.insert(sources).await.map_err(|e| {
-        anyhow::anyhow!("database error while enqueueing: {e}; nothing was enqueued")
+    let new = load.insert(sources).await.map_err(|e| match e {
+        enqueue::EnqueueError::Deadlock(_) => anyhow::Error::new(e),
+        e => anyhow::anyhow!("{e}; nothing was enqueued"),
     })?;
     let parsed = parsed
         .await

@@ -128,10 +128,31 @@ pub enum EnqueueError {
         /// The most it may use.
         allowed: usize,
     },
+    /// Another transaction was writing some of the same keys, in an order that made
+    /// each wait for the other, and PostgreSQL rolled this enqueue back so the other
+    /// could finish; nothing was written.
+    #[error(
+        "deadlock: another enqueue or commit was writing some of the same keys, and this enqueue was rolled back so it could finish; nothing was enqueued, so run it again (keys already in are absorbed)"
+    )]
+    Deadlock(#[source] sqlx::Error),
     /// The database failed; nothing was written.
     #[error("database error while enqueueing: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
 }
+
+impl From<sqlx::Error> for EnqueueError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some(DEADLOCK) => {
+                EnqueueError::Deadlock(e)
+            }
+            _ => EnqueueError::Database(e),
+        }
+    }
+}
+
+/// PostgreSQL's code for a transaction it rolled back to break a deadlock.
+const DEADLOCK: &str = "40P01";
 
 /// Enqueues `tasks` atomically (all or none): checks them all first, then writes them in
 /// one transaction. Returns how many were new; the rest had keys that existed already,

@@ -9,13 +9,25 @@
 //! where the first stays as it would over one connection, and the load's transactions
 //! never wait on each other's keys (two that did, in opposite orders, would deadlock).
 //!
+//! They may still wait on other transactions' keys, and those on theirs: another load's,
+//! or a host's commit spawning the same keys. Say load A's first connection waits for a
+//! key that load B's first wrote; B cannot commit before its second is done, which
+//! waits for a key that A's second wrote; A cannot commit before its first is done.
+//! Were a finished connection to wait for its siblings in the client, PostgreSQL would
+//! not see half of that cycle, and both loads would wait for ever. So the siblings wait
+//! for each other where PostgreSQL sees it: each holds an advisory lock until it has
+//! sent its share, then waits to share each sibling's. PostgreSQL then finds such a
+//! cycle and fails one of its transactions with a deadlock. A connection that fails
+//! rolls its share back at once, so nothing keeps waiting on its keys while its
+//! siblings finish.
+//!
 //! All or nothing, as over one connection, but for one case: the database failing
 //! between the commits. Then the shares committed before it stay, and loading the same
 //! input again adds the rest (their keys absorb the tasks already in).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
 
 use super::copy::{PIECE_BYTES, RowFormat, Rows, insert_rows};
@@ -65,14 +77,38 @@ impl BulkLoad {
     /// [`BulkLoad::writer`]) until the sources close; returns how many tasks were new.
     /// The connections send at once, each on a task of its own. After an error the
     /// load can only be rolled back, which dropping it does.
-    pub async fn insert(&mut self, sources: Vec<mpsc::Receiver<Rows>>) -> Result<u64, sqlx::Error> {
+    pub async fn insert(
+        &mut self,
+        sources: Vec<mpsc::Receiver<Rows>>,
+    ) -> Result<u64, EnqueueError> {
+        // Every share's lock is held before any starts, so none can finish before a
+        // sibling has begun and find nothing to wait for.
+        let mut shares = Vec::with_capacity(self.txs.len());
+        for tx in &mut self.txs {
+            match sqlx::query_scalar(LOCK_SHARE_SQL)
+                .bind(SHARE_LOCK_CLASS)
+                .fetch_one(&mut **tx)
+                .await
+            {
+                Ok(share) => shares.push(share),
+                Err(e) => {
+                    // The locks taken so far would stay on their pooled connections.
+                    for tx in &mut self.txs[..shares.len()] {
+                        sqlx::query(UNLOCK_ALL_SQL).execute(&mut **tx).await.ok();
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
         let running: Vec<_> = self
             .txs
             .drain(..)
             .zip(sources)
-            .map(|(mut tx, source)| {
+            .zip(&shares)
+            .map(|((mut tx, source), &own)| {
+                let siblings: Vec<i32> = shares.iter().copied().filter(|&s| s != own).collect();
                 tokio::spawn(async move {
-                    let sent = insert_rows(&mut tx, source).await;
+                    let sent = send_share(&mut tx, source, &siblings).await;
                     (tx, sent)
                 })
             })
@@ -96,7 +132,7 @@ impl BulkLoad {
             }
         }
         match failed {
-            Some(e) => Err(e),
+            Some(e) => Err(e.into()),
             None => Ok(new),
         }
     }
@@ -115,6 +151,63 @@ impl BulkLoad {
             tx.rollback().await?;
         }
         Ok(())
+    }
+}
+
+/// The first key of the advisory locks a load's connections hold while they send, in
+/// the two-key form ("recu"); the second is the connection's backend pid, unique among
+/// live sessions.
+const SHARE_LOCK_CLASS: i32 = 0x7265_6375;
+/// Takes a connection's lock and returns its second key.
+const LOCK_SHARE_SQL: &str = "SELECT pg_backend_pid() FROM pg_advisory_lock($1, pg_backend_pid())";
+/// Waits until every sibling has released its lock: sharing a lock blocks while another
+/// session holds it alone.
+const WAIT_FOR_SIBLINGS_SQL: &str =
+    "SELECT pg_advisory_lock_shared($1, sibling) FROM unnest($2::int4[]) AS sibling";
+/// Drops what the statements above take, once the share is sent and again once the
+/// siblings are waited for, or after an error: session locks outlive a rolled-back
+/// transaction and would stay on the pooled connection, and a lock left there would
+/// make its next load's unlock one short. Only session-level advisory locks go; recur
+/// takes none on a pool's connections but these.
+const UNLOCK_ALL_SQL: &str = "SELECT pg_advisory_unlock_all()";
+
+/// Sends one connection's share of a load, then waits for its `siblings` (their locks'
+/// second keys), all in a savepoint. On an error the savepoint is rolled back before
+/// returning, which releases the share's keys, and the locks are dropped, which lets the
+/// siblings go on; the transaction is left open, for the load to roll back.
+async fn send_share(
+    tx: &mut PgConnection,
+    source: mpsc::Receiver<Rows>,
+    siblings: &[i32],
+) -> Result<u64, sqlx::Error> {
+    let mut share = tx.begin().await?;
+    let sent = async {
+        let new = insert_rows(&mut share, source).await?;
+        // Its own lock is all the session holds now.
+        sqlx::query(UNLOCK_ALL_SQL).execute(&mut *share).await?;
+        if !siblings.is_empty() {
+            sqlx::query(WAIT_FOR_SIBLINGS_SQL)
+                .bind(SHARE_LOCK_CLASS)
+                .bind(siblings)
+                .execute(&mut *share)
+                .await?;
+        }
+        Ok(new)
+    }
+    .await;
+    match sent {
+        Ok(new) => {
+            share.commit().await?;
+            sqlx::query(UNLOCK_ALL_SQL).execute(&mut *tx).await?;
+            Ok(new)
+        }
+        Err(e) => {
+            // Best effort: on a connection that broke, the session's end did both.
+            if share.rollback().await.is_ok() {
+                sqlx::query(UNLOCK_ALL_SQL).execute(&mut *tx).await.ok();
+            }
+            Err(e)
+        }
     }
 }
 
