@@ -504,18 +504,36 @@ async fn tasks_enqueued_before_the_keys_table_keep_their_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueues_of_the_same_keys_in_opposite_orders_do_not_deadlock() {
     let db = TestDb::new().await;
-    let n = enqueue::COPY_FROM_TASKS - 1;
-    let forward: Vec<NewTask> = (0..n)
-        .map(|i| NewTask::new("noop", format!("key-{i:04}")))
-        .collect();
-    let backward: Vec<NewTask> = forward.iter().rev().cloned().collect();
-    let (a, b) = tokio::join!(
-        enqueue::enqueue(&db.pool, &forward),
-        enqueue::enqueue(&db.pool, &backward)
-    );
-    let (a, b) = (a.expect("no deadlock"), b.expect("no deadlock"));
-    assert_eq!(a + b, n as u64);
-    db.assert_keys_match_tasks().await;
+    // By one array insert; by COPY; and, where some keys exist, by array inserts of
+    // several statements.
+    for (n, existing) in [
+        (enqueue::COPY_FROM_TASKS - 1, 0),
+        (20 * enqueue::COPY_FROM_TASKS, 0),
+        (20 * enqueue::COPY_FROM_TASKS, 10),
+    ] {
+        sqlx::query("TRUNCATE tasks, task_keys")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let forward: Vec<NewTask> = (0..n)
+            .map(|i| NewTask::new("noop", format!("key-{i:05}")))
+            .collect();
+        let backward: Vec<NewTask> = forward.iter().rev().cloned().collect();
+        let some: Vec<NewTask> = forward
+            .iter()
+            .step_by(n.max(1) / existing.max(1))
+            .take(existing)
+            .cloned()
+            .collect();
+        enqueue::enqueue(&db.pool, &some).await.unwrap();
+        let (a, b) = tokio::join!(
+            enqueue::enqueue(&db.pool, &forward),
+            enqueue::enqueue(&db.pool, &backward)
+        );
+        let (a, b) = (a.expect("no deadlock"), b.expect("no deadlock"));
+        assert_eq!(a + b, (n - existing) as u64, "{n} tasks");
+        db.assert_keys_match_tasks().await;
+    }
 }
 
 /// A bulk load over two connections meeting another transaction that writes some of

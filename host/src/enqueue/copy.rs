@@ -2,9 +2,11 @@
 //! Each batch draws its tasks' ids from the sequence in one query, COPYs their keys into
 //! `task_keys` inside a savepoint and then the tasks into `tasks`; a batch whose keys
 //! meet one that exists (or repeats) is rolled back to its savepoint and sent again by
-//! the array insert, which absorbs those keys. While one batch is sent, the next is
-//! received, so whoever formats the rows (the CLI's parser, [`super::enqueue`]) keeps
-//! working while the database does.
+//! the array insert, which absorbs those keys. Either way a batch's keys go in in key
+//! order, as every writer of keys writes them, so two loads of the same keys in other
+//! orders wait for each other rather than deadlock, as long as each is one batch. While
+//! one batch is sent, the next is received, so whoever formats the rows (the CLI's
+//! parser, [`super::enqueue`]) keeps working while the database does.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::error::DatabaseError;
@@ -65,9 +67,9 @@ impl Rows {
         self.tasks == 0
     }
 
-    /// The tasks written, read back for the array insert, which draws ids of its own.
-    /// The data was written by [`RowFormat::write`] from checked tasks, so it is well
-    /// formed.
+    /// The tasks written, with the ids [`Rows::assign_ids`] gave them, read back for
+    /// the keys' COPY and the array insert. The data was written by [`RowFormat::write`]
+    /// from checked tasks, so it is well formed.
     fn read(&self) -> impl Iterator<Item = Row<'_>> {
         let mut data = self.data.as_slice();
         std::iter::from_fn(move || {
@@ -76,7 +78,7 @@ impl Rows {
             }
             // The field count, then the id.
             data = &data[2..];
-            field_of(&mut data);
+            let id = field_of(&mut data).try_into().expect("an id is 8 bytes");
             let (tenant, task_type, key) = (text(&mut data), text(&mut data), text(&mut data));
             let payload = field_of(&mut data);
             let micros = field_of(&mut data).try_into().expect("a time is 8 bytes");
@@ -86,13 +88,13 @@ impl Rows {
                 key,
                 payload,
                 run_at: Some(pg_epoch() + TimeDelta::microseconds(i64::from_be_bytes(micros))),
+                id: Some(i64::from_be_bytes(id)),
             })
         })
     }
 
-    /// Gives each task the next id of `ids`, in place, and appends its key's tuple
-    /// (tenant, type, key, id) to `keys`.
-    fn assign_ids(&mut self, ids: &mut impl Iterator<Item = i64>, keys: &mut Vec<u8>) {
+    /// Gives each task the next id of `ids`, in place.
+    fn assign_ids(&mut self, ids: &mut impl Iterator<Item = i64>) {
         let mut at = 0;
         while at < self.data.len() {
             let id = ids.next().expect("one id was drawn per task");
@@ -100,18 +102,9 @@ impl Rows {
             at += 2 + 4;
             self.data[at..at + 8].copy_from_slice(&id.to_be_bytes());
             at += 8;
-            // Tenant, type and key, as they are in the key's tuple.
+            // Then tenant, type, key, payload and the first run.
             let mut rest = &self.data[at..];
-            let before = rest.len();
-            for _ in 0..3 {
-                field_of(&mut rest);
-            }
-            let identity = &self.data[at..at + before - rest.len()];
-            keys.extend_from_slice(&KEY_FIELDS.to_be_bytes());
-            keys.extend_from_slice(identity);
-            field(keys, &id.to_be_bytes());
-            // Then the payload and the first run.
-            for _ in 0..2 {
+            for _ in 0..5 {
                 field_of(&mut rest);
             }
             at = self.data.len() - rest.len();
@@ -226,23 +219,33 @@ pub async fn insert_rows(
 }
 
 /// Sends one batch: by COPY if `copy` and every key in it is new, else by array
-/// inserts. Returns how many tasks were new.
+/// inserts. Returns how many tasks were new. Either way its keys go in in key order
+/// ([`Row::key_order`]), while its ids follow the input's order.
 async fn send_batch(
     conn: &mut PgConnection,
     mut batch: Vec<Rows>,
     copy: bool,
 ) -> Result<u64, sqlx::Error> {
+    let tasks: usize = batch.iter().map(|rows| rows.tasks).sum();
+    let ids: Vec<i64> = sqlx::query_scalar(IDS_SQL)
+        .bind(tasks as i64)
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut ids = ids.into_iter();
+    for rows in &mut batch {
+        rows.assign_ids(&mut ids);
+    }
+    let mut rows: Vec<Row> = batch.iter().flat_map(Rows::read).collect();
+    rows.sort_unstable_by(Row::key_order);
     if copy {
-        let tasks: usize = batch.iter().map(|rows| rows.tasks).sum();
-        let ids: Vec<i64> = sqlx::query_scalar(IDS_SQL)
-            .bind(tasks as i64)
-            .fetch_one(&mut *conn)
-            .await?;
-        let mut ids = ids.into_iter();
         let mut keys = Vec::with_capacity(COPY_HEADER.len() + tasks * 64);
         keys.extend_from_slice(COPY_HEADER);
-        for rows in &mut batch {
-            rows.assign_ids(&mut ids, &mut keys);
+        for row in &rows {
+            keys.extend_from_slice(&KEY_FIELDS.to_be_bytes());
+            field(&mut keys, row.tenant.as_bytes());
+            field(&mut keys, row.task_type.as_bytes());
+            field(&mut keys, row.key.as_bytes());
+            field(&mut keys, &row.id.expect("assigned above").to_be_bytes());
         }
         keys.extend_from_slice(COPY_TRAILER);
         if copy_keys(conn, &keys).await? {
@@ -257,7 +260,6 @@ async fn send_batch(
             return Ok(inserted);
         }
     }
-    let rows: Vec<Row> = batch.iter().flat_map(Rows::read).collect();
     insert_arrays(conn, &rows).await
 }
 

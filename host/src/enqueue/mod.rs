@@ -186,6 +186,7 @@ pub async fn enqueue_parallel(
                 key: &task.key,
                 payload: &task.payload,
                 run_at: task.run_at,
+                id: None,
             })
             .collect();
         let mut tx = pool.begin().await?;
@@ -218,6 +219,23 @@ struct Row<'a> {
     payload: &'a [u8],
     /// `None`: the transaction's now().
     run_at: Option<DateTime<Utc>>,
+    /// The id drawn for it beforehand; `None`: drawn as it is inserted.
+    id: Option<i64>,
+}
+
+impl Row<'_> {
+    /// The order keys go into `task_keys` in when one statement or one batch writes
+    /// several: every writer of keys takes them in this order, so two that write some of
+    /// the same keys cannot each wait for a key the other wrote (commit.sql). By bytes, as
+    /// `COLLATE "C"` orders them there; a repeated key's first id first.
+    fn key_order(&self, other: &Row<'_>) -> std::cmp::Ordering {
+        (self.tenant, self.task_type, self.key, self.id).cmp(&(
+            other.tenant,
+            other.task_type,
+            other.key,
+            other.id,
+        ))
+    }
 }
 
 /// Inserts checked tasks by array inserts of [`ARRAY_CHUNK`]; returns how many were new.
@@ -228,13 +246,14 @@ async fn insert_arrays(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<u64,
     let mut new = 0;
     for chunk in rows.chunks(ARRAY_CHUNK) {
         let (mut tenants, mut types, mut keys) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut payloads, mut run_at) = (Vec::new(), Vec::new());
+        let (mut payloads, mut run_at, mut ids) = (Vec::new(), Vec::new(), Vec::new());
         for row in chunk {
             tenants.push(row.tenant);
             types.push(row.task_type);
             keys.push(row.key);
             payloads.push(row.payload);
             run_at.push(row.run_at);
+            ids.push(row.id);
         }
         new += sqlx::query(INSERT_SQL)
             .bind(tenants)
@@ -242,6 +261,7 @@ async fn insert_arrays(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<u64,
             .bind(keys)
             .bind(payloads)
             .bind(run_at)
+            .bind(ids)
             .execute(&mut *conn)
             .await?
             .rows_affected();

@@ -4,11 +4,12 @@
 -- Each task draws its id first, then its key is written to task_keys with that id, and
 -- only the tasks whose key went in are created (see migrations/0005). MATERIALIZED, so
 -- both inserts read the same ids.
--- $1 tenants, $2 task types, $3 keys, $4 payloads, $5 first runs (NULL: now).
+-- $1 tenants, $2 task types, $3 keys, $4 payloads, $5 first runs (NULL: now), $6 ids
+-- drawn beforehand (NULL, or an array of NULLs: drawn here, in the arrays' order).
 WITH new AS MATERIALIZED (
-    SELECT nextval('tasks_id_seq') AS id, tenant, task_type, key, payload, run_at
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[])
-         AS n(tenant, task_type, key, payload, run_at)
+    SELECT coalesce(id, nextval('tasks_id_seq')) AS id, tenant, task_type, key, payload, run_at
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[], $6::int8[])
+         AS n(tenant, task_type, key, payload, run_at, id)
 ),
 keyed AS (
     -- In key order, so that concurrent enqueues of the same keys cannot deadlock (see
