@@ -141,7 +141,8 @@ values = {1: ":ids", 2: f"array_fill(NULL::uuid, {n})", 3: f"array_fill({status}
           4: f"array_fill(NULL::bigint, {n})", 5: f"array_fill(5000::bigint, {n})", 6: f"array_fill(false, {n})",
           7: f"array_fill(NULL::bytea, {n})", 8: f"array_fill(0, {n})", 9: f"array_fill(1, {n})",
           10: f"array_fill(NULL::text, {n})", 11: "'{}'", 12: "'{}'", 13: "'{}'", 14: "'{}'", 15: "'{}'",
-          16: "'{}'", 17: f"array_fill(NULL::bigint, {n})", 18: ":client_id", 19: "false"}
+          16: "'{}'", 17: f"array_fill(NULL::bigint, {n})", 18: ":client_id", 19: "false",
+          20: f"array_fill(NULL::tid, {n})"}
 commit = re.sub(r"\$(\d+)", lambda m: values[int(m.group(1))], statement("commit.sql"))
 print("BEGIN;")
 print("SELECT set_config('idle_in_transaction_session_timeout', '60000ms', true), pg_advisory_xact_lock(:client_id);")

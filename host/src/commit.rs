@@ -6,7 +6,7 @@
 //! written in the claim's own transaction, which then commits and releases the locks.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use sqlx::{PgExecutor, PgPool, Row};
@@ -22,6 +22,15 @@ use crate::stats::Stats;
 use crate::task::LeasedTask;
 
 const COMMIT_SQL: &str = include_str!("sql/commit.sql");
+/// How commit.sql finds a task's row, and how it finds a locked claim's rows instead:
+/// where the claim saw them (see the statement).
+const BY_ID: &str = "WHERE t.id = o.id\n";
+const BY_ROW: &str = "WHERE t.ctid = o.row_at AND t.id = o.id\n";
+/// commit.sql for outcomes that all know where their row lies: a locked claim's.
+/// Measured, this took 5–7% off the database's CPU per execution (BENCHMARKS.md,
+/// nineteenth measurement).
+static COMMIT_BY_ROW_SQL: LazyLock<String> =
+    LazyLock::new(|| COMMIT_SQL.replacen(BY_ID, BY_ROW, 1));
 const KEEP_LOST_RUNS_SQL: &str = include_str!("sql/keep_lost_runs.sql");
 
 /// What one commit statement changed.
@@ -48,6 +57,7 @@ pub async fn commit<'e>(
     let mut ids = Vec::with_capacity(n);
     let mut tokens: Vec<Option<Uuid>> = Vec::with_capacity(n);
     let mut versions: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut row_ats = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
     let mut at_ms = Vec::with_capacity(n);
     let mut delay_ms = Vec::with_capacity(n);
@@ -67,6 +77,7 @@ pub async fn commit<'e>(
         ids.push(row.id);
         tokens.push(row.token);
         versions.push(row.version);
+        row_ats.push(row.row_at);
         statuses.push(row.status as i16);
         at_ms.push(row.at_ms);
         delay_ms.push(row.delay_ms);
@@ -84,7 +95,12 @@ pub async fn commit<'e>(
             spawn_delay.push(spawn.delay_ms);
         }
     }
-    let row = sqlx::query(COMMIT_SQL)
+    let sql = if row_ats.iter().all(Option::is_some) {
+        COMMIT_BY_ROW_SQL.as_str()
+    } else {
+        COMMIT_SQL
+    };
+    let row = sqlx::query(sql)
         .bind(ids)
         .bind(tokens)
         .bind(statuses)
@@ -104,6 +120,7 @@ pub async fn commit<'e>(
         .bind(versions)
         .bind(claim)
         .bind(salvage)
+        .bind(row_ats)
         .fetch_one(db)
         .await?;
     Ok(Committed {
@@ -385,5 +402,17 @@ impl Writer {
             Err(err) => tracing::warn!(error = %err, tasks = tasks.len(),
                 "could not give tasks back; they run again when their lease runs out"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_claims_commit_finds_its_rows_where_they_lie_and_only_there() {
+        assert_eq!(COMMIT_SQL.matches(BY_ID).count(), 1);
+        assert_eq!(COMMIT_BY_ROW_SQL.matches(BY_ROW).count(), 1);
+        assert_eq!(COMMIT_BY_ROW_SQL.replacen(BY_ROW, BY_ID, 1), COMMIT_SQL);
     }
 }

@@ -42,7 +42,7 @@ use crate::execute::{PROVEN_RUNS, SHORT_RUN};
 use crate::liveness;
 use crate::registry::Compiling;
 use crate::stats::Stats;
-use crate::task::{self, Columns, LeasedTask};
+use crate::task::{self, Columns, LeasedTask, RowAt};
 
 const LEASE_SQL: &str = include_str!("sql/lease.sql");
 const GIVE_BACK_SQL: &str = include_str!("sql/give_back.sql");
@@ -264,6 +264,7 @@ pub async fn claim_locked_pending(
     let columns = Columns::of(&rows[0])?;
     let token = task::position::<Option<Uuid>>(&rows[0], "lease_token")?;
     let version = task::position::<i64>(&rows[0], "row_version")?;
+    let row_at = task::position::<RowAt>(&rows[0], "row_at")?;
     let lost_runs = task::position::<i32>(&rows[0], "lost_runs")?;
     pending.tasks = rows
         .iter()
@@ -271,6 +272,7 @@ pub async fn claim_locked_pending(
             Ok(LeasedTask {
                 token: row.try_get_unchecked(token)?,
                 version: Some(row.try_get_unchecked(version)?),
+                row_at: Some(row.try_get_unchecked(row_at)?),
                 lost_runs: row.try_get_unchecked(lost_runs)?,
                 lock: Some(lock.clone()),
                 ..columns.task(row, claimed, request.lease_timeout)?

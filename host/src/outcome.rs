@@ -8,7 +8,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::sandbox::{Decision, Outcome, RunError, Spawn, When, human_bytes};
-use crate::task::{LeasedTask, Status};
+use crate::task::{LeasedTask, RowAt, Status};
 
 /// Largest state a run may keep.
 pub const MAX_STATE_BYTES: usize = 256 << 10;
@@ -54,6 +54,8 @@ pub struct CommitRow {
     pub token: Option<Uuid>,
     /// The row version a locked claim saw (see [`LeasedTask::version`]).
     pub version: Option<i64>,
+    /// Where that version lies (see [`LeasedTask::row_at`]).
+    pub row_at: Option<RowAt>,
     pub status: Status,
     /// Next run as an absolute time (ms since the epoch), or
     pub at_ms: Option<i64>,
@@ -115,6 +117,7 @@ pub fn decide(
             id: task.id,
             token: task.token,
             version: task.version,
+            row_at: task.row_at,
             status,
             at_ms,
             delay_ms,
@@ -145,6 +148,7 @@ pub fn no_module(task: &LeasedTask, error: String) -> Write {
             id: task.id,
             token: task.token,
             version: task.version,
+            row_at: task.row_at,
             status: Status::Scheduled,
             at_ms: None,
             delay_ms: Some(NO_MODULE_RETRY.as_millis() as i64),
@@ -200,6 +204,7 @@ fn retry(task: &LeasedTask, message: String, max_attempts: i32) -> Write {
             id: task.id,
             token: task.token,
             version: task.version,
+            row_at: task.row_at,
             status: Status::Scheduled,
             at_ms: None,
             delay_ms: Some(delay.as_millis() as i64),
@@ -220,6 +225,7 @@ fn fail(task: &LeasedTask, message: String) -> Write {
             id: task.id,
             token: task.token,
             version: task.version,
+            row_at: task.row_at,
             status: Status::Failed,
             at_ms: None,
             delay_ms: Some(0),

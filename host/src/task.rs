@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{Column, Postgres, Row, Type};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgRow, PgTypeInfo, PgValueRef};
+use sqlx::{Column, Decode, Encode, Postgres, Row, Type};
 use uuid::Uuid;
 
 use crate::lease::BatchLock;
@@ -56,6 +59,8 @@ pub struct LeasedTask {
     /// For a locked claim, the row version (xmin) it claimed: a commit made after the
     /// claim's locks were lost applies only if nobody has written the row since.
     pub version: Option<i64>,
+    /// For a locked claim, where the version it claimed lies (see [`RowAt`]).
+    pub row_at: Option<RowAt>,
     /// For a task claimed under a row lock: the claim's transaction, which the task's
     /// outcome must be committed in. `None` for a timed lease.
     pub lock: Option<Arc<BatchLock>>,
@@ -123,6 +128,7 @@ impl Columns {
             scheduled_at: row.try_get_unchecked(self.scheduled_at)?,
             token: None,
             version: None,
+            row_at: None,
             lock: None,
             deadline: claimed + lease,
             run_by: claimed + lease * 3 / 4,
@@ -142,4 +148,48 @@ pub fn position<T: Type<Postgres>>(row: &PgRow, name: &str) -> Result<usize, sql
         });
     }
     Ok(column.ordinal())
+}
+
+/// Where a row version lies in the table: its `ctid`, a page and a slot on it. A locked
+/// claim's rows cannot move while its transaction holds them, so its commit finds each
+/// row by where it lies instead of through the primary key's index (commit.sql).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowAt {
+    page: u32,
+    slot: u16,
+}
+
+/// PostgreSQL's `tid` and `tid[]` types.
+const TID: Oid = Oid(27);
+const TID_ARRAY: Oid = Oid(1010);
+
+impl Type<Postgres> for RowAt {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(TID)
+    }
+}
+
+impl PgHasArrayType for RowAt {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(TID_ARRAY)
+    }
+}
+
+impl Decode<'_, Postgres> for RowAt {
+    fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+        // Binary: the page as four bytes, then the slot as two, big-endian.
+        let bytes: [u8; 6] = value.as_bytes()?.try_into()?;
+        Ok(RowAt {
+            page: u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            slot: u16::from_be_bytes([bytes[4], bytes[5]]),
+        })
+    }
+}
+
+impl Encode<'_, Postgres> for RowAt {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        buf.extend_from_slice(&self.page.to_be_bytes());
+        buf.extend_from_slice(&self.slot.to_be_bytes());
+        Ok(IsNull::No)
+    }
 }

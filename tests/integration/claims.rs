@@ -1,12 +1,16 @@
 //! The locked claim's cursor: a host's next claim starts past the rows its batches in
-//! flight hold, and rows freed behind the cursor still come back. And its record: a
-//! claim whose `claims` row cannot be written runs nothing and frees its rows.
+//! flight hold, and rows freed behind the cursor still come back. Its record: a claim
+//! whose `claims` row cannot be written runs nothing and frees its rows. And its commit
+//! after the locks were lost, which finds rows where the claim saw them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use recur_host::commit;
 use recur_host::examples::artifacts::NOOP_COMPONENT;
 use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked, claim_locked_pending};
+use recur_host::outcome;
+use recur_host::sandbox::{Decision, Outcome, now_ms};
 use recur_host::task::{Columns, LeasedTask, position};
 use tokio::sync::Semaphore;
 
@@ -172,4 +176,43 @@ async fn a_claim_column_of_the_wrong_type_is_refused_by_name() {
         .expect("a row without a task's columns is refused")
         .to_string();
     assert!(missing.contains("tenant"), "{missing}");
+}
+
+/// A locked claim whose transaction died writes its outcomes through the pool (see
+/// `Writer::write_locked`). It finds each row where the claim saw it, so a row nobody
+/// wrote since takes its outcome, while one written since has moved and keeps the newer
+/// write.
+#[tokio::test]
+async fn outcomes_written_after_the_locks_were_lost_apply_where_nobody_wrote_since() {
+    let db = nine_due_tasks().await;
+    let mut cursor = ClaimCursor::default();
+    let (keys, tasks) = claim(&db, &mut cursor).await;
+    let claim_key = tasks[0].lock.as_ref().unwrap().key;
+    roll_back(tasks.clone()).await;
+    sqlx::query("UPDATE tasks SET payload = 'newer' WHERE key = $1")
+        .bind(&keys[0])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let writes: Vec<_> = tasks
+        .iter()
+        .map(|task| {
+            let done = Outcome {
+                decision: Decision::Complete(None),
+                spawns: Vec::new(),
+            };
+            outcome::decide(task, Ok(done), 3, now_ms())
+        })
+        .collect();
+    let done = commit::commit(&db.pool, &writes, Some(claim_key), true)
+        .await
+        .unwrap();
+    assert_eq!(done.committed, 2);
+    let done_keys: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM tasks WHERE status = 1 ORDER BY key")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(done_keys, keys[1..]);
+    assert_eq!(db.task(&keys[0]).await.status, 0);
 }

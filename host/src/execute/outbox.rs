@@ -83,6 +83,7 @@ mod tests {
             scheduled_at: chrono::Utc::now(),
             token: None,
             version: None,
+            row_at: None,
             lock: None,
             deadline: Instant::now(),
             run_by: Instant::now(),

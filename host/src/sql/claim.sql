@@ -4,7 +4,8 @@
 -- skip these rows, and if this host dies its connection's transaction aborts and the
 -- tasks are due again at once. A task whose timed lease ran out is due since due_at.
 -- The row version (xmin) lets a commit made after the locks are lost apply only to rows
--- nobody has written since.
+-- nobody has written since, and where it lies (ctid) lets the commit find each row
+-- without the primary key's index (commit.sql).
 --
 -- A locked batch that died leaves its claims row behind (see migrations/0002). The claim
 -- takes over those rows for the tasks it claims: it deletes them (putting back the other
@@ -25,7 +26,7 @@
 WITH claimed AS (
     SELECT id, tenant, task_type, key, payload, state, attempt, runs,
            coalesce(due_at, next_run_at) AS scheduled_at, lease_token,
-           xmin::text::bigint AS row_version, updated_at, next_run_at
+           xmin::text::bigint AS row_version, ctid, updated_at, next_run_at
     FROM tasks
     WHERE status = 0
       AND next_run_at <= now()
@@ -69,7 +70,7 @@ SELECT c.id, c.tenant, c.task_type, c.key, c.payload, c.state,
                   ELSE 0 END AS attempt,
        coalesce(r.n, 0)::integer AS lost_runs,
        c.runs, c.scheduled_at,
-       c.lease_token, c.row_version, c.next_run_at
+       c.lease_token, c.row_version, c.ctid AS row_at, c.next_run_at
 FROM claimed AS c
 LEFT JOIN lost_runs AS r ON r.id = c.id
 ORDER BY c.next_run_at

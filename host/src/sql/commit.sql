@@ -10,7 +10,8 @@
 --   $1 id, $2 lease token, $3 status, $4 next run as an absolute time in ms since the
 --   epoch (or NULL), $5 next run as a delay in ms from now (used when $4 is NULL),
 --   $6 whether to replace the state, $7 the new state, $8 attempt, $9 runs to add,
---   $10 last_error, $17 the row version a locked claim saw (NULL for a timed lease).
+--   $10 last_error, $17 the row version a locked claim saw (NULL for a timed lease),
+--   $20 where that version lies, its ctid (NULL for a timed lease).
 -- Spawns: $11 parent id, $12 task type, $13 key, $14 payload, $15 absolute ms, $16 delay ms.
 -- $18 the key of the locked claim whose claims row goes with this commit (or NULL).
 -- $19 true when a locked claim's outcomes are written after its locks were lost: then
@@ -22,9 +23,9 @@ WITH outcome AS (
     SELECT *
     FROM unnest($1::bigint[], $2::uuid[], $3::smallint[], $4::bigint[], $5::bigint[],
                 $6::boolean[], $7::bytea[], $8::integer[], $9::integer[], $10::text[],
-                $17::bigint[])
+                $17::bigint[], $20::tid[])
          AS o(id, token, status, at_ms, delay_ms, set_state, state, attempt, runs_inc, error,
-              version)
+              version, row_at)
 ),
 released AS (
     -- SKIP LOCKED: after the claim's locks were lost, another host's claim may have
@@ -51,6 +52,12 @@ committed AS (
         due_at      = NULL,
         updated_at  = now()
     FROM outcome AS o
+    -- A locked claim's commit finds its rows where they lie: commit.rs puts
+    -- `t.ctid = o.row_at AND t.id = o.id` here for it, which reads each row straight
+    -- from its page instead of through the primary key's index. While the claim holds
+    -- its locks nothing can move them; after it lost them, a row written since has
+    -- moved, as its version check would refuse it anyway. A timed lease's row may be
+    -- written by others while it runs (lost.sql) and is found by id.
     WHERE t.id = o.id
       AND t.lease_token IS NOT DISTINCT FROM o.token
       AND (NOT $19::boolean
