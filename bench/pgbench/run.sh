@@ -8,7 +8,10 @@
 #   minimal-burn       one row write per execution on recur's own tasks table: claim 500
 #                      under row locks and mark them done in the same transaction; the
 #                      1,000,000 tasks worked to zero
-#   minimal-recurring  the same, rescheduling each task 5 s out, for 30 s
+#   minimal-recurring  the same, rescheduling each task 5 s out, for 30 s; with BY=ctid
+#                      the update finds the claimed rows by their ctid instead of
+#                      through the primary key, as a locked claim's commit does
+#                      (nineteenth measurement), and BATCH=N claims N instead of 500
 #   recur-sql          recur's own claim.sql and commit.sql (host/src/sql), with its claims
 #                      row, batches of 1000 rescheduled 5 s out, for 30 s; with BURN=1,
 #                      the 1,000,000 tasks all due and completed, worked to zero
@@ -102,14 +105,22 @@ minimal-burn | minimal-recurring)
         reset_tasks "$(recurring_due)"
         write="next_run_at = now() + interval '5 seconds'"
     fi
+    case ${BY:-id} in
+    id) by=id type=bigint ;;
+    ctid) by=ctid type=tid ;;
+    *)
+        echo "unknown BY $BY: id or ctid" >&2
+        exit 2
+        ;;
+    esac
     cat >"$script" <<SQL
 BEGIN;
-SELECT quote_literal(coalesce(array_agg(id), '{}')::text) AS ids FROM (SELECT id FROM tasks WHERE status = 0 AND next_run_at <= now() ORDER BY next_run_at LIMIT 500 FOR UPDATE SKIP LOCKED) s \gset
-UPDATE tasks SET $write, runs = runs + 1, attempt = 0, updated_at = now(), lease_token = NULL, due_at = NULL WHERE id = ANY(:ids::bigint[]);
+SELECT quote_literal(coalesce(array_agg($by), '{}')::text) AS ids FROM (SELECT $by FROM tasks WHERE status = 0 AND next_run_at <= now() ORDER BY next_run_at LIMIT ${BATCH:-500} FOR UPDATE SKIP LOCKED) s \gset
+UPDATE tasks SET $write, runs = runs + 1, attempt = 0, updated_at = now(), lease_token = NULL, due_at = NULL WHERE $by = ANY(:ids::$type[]);
 COMMIT;
 SQL
     if [ "$mode" = minimal-burn ]; then
-        burn recur_bench "SELECT count(*) FROM tasks WHERE status = 0" 500
+        burn recur_bench "SELECT count(*) FROM tasks WHERE status = 0" "${BATCH:-500}"
     else
         recurring
     fi
