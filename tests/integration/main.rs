@@ -10,6 +10,7 @@ mod doors;
 mod enqueue;
 mod faults;
 mod hosts;
+mod keys_at_once;
 mod liveness;
 mod outcomes;
 mod sandbox;
