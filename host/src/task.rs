@@ -1,5 +1,6 @@
 //! The task as the host holds it between lease and commit, how it is read from a
-//! claim's rows, and the status codes the `tasks` table stores.
+//! claim's rows, where a locked claim's row lies, and the status codes the `tasks`
+//! table stores.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
