@@ -2,8 +2,6 @@
 //! and the command line), and the SQL function for other languages. Keys live in
 //! `task_keys` (migrations/0005), and every test checks that it agrees with `tasks`.
 
-use std::time::Duration;
-
 use recur_host::db;
 use recur_host::enqueue::{self, NewTask};
 
@@ -429,6 +427,7 @@ async fn a_deleted_task_frees_its_key_and_no_task_changes_its_key() {
     db.assert_keys_match_tasks().await;
 }
 
+#[tokio::test]
 async fn tasks_enqueued_before_the_keys_table_keep_their_keys() {
     // The schema before task_keys: the unique key was an index on tasks.
     let db = TestDb::at_version(4).await;
