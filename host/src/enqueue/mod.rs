@@ -166,7 +166,9 @@ pub async fn enqueue(pool: &PgPool, tasks: &[NewTask]) -> Result<u64, EnqueueErr
 /// it; the transactions commit together at the end. All or none as [`enqueue`] is, but
 /// for a database failure between those commits, which leaves the shares committed
 /// before it (enqueueing the same tasks again adds the rest). Below [`COPY_FROM_TASKS`]
-/// tasks, one connection does it all.
+/// tasks, one connection does it all. Its connections hold session-level advisory
+/// locks while they send (see `enqueue::parallel`) and drop every such lock their
+/// sessions hold before they go back to `pool`.
 pub async fn enqueue_parallel(
     pool: &PgPool,
     tasks: &[NewTask],
