@@ -1,7 +1,8 @@
 //! The locked claim's cursor: a host's next claim starts past the rows its batches in
 //! flight hold, and rows freed behind the cursor still come back. Its record: a claim
 //! whose `claims` row cannot be written runs nothing and frees its rows. And its commit
-//! after the locks were lost, which finds rows where the claim saw them.
+//! after the locks were lost, which finds rows where the claim saw them, and how its
+//! record keeps the batch's ids.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,4 +216,31 @@ async fn outcomes_written_after_the_locks_were_lost_apply_where_nobody_wrote_sin
             .unwrap();
     assert_eq!(done_keys, keys[1..]);
     assert_eq!(db.task(&keys[0]).await.status, 0);
+}
+
+#[tokio::test]
+async fn a_claims_row_keeps_its_ids_with_lz4_where_the_server_has_it() {
+    let db = TestDb::new().await;
+    let lz4: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM pg_settings
+                        WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals))",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    // A batch of 1,000 ids, as a claim records it: large enough to be compressed.
+    sqlx::query(
+        "INSERT INTO claims (key, task_ids) SELECT 1, array_agg(i) FROM generate_series(1, 1000) i",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // Read back: a value is compressed as its row is stored, after RETURNING saw it.
+    let how: Option<String> =
+        sqlx::query_scalar("SELECT pg_column_compression(task_ids) FROM claims WHERE key = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let expected = if lz4 { "lz4" } else { "pglz" };
+    assert_eq!(how.as_deref(), Some(expected));
 }
