@@ -59,6 +59,14 @@ async fn noop_keeps_its_phase_and_starts_a_new_one_when_a_whole_interval_behind(
             ))
             .await;
     }
+    // On its phase to the millisecond: the run is told its due time in whole
+    // milliseconds, and the commit turns the next one back into a time exactly.
+    let on_phase: String = db
+        .scalar(
+            "SELECT (date_trunc('milliseconds', next_run_at) + interval '60 s')::text
+             FROM tasks WHERE key = 'late'",
+        )
+        .await;
     let host = Host::start(db.pool.clone(), test_config()).unwrap();
     db.wait_for(
         "SELECT bool_and(runs = 1) FROM tasks",
@@ -67,6 +75,10 @@ async fn noop_keeps_its_phase_and_starts_a_new_one_when_a_whole_interval_behind(
     .await;
     host.stop().await;
 
+    let next: String = db
+        .scalar("SELECT next_run_at::text FROM tasks WHERE key = 'late'")
+        .await;
+    assert_eq!(next, on_phase);
     let late = db.task("late").await;
     assert!(
         (35.0..=41.0).contains(&late.due_in_secs),
