@@ -20,12 +20,15 @@
 -- stand; waiting for it would hold up every other outcome of this host). While the
 -- claim's transaction lives, its row locks are the fence and versions need no check.
 WITH outcome AS (
-    SELECT *
-    FROM unnest($1::bigint[], $2::uuid[], $3::smallint[], $4::bigint[], $5::bigint[],
-                $6::boolean[], $7::bytea[], $8::integer[], $9::integer[], $10::text[],
-                $17::bigint[], $20::tid[])
-         AS o(id, token, status, at_ms, delay_ms, set_state, state, attempt, runs_inc, error,
-              version, row_at)
+    -- The arrays side by side, unnested in the select list: there they run in step, a
+    -- value at a time, where `FROM unnest(a, b, ...)` first copies each array into a
+    -- tuplestore of its own. (Both pad a shorter array with NULLs.)
+    SELECT unnest($1::bigint[]) AS id, unnest($2::uuid[]) AS token,
+           unnest($3::smallint[]) AS status, unnest($4::bigint[]) AS at_ms,
+           unnest($5::bigint[]) AS delay_ms, unnest($6::boolean[]) AS set_state,
+           unnest($7::bytea[]) AS state, unnest($8::integer[]) AS attempt,
+           unnest($9::integer[]) AS runs_inc, unnest($10::text[]) AS error,
+           unnest($17::bigint[]) AS version, unnest($20::tid[]) AS row_at
 ),
 released AS (
     -- SKIP LOCKED: after the claim's locks were lost, another host's claim may have
