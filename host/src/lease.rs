@@ -230,7 +230,7 @@ pub async fn claim_locked_pending(
         ))
         .await?;
     let after = cursor.start();
-    let rows = sqlx::query(CLAIM_SQL)
+    let mut rows = sqlx::query(CLAIM_SQL)
         .bind(request.limit)
         .bind(request.types.as_deref())
         .bind(after)
@@ -239,6 +239,16 @@ pub async fn claim_locked_pending(
         .bind(request.skip.as_ref().map(|skip| &skip.types))
         .fetch_all(&mut *tx)
         .await?;
+    // The claim returns its rows in no set order (claim.sql): due first, here.
+    if let Some(first) = rows.first() {
+        let due = task::position::<DateTime<Utc>>(first, "next_run_at")?;
+        let mut keyed = rows
+            .into_iter()
+            .map(|row| Ok((row.try_get_unchecked::<DateTime<Utc>, _>(due)?, row)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        keyed.sort_by_key(|(due, _)| *due);
+        rows = keyed.into_iter().map(|(_, row)| row).collect();
+    }
     let last = rows
         .last()
         .map(|row| row.try_get("next_run_at"))
