@@ -29,7 +29,7 @@ pub struct Example {
 pub const EXAMPLES: &[Example] = &[
     Example {
         name: "noop",
-        summary: r#"Reschedules itself every `every_ms` milliseconds, or completes without it. Payload {"every_ms": 1000}"#,
+        summary: r#"Reschedules itself every `every_ms` milliseconds, or completes without it; with `spawn`, spawns that many one-shot tasks keyed after it. Payload {"every_ms": 1000}"#,
         component: include_bytes!(concat!(env!("OUT_DIR"), "/noop.wasm")),
     },
     Example {

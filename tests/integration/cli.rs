@@ -4,6 +4,8 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use sqlx::Connection;
+
 use crate::support::{self, TestDb};
 
 fn recur(db: &TestDb, args: &[&str]) -> Output {
@@ -460,4 +462,79 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         refused.contains("lowercase letters, digits and underscores"),
         "{refused}"
     );
+}
+
+/// `recur bench --spawns`: in burn mode the spawned tasks are worked down with the
+/// loaded ones (and the ceiling spawns as the module does); in recurring mode each task
+/// spawns its children once and every later spawn is absorbed by the unique key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_spawns_and_works_the_spawned_tasks_down_too() {
+    let db = TestDb::new().await;
+    let database = format!("{}_bench", db.name());
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--tasks",
+            "1000",
+            "--json",
+            "--database",
+            &database,
+        ];
+        args.extend(extra);
+        let out = stdout(&support::recur(&db.url, &args, b""));
+        serde_json::from_str::<serde_json::Value>(out.trim().lines().last().unwrap()).unwrap()
+    };
+
+    let burn = run(&["--mode", "burn", "--spawns", "2", "--with-ceiling"]);
+    assert_eq!(
+        (&burn["spawns"], &burn["executions"], &burn["table_rows"]),
+        (&2.into(), &3000.into(), &3000.into()),
+        "{burn}"
+    );
+    assert!(burn["spawned_per_sec"].as_f64().unwrap() > 0.0, "{burn}");
+    assert!(burn["ratio_to_ceiling"].as_f64().unwrap() > 0.0, "{burn}");
+
+    let recurring = run(&[
+        "--mode",
+        "recurring",
+        "--spawns",
+        "1",
+        "--every-ms",
+        "500",
+        "--seconds",
+        "3",
+        "--warmup",
+        "1",
+    ]);
+    // Every task ran more than once; its one child exists once, and ran to completion.
+    assert_eq!(recurring["table_rows"], 2000, "{recurring}");
+    assert!(
+        recurring["executions"].as_u64().unwrap() > 2000,
+        "{recurring}"
+    );
+    let mut conn = sqlx::PgConnection::connect(&db.sibling_url(&database))
+        .await
+        .unwrap();
+    let children: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE status = 1 AND runs = 1)
+         FROM tasks WHERE key LIKE '%/0'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(children.0, 1000);
+    assert!(children.1 > 900, "{children:?}");
+    conn.close().await.unwrap();
+
+    let refused = error(&recur(
+        &db,
+        &["bench", "--mode", "enqueue", "--spawns", "1"],
+    ));
+    assert!(refused.contains("--mode enqueue runs none"), "{refused}");
+    let refused = error(&recur(&db, &["bench", "--spawns", "1001"]));
+    assert!(refused.contains("0..=1000"), "{refused}");
+    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .execute(&mut db.admin().await)
+        .await
+        .unwrap();
 }

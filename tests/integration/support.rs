@@ -83,6 +83,11 @@ impl TestDb {
         &self.name
     }
 
+    /// The URL of another database on the same server (one a `recur bench` run made).
+    pub fn sibling_url(&self, database: &str) -> String {
+        with_database(&self.server, database)
+    }
+
     /// A connection to the server's maintenance database, outside this test's database:
     /// for what a test does to the server rather than in its database (cutting
     /// connections, for one).

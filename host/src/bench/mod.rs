@@ -99,6 +99,13 @@ pub struct BenchArgs {
     /// custom section naming the tenant, as tenants running different modules would.
     #[arg(long, requires = "tenants")]
     pub distinct_modules: bool,
+    /// Each loaded task spawns this many one-shot noop tasks when it runs, keyed after
+    /// it (`<key>/0`, `<key>/1`, ...), which complete when they run: the path of a module
+    /// that fans out. In burn mode every spawn is new and the run works all of them down
+    /// too; in recurring mode each run spawns the same keys again, so after a task's
+    /// first run its spawns are absorbed by the unique key.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub spawns: u32,
     /// Deploy noop with `--reuse-instance`: a worker keeps its instance from task to task
     /// instead of a fresh one per task (see `recur module deploy --help`).
     #[arg(long, conflicts_with = "sql_only")]
@@ -194,9 +201,10 @@ async fn run_enqueue(args: BenchArgs) -> anyhow::Result<()> {
         || args.distinct_modules
         || args.layout.is_some()
         || args.fillfactor.is_some()
+        || args.spawns != 0
     {
         anyhow::bail!(
-            "--sql-only, --with-ceiling, --reuse-instance, --report-every, --tenants, --distinct-modules, --layout and --fillfactor measure executions; --mode enqueue runs none"
+            "--sql-only, --with-ceiling, --reuse-instance, --report-every, --tenants, --distinct-modules, --layout, --fillfactor and --spawns measure executions; --mode enqueue runs none"
         );
     }
     let scratch = Scratch::create(&args.database).await?;
@@ -267,13 +275,22 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     }
     drop(sandbox);
 
-    let (payload, spread) = match args.mode {
+    let (mut fields, spread) = match args.mode {
         Mode::Enqueue => unreachable!("`run` hands the enqueue mode to `run_enqueue`"),
         Mode::Burn => (Vec::new(), Duration::ZERO),
         Mode::Recurring => (
-            format!(r#"{{"every_ms": {}}}"#, args.every_ms).into_bytes(),
+            vec![format!(r#""every_ms": {}"#, args.every_ms)],
             Duration::from_millis(args.every_ms),
         ),
+    };
+    if args.spawns > 0 {
+        fields.push(format!(r#""spawn": {}"#, args.spawns));
+    }
+    // Burn mode's tasks without spawns keep the empty payload they always had.
+    let payload = if fields.is_empty() {
+        Vec::new()
+    } else {
+        format!("{{{}}}", fields.join(", ")).into_bytes()
     };
     eprintln!("loading {} tasks…", args.tasks);
     let layout = args.layout.unwrap_or_default();
@@ -310,6 +327,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
 
+    // Burn: every loaded task and every task they spawn runs once.
+    let burn_executions = args.tasks as u64 * (1 + u64::from(args.spawns));
     // Burn: the window is the whole run, to the last commit. Recurring: after a warm-up.
     let warmup = match args.mode {
         Mode::Burn | Mode::Enqueue => Duration::ZERO,
@@ -329,7 +348,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         if let Some(trend) = &mut trend {
             trend.tick(&host, &setup).await?;
         }
-        let done = args.mode == Mode::Burn && host.stats().committed >= args.tasks as u64;
+        let done = args.mode == Mode::Burn && host.stats().committed >= burn_executions;
         if done || Instant::now() >= deadline {
             break;
         }
@@ -340,6 +359,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let (warm_memories, warm_bytes) = host.warm_memories();
     let compilations = host.compilations();
     let executions = stats_end.committed - stats_start.committed;
+    let spawned = stats_end.spawned - stats_start.spawned;
     let leases = stats_end.leases - stats_start.leases;
     let wal = wal_start.until(&probe::WalSample::take(&setup).await?);
     let total = host.stop().await;
@@ -379,7 +399,9 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         warm_resident_mb: round(warm_bytes as f64 / (1 << 20) as f64, 1),
         modules_compiled: compilations.compiled,
         modules_cached: compilations.cached,
+        spawns: args.spawns,
         tasks_per_sec: round(executions as f64 / window.as_secs_f64(), 0),
+        spawned_per_sec: round(spawned as f64 / window.as_secs_f64(), 0),
         executions,
         seconds: round(window.as_secs_f64(), 2),
         lease_ms_p50: ms(&latencies.lease_us, 0.5, 1000.0),

@@ -32,8 +32,13 @@ pub struct Report {
     /// Components the host compiled, and those it loaded from its compilation cache.
     pub modules_compiled: usize,
     pub modules_cached: usize,
+    /// What each loaded task spawns when it runs (--spawns).
+    pub spawns: u32,
     /// Executions committed per second, over the measured window.
     pub tasks_per_sec: f64,
+    /// New tasks created by spawns per second, over the window (absorbed ones are not
+    /// counted).
+    pub spawned_per_sec: f64,
     /// Executions committed in the window, and its length.
     pub executions: u64,
     pub seconds: f64,
@@ -79,7 +84,8 @@ pub struct Report {
     /// what room left on each page costs, and whether the table grows.
     pub heap_bytes_before: i64,
     pub heap_bytes_after: i64,
-    /// The size of the keys table and its index at the end (runs never write it).
+    /// The size of the keys table and its index at the end (runs write it only when they
+    /// spawn).
     pub keys_bytes: i64,
     /// With --report-every: the figures of each interval.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -147,6 +153,12 @@ pub(super) fn print_table(r: &Report) {
         "  tasks/s               {:>12.0}   ({} executions in {:.1} s)",
         r.tasks_per_sec, r.executions, r.seconds
     );
+    if r.spawns > 0 {
+        println!(
+            "  spawned/s             {:>12.0}   ({} spawns per loaded task's run)",
+            r.spawned_per_sec, r.spawns
+        );
+    }
     if let (Some(ceiling), Some(ratio)) = (r.ceiling_tasks_per_sec, r.ratio_to_ceiling) {
         println!("  sql-only ceiling      {ceiling:>12.0}   (ratio {ratio:.2})");
     }

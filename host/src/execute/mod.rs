@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::registry::{Loaded, ModuleKey, Registry, Resolved};
-use crate::sandbox::{Decision, Outcome, Reschedule, RunError, Sandbox, Slot, Task, When, now_ms};
+use crate::sandbox::{
+    Decision, Outcome, Reschedule, RunError, Sandbox, Slot, Spawn, Task, When, now_ms,
+};
 use crate::stats::{RunTimes, Stats};
 use crate::task::LeasedTask;
 
@@ -49,7 +51,8 @@ pub enum Runner {
     #[default]
     Sandbox,
     /// An in-process stand-in that behaves like the `noop` module (reschedule every
-    /// `every_ms` on the task's phase, else complete) without any sandbox, so that
+    /// `every_ms` on the task's phase, else complete; spawn `spawn` children) without
+    /// any sandbox, so that
     /// `recur bench --sql-only` measures the ceiling the database and the pipeline
     /// allow. Never for real work.
     NativeNoop,
@@ -60,10 +63,10 @@ fn native_noop(task: &Task) -> Outcome {
     #[derive(serde::Deserialize)]
     struct Payload {
         every_ms: Option<u64>,
+        spawn: Option<u32>,
     }
-    let every_ms = serde_json::from_slice::<Payload>(&task.payload)
-        .ok()
-        .and_then(|p| p.every_ms);
+    let (every_ms, spawn) = serde_json::from_slice::<Payload>(&task.payload)
+        .map_or((None, None), |p| (p.every_ms, p.spawn));
     let decision = match every_ms {
         // On the task's phase while it keeps up, as the module does.
         Some(ms) => Decision::Reschedule(Reschedule {
@@ -75,10 +78,15 @@ fn native_noop(task: &Task) -> Outcome {
         }),
         None => Decision::Complete(None),
     };
-    Outcome {
-        decision,
-        spawns: Vec::new(),
-    }
+    let spawns = (0..spawn.unwrap_or(0))
+        .map(|i| Spawn {
+            task_type: task.task_type.clone(),
+            key: format!("{}/{i}", task.key),
+            payload: Vec::new(),
+            when: None,
+        })
+        .collect();
+    Outcome { decision, spawns }
 }
 
 mod outbox;
@@ -398,5 +406,19 @@ mod tests {
             native_noop(&noop_task("", now)).decision,
             Decision::Complete(None)
         ));
+    }
+
+    #[test]
+    fn the_native_noop_spawns_as_the_module_does() {
+        let outcome = native_noop(&noop_task(r#"{"spawn": 2}"#, now_ms()));
+        assert!(matches!(outcome.decision, Decision::Complete(None)));
+        let keys: Vec<_> = outcome.spawns.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["k/0", "k/1"]);
+        assert!(
+            outcome
+                .spawns
+                .iter()
+                .all(|s| s.task_type == "noop" && s.payload.is_empty() && s.when.is_none())
+        );
     }
 }

@@ -1,5 +1,9 @@
 //! The smallest useful module: with payload `{"every_ms": N}` it reschedules itself every
-//! N milliseconds, keeping its state; without `every_ms` it completes.
+//! N milliseconds, keeping its state; without `every_ms` it completes. With `"spawn": S`
+//! it also spawns S one-shot noop tasks keyed `<its key>/0` .. `<its key>/S-1`, which
+//! complete when they run: `recur bench --spawns` measures the spawn path with it. A
+//! recurring task spawns the same keys every run, and all but the first run's are
+//! absorbed by the unique key, as a crawler's links to pages it knows are.
 //!
 //! It keeps its phase: the next run is due N ms after this one was due, not after it
 //! ran, so a schedule keeps its spacing however late its runs start (and `recur bench`
@@ -8,19 +12,24 @@
 //! back to catch up.
 use std::time::Duration;
 
-use recur_guest::{Handler, Outcome, Task};
+use recur_guest::{Handler, Outcome, Spawn, Task};
 
 #[derive(serde::Deserialize)]
 struct Payload {
     every_ms: Option<u64>,
+    spawn: Option<u32>,
 }
 
 struct Noop;
 
 impl Handler for Noop {
     fn run(task: Task) -> Outcome {
-        match task.payload_json::<Payload>().map(|p| p.every_ms) {
-            Ok(Some(ms)) => {
+        let payload = match task.payload_json::<Payload>() {
+            Ok(payload) => payload,
+            Err(e) => return recur_guest::fail(e.to_string()),
+        };
+        let outcome = match payload.every_ms {
+            Some(ms) => {
                 let every = Duration::from_millis(ms);
                 let next = task.scheduled_at + every;
                 if next > recur_guest::now() {
@@ -29,8 +38,13 @@ impl Handler for Noop {
                     recur_guest::reschedule_after(every)
                 }
             }
-            Ok(None) => recur_guest::complete(),
-            Err(e) => recur_guest::fail(e.to_string()),
+            None => recur_guest::complete(),
+        };
+        match payload.spawn {
+            Some(n) => outcome.spawns(
+                (0..n).map(|i| Spawn::new(task.task_type.as_str(), format!("{}/{i}", task.key))),
+            ),
+            None => outcome,
         }
     }
 }
