@@ -93,7 +93,11 @@ spawned AS (
     INSERT INTO tasks (id, tenant, task_type, key, payload, next_run_at)
     SELECT s.id, s.tenant, s.task_type, s.key, s.payload, s.next_run_at
     FROM spawn AS s
-    JOIN keyed AS k ON k.id = s.id
+    -- A hashed lookup of the ids that won their keys, kept one by `IS TRUE`: a bare IN
+    -- (or a join) lets the planner, which cannot know how many rows a CTE holds and
+    -- guesses one, compare every spawn with every key: 9 million comparisons, 600 ms,
+    -- for a batch of 1,000 that spawns 3,000.
+    WHERE (s.id IN (SELECT id FROM keyed)) IS TRUE
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM committed) AS committed,
