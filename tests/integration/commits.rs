@@ -216,8 +216,8 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
     db.assert_keys_match_tasks().await;
 }
 
-/// A commit's spawns are matched with the keys they won by a hashed lookup, whatever
-/// the planner guesses about the CTEs' sizes. As a join, the generic plan a connection
+/// A commit's spawns are matched with the keys they won by a hashed lookup (and with
+/// their outcomes by a hash join), whatever the planner guesses about the CTEs' sizes. As a join, the generic plan a connection
 /// settles on after five commits compared every spawn with every key: 9 million
 /// comparisons, 600 ms, for a batch of 1,000 outcomes that spawned 3,000 (BENCHMARKS.md,
 /// twenty-first measurement).
@@ -238,14 +238,16 @@ async fn a_commits_spawns_find_the_keys_they_won_by_hash_in_the_generic_plan() {
             .fetch_all(&mut *conn)
             .await
             .unwrap();
-    // The lines of the `spawned` CTE: from its name to the next node at its depth.
-    let spawned: Vec<&str> = plan
-        .iter()
-        .map(String::as_str)
-        .skip_while(|line| line.trim() != "CTE spawned")
-        .skip(1)
-        .take_while(|line| !line.starts_with("  CTE ") && !line.starts_with("  InitPlan"))
-        .collect();
+    // The lines of a CTE's plan: from its name to the next node at its depth.
+    let cte = |name: &str| -> Vec<String> {
+        plan.iter()
+            .skip_while(|line| line.trim() != format!("CTE {name}"))
+            .skip(1)
+            .take_while(|line| !line.starts_with("  CTE ") && !line.starts_with("  InitPlan"))
+            .cloned()
+            .collect()
+    };
+    let (spawn, spawned) = (cte("spawn"), cte("spawned"));
     let plan = plan.join("\n");
     assert!(
         spawned.iter().any(|line| line.contains("hashed SubPlan")),
@@ -255,6 +257,13 @@ async fn a_commits_spawns_find_the_keys_they_won_by_hash_in_the_generic_plan() {
         !spawned
             .iter()
             .any(|line| line.contains("Nested Loop") || line.contains("Join")),
+        "{plan}"
+    );
+    // The spawns' join with the outcomes that applied, which gives each its tenant, is
+    // hashed too: a nested loop there would compare every spawn with every outcome.
+    assert!(
+        spawn.iter().any(|line| line.contains("Hash Join"))
+            && !spawn.iter().any(|line| line.contains("Nested Loop")),
         "{plan}"
     );
 }
