@@ -377,7 +377,12 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             let intervals = report["intervals"].as_array().unwrap();
             assert!(!intervals.is_empty(), "{report}");
             for interval in intervals {
-                for key in ["tasks_per_sec", "lease_ms_p50", "dead_tuples"] {
+                for key in [
+                    "tasks_per_sec",
+                    "spawned_per_sec",
+                    "lease_ms_p50",
+                    "dead_tuples",
+                ] {
                     assert!(interval.get(key).is_some(), "{interval}");
                 }
                 for key in ["index_mb", "heap_mb"] {

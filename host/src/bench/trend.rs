@@ -21,6 +21,9 @@ pub struct Interval {
     /// Seconds since the measured window began, at the end of the interval.
     pub at_secs: f64,
     pub tasks_per_sec: f64,
+    /// New tasks created by spawns per second (with `--spawns`): whether the run is
+    /// still creating its spawned tasks or absorbing spawns of keys that exist.
+    pub spawned_per_sec: f64,
     pub lease_ms_p50: f64,
     pub lease_ms_p99: f64,
     pub commit_ms_p50: f64,
@@ -44,6 +47,7 @@ pub struct Trend {
     last_at: Instant,
     last: Latencies,
     last_committed: u64,
+    last_spawned: u64,
     /// The intervals so far.
     pub intervals: Vec<Interval>,
 }
@@ -59,6 +63,7 @@ impl Trend {
             last_at: now,
             last: host.latencies(),
             last_committed: host.stats().committed,
+            last_spawned: host.stats().spawned,
             intervals: Vec::new(),
         }
     }
@@ -69,7 +74,9 @@ impl Trend {
         if now.duration_since(self.last_at) < self.every {
             return Ok(());
         }
-        let (latencies, committed) = (host.latencies(), host.stats().committed);
+        let (latencies, stats) = (host.latencies(), host.stats());
+        let (committed, spawned) = (stats.committed, stats.spawned);
+        let seconds = now.duration_since(self.last_at).as_secs_f64();
         let lease = since(&latencies.lease_us, &self.last.lease_us);
         let commit = since(&latencies.commit_us, &self.last.commit_us);
         let lag = since(&latencies.lag_ms, &self.last.lag_ms);
@@ -78,9 +85,8 @@ impl Trend {
             |h: &Histogram<u64>, q: f64| (h.value_at_quantile(q) as f64 / 10.0).round() / 100.0;
         let interval = Interval {
             at_secs: (now.duration_since(self.started).as_secs_f64() * 10.0).round() / 10.0,
-            tasks_per_sec: ((committed - self.last_committed) as f64
-                / now.duration_since(self.last_at).as_secs_f64())
-            .round(),
+            tasks_per_sec: ((committed - self.last_committed) as f64 / seconds).round(),
+            spawned_per_sec: ((spawned - self.last_spawned) as f64 / seconds).round(),
             lease_ms_p50: ms(&lease, 0.5),
             lease_ms_p99: ms(&lease, 0.99),
             commit_ms_p50: ms(&commit, 0.5),
@@ -91,8 +97,13 @@ impl Trend {
             heap_mb: (table.heap_bytes as f64 / 1e5).round() / 10.0,
             due_per_page: table.due_per_page.map(|x| (x * 10.0).round() / 10.0),
         };
+        let spawning = if interval.spawned_per_sec > 0.0 {
+            format!("  spawned {:.0}/s", interval.spawned_per_sec)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "  {:>7.1} s  {:>9.0} tasks/s  lease p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  lag p99 {:>6.0} ms  dead tuples {:>10}  index {:>8.1} MB  heap {:>8.1} MB  due per page {:>5}",
+            "  {:>7.1} s  {:>9.0} tasks/s  lease p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  lag p99 {:>6.0} ms  dead tuples {:>10}  index {:>8.1} MB  heap {:>8.1} MB  due per page {:>5}{spawning}",
             interval.at_secs,
             interval.tasks_per_sec,
             interval.lease_ms_p50,
@@ -106,7 +117,8 @@ impl Trend {
             probe::show_per_page(interval.due_per_page)
         );
         self.intervals.push(interval);
-        (self.last_at, self.last, self.last_committed) = (now, latencies, committed);
+        (self.last_at, self.last) = (now, latencies);
+        (self.last_committed, self.last_spawned) = (committed, spawned);
         Ok(())
     }
 }
