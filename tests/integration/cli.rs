@@ -36,6 +36,20 @@ fn error(output: &Output) -> String {
     stderr
 }
 
+/// Drops a database a `recur bench` run left beside the test's.
+async fn drop_database(db: &TestDb, name: &str) {
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut db.admin().await)
+        .await
+        .unwrap();
+}
+
+/// Runs `recur args`, which must fail with one line that says `says`.
+fn refused(db: &TestDb, args: &[&str], says: &str) {
+    let line = error(&recur(db, args));
+    assert!(line.contains(says), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_enqueue_and_status_from_the_command_line() {
     let db = TestDb::new().await;
@@ -445,27 +459,29 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
     }
     assert!(report.get("db_cpu_pct").is_some() && report.get("server").is_some());
-    let refused = error(&recur(
+    refused(
         &db,
         &["bench", "--mode", "enqueue", "--with-ceiling"],
-    ));
-    assert!(refused.contains("--mode enqueue runs none"), "{refused}");
-    let refused = error(&recur(
+        "--mode enqueue runs none",
+    );
+    refused(
         &db,
         &["bench", "--mode", "burn", "--layout", "clustered"],
-    ));
-    assert!(refused.contains("every task is due at once"), "{refused}");
-    let refused = error(&recur(&db, &["bench", "--fillfactor", "5"]));
-    assert!(refused.contains("10..=100"), "{refused}");
+        "every task is due at once",
+    );
+    refused(&db, &["bench", "--fillfactor", "5"], "10..=100");
+    refused(
+        &db,
+        &["bench", "--mode", "enqueue", "--spawns", "1"],
+        "--mode enqueue runs none",
+    );
+    refused(&db, &["bench", "--spawns", "1001"], "0..=1000");
 
-    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
-        .execute(&mut db.admin().await)
-        .await
-        .unwrap();
-    let refused = error(&recur(&db, &["bench", "--database", "Robert'); DROP"]));
-    assert!(
-        refused.contains("lowercase letters, digits and underscores"),
-        "{refused}"
+    drop_database(&db, &database).await;
+    refused(
+        &db,
+        &["bench", "--database", "Robert'); DROP"],
+        "lowercase letters, digits and underscores",
     );
 }
 
@@ -531,15 +547,5 @@ async fn the_bench_spawns_and_works_the_spawned_tasks_down_too() {
     assert!(children.1 > 900, "{children:?}");
     conn.close().await.unwrap();
 
-    let refused = error(&recur(
-        &db,
-        &["bench", "--mode", "enqueue", "--spawns", "1"],
-    ));
-    assert!(refused.contains("--mode enqueue runs none"), "{refused}");
-    let refused = error(&recur(&db, &["bench", "--spawns", "1001"]));
-    assert!(refused.contains("0..=1000"), "{refused}");
-    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
-        .execute(&mut db.admin().await)
-        .await
-        .unwrap();
+    drop_database(&db, &database).await;
 }
