@@ -119,13 +119,22 @@ async fn a_parallel_bulk_load_caught_in_a_deadlock_is_not_stuck() {
         let pool = db.pool.clone();
         async move { enqueue::enqueue_parallel(&pool, &tasks, 2).await }
     });
+    // In this test's database: other tests' backends wait on theirs meanwhile.
     db.wait_for(
-        "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'transactionid'",
+        "SELECT count(*) > 0 FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event = 'transactionid'",
         Duration::from_secs(10),
     )
     .await;
-    // Time for the other share to send its half of the keys.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The other share sends its half of the keys, then waits for the first share to
+    // finish (an advisory lock). Waiting for that, not for a while, keeps a slow machine
+    // from starting the rest before the load is in place.
+    db.wait_for(
+        "SELECT count(*) > 0 FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event = 'advisory'",
+        Duration::from_secs(10),
+    )
+    .await;
     // Now it takes the rest: it waits on the keys of the share that has finished.
     let rest =
         sqlx::query("SELECT recur_enqueue('default', 'noop', key) FROM unnest($1::text[]) AS key")
