@@ -219,7 +219,7 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
 /// A commit's spawns are matched with the keys they won by a hashed lookup (and with
 /// their outcomes by a hash join), whatever the planner guesses about the CTEs' sizes. As a join, the generic plan a connection
 /// settles on after five commits compared every spawn with every key: 9 million
-/// comparisons, 600 ms, for a batch of 1,000 outcomes that spawned 3,000 (BENCHMARKS.md,
+/// comparisons, 680 ms, for a batch of 1,000 outcomes that spawned 3,000 (BENCHMARKS.md,
 /// twenty-first measurement).
 #[tokio::test]
 async fn a_commits_spawns_find_the_keys_they_won_by_hash_in_the_generic_plan() {
