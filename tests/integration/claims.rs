@@ -244,3 +244,19 @@ async fn a_claims_row_keeps_its_ids_with_lz4_where_the_server_has_it() {
     let expected = if lz4 { "lz4" } else { "pglz" };
     assert_eq!(how.as_deref(), Some(expected));
 }
+
+/// A claim that takes over a lost batch's tasks puts back the batch's other ids with one
+/// set difference per lost batch, not one for the column and another for the filter
+/// that drops an emptied row.
+#[tokio::test]
+async fn a_claim_computes_a_lost_batchs_remaining_ids_once() {
+    let db = TestDb::new().await;
+    let plan = db
+        .generic_plan(include_str!("../../host/src/sql/claim.sql"), 6)
+        .await;
+    let differences = plan
+        .iter()
+        .filter(|line| line.contains("SetOp Except"))
+        .count();
+    assert_eq!(differences, 1, "{}", plan.join("\n"));
+}

@@ -224,20 +224,9 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
 #[tokio::test]
 async fn a_commits_spawns_find_the_keys_they_won_by_hash_in_the_generic_plan() {
     let db = TestDb::new().await;
-    let mut conn = db.pool.acquire().await.unwrap();
-    let commit_sql = include_str!("../../host/src/sql/commit.sql");
-    sqlx::raw_sql(&format!(
-        "SET plan_cache_mode = force_generic_plan; PREPARE commit_plan AS {commit_sql}"
-    ))
-    .execute(&mut *conn)
-    .await
-    .unwrap();
-    let nulls = vec!["NULL"; 20].join(", ");
-    let plan: Vec<String> =
-        sqlx::query_scalar(&format!("EXPLAIN (COSTS OFF) EXECUTE commit_plan({nulls})"))
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
+    let plan = db
+        .generic_plan(include_str!("../../host/src/sql/commit.sql"), 20)
+        .await;
     // The lines of a CTE's plan: from its name to the next node at its depth.
     let cte = |name: &str| -> Vec<String> {
         plan.iter()

@@ -165,6 +165,26 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// The plan a connection settles on for `sql` after five executions (the generic
+    /// plan, which cannot see its parameters' values), as `EXPLAIN (VERBOSE)` prints it
+    /// for all `params` parameters NULL, one line a row.
+    pub async fn generic_plan(&self, sql: &str, params: usize) -> Vec<String> {
+        let mut conn = self.pool.acquire().await.unwrap();
+        sqlx::raw_sql(&format!(
+            "SET plan_cache_mode = force_generic_plan; PREPARE generic AS {sql}"
+        ))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let nulls = vec!["NULL"; params].join(", ");
+        sqlx::query_scalar(&format!(
+            "EXPLAIN (VERBOSE, COSTS OFF) EXECUTE generic({nulls})"
+        ))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+    }
+
     /// Whether `tasks` and `task_keys` agree: every task has its key under its id, and
     /// every key its task. Panics with the first rows that do not.
     pub async fn assert_keys_match_tasks(&self) {

@@ -49,11 +49,13 @@ lost AS (
     RETURNING key, task_ids, claimed_at, host
 ),
 kept AS (
+    -- `OFFSET 0` keeps the subquery whole: pulled up into the outer query, its `rest`
+    -- would be computed twice, once for the column and once for the filter.
     INSERT INTO claims (key, task_ids, claimed_at, host)
     SELECT key, rest, claimed_at, host
     FROM (SELECT key, claimed_at, host,
                  ARRAY(SELECT unnest(task_ids) EXCEPT SELECT id FROM claimed) AS rest
-          FROM lost) AS r
+          FROM lost OFFSET 0) AS r
     WHERE cardinality(rest) > 0
 ),
 lost_runs AS (
