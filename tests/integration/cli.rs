@@ -476,6 +476,24 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         "--mode enqueue runs none",
     );
     refused(&db, &["bench", "--spawns", "1001"], "0..=1000");
+    refused(
+        &db,
+        &["bench", "--spawns", "1", "--new-spawns", "2"],
+        "is more than --spawns 1",
+    );
+    refused(
+        &db,
+        &[
+            "bench",
+            "--mode",
+            "burn",
+            "--spawns",
+            "1",
+            "--new-spawns",
+            "1",
+        ],
+        "in --mode burn every spawn is new",
+    );
 
     drop_database(&db, &database).await;
     refused(
@@ -545,6 +563,40 @@ async fn the_bench_spawns_and_works_the_spawned_tasks_down_too() {
     .unwrap();
     assert_eq!(children.0, 1000);
     assert!(children.1 > 900, "{children:?}");
+    conn.close().await.unwrap();
+
+    // With one of two spawns new every run: each task keeps one fixed child, and every
+    // run of it it committed spawned one child more, keyed after that run.
+    let mixed = run(&[
+        "--mode",
+        "recurring",
+        "--spawns",
+        "2",
+        "--new-spawns",
+        "1",
+        "--every-ms",
+        "500",
+        "--seconds",
+        "3",
+        "--warmup",
+        "1",
+    ]);
+    assert_eq!(mixed["new_spawns"], 1, "{mixed}");
+    let mut conn = sqlx::PgConnection::connect(&db.sibling_url(&database))
+        .await
+        .unwrap();
+    let (fixed, fresh, parent_runs): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE key ~ '^t[0-9]+/0$'),
+                count(*) FILTER (WHERE key ~ '^t[0-9]+/run[0-9]+/0$'),
+                coalesce(sum(runs) FILTER (WHERE key !~ '/'), 0)::bigint
+         FROM tasks",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(fixed, 1000);
+    assert!(parent_runs > 1000, "{parent_runs}");
+    assert_eq!(fresh, parent_runs);
     conn.close().await.unwrap();
 
     drop_database(&db, &database).await;

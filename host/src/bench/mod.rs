@@ -106,6 +106,11 @@ pub struct BenchArgs {
     /// first run its spawns are absorbed by the unique key.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub spawns: u32,
+    /// Recurring mode: of each run's --spawns, this many are keyed after the run
+    /// (`<key>/run<runs>/0`, ...) and so are new every run, as a crawler's links to
+    /// pages it has not seen; the rest keep their fixed keys and are absorbed.
+    #[arg(long, default_value_t = 0)]
+    pub new_spawns: u32,
     /// Deploy noop with `--reuse-instance`: a worker keeps its instance from task to task
     /// instead of a fresh one per task (see `recur module deploy --help`).
     #[arg(long, conflicts_with = "sql_only")]
@@ -172,6 +177,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.mode == Mode::Enqueue {
         return run_enqueue(args).await;
     }
+    if args.new_spawns > args.spawns {
+        anyhow::bail!(
+            "--new-spawns {} is more than --spawns {}: it says how many of each run's spawns are new",
+            args.new_spawns,
+            args.spawns
+        );
+    }
+    if args.mode == Mode::Burn && args.new_spawns > 0 {
+        anyhow::bail!(
+            "--new-spawns mixes new keys with known ones in recurring mode; in --mode burn every spawn is new"
+        );
+    }
     if args.mode == Mode::Burn && args.layout.is_some() {
         anyhow::bail!(
             "--layout spreads recurring mode's first due times; in --mode burn every task is due at once"
@@ -202,9 +219,10 @@ async fn run_enqueue(args: BenchArgs) -> anyhow::Result<()> {
         || args.layout.is_some()
         || args.fillfactor.is_some()
         || args.spawns != 0
+        || args.new_spawns != 0
     {
         anyhow::bail!(
-            "--sql-only, --with-ceiling, --reuse-instance, --report-every, --tenants, --distinct-modules, --layout, --fillfactor and --spawns measure executions; --mode enqueue runs none"
+            "--sql-only, --with-ceiling, --reuse-instance, --report-every, --tenants, --distinct-modules, --layout, --fillfactor, --spawns and --new-spawns measure executions; --mode enqueue runs none"
         );
     }
     let scratch = Scratch::create(&args.database).await?;
@@ -285,6 +303,9 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     };
     if args.spawns > 0 {
         fields.push(format!(r#""spawn": {}"#, args.spawns));
+    }
+    if args.new_spawns > 0 {
+        fields.push(format!(r#""new_spawns": {}"#, args.new_spawns));
     }
     // Burn mode's tasks without spawns keep the empty payload they always had.
     let payload = if fields.is_empty() {
@@ -400,6 +421,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         modules_compiled: compilations.compiled,
         modules_cached: compilations.cached,
         spawns: args.spawns,
+        new_spawns: args.new_spawns,
         tasks_per_sec: round(executions as f64 / window.as_secs_f64(), 0),
         spawned_per_sec: round(spawned as f64 / window.as_secs_f64(), 0),
         executions,

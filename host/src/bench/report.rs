@@ -32,8 +32,10 @@ pub struct Report {
     /// Components the host compiled, and those it loaded from its compilation cache.
     pub modules_compiled: usize,
     pub modules_cached: usize,
-    /// What each loaded task spawns when it runs (--spawns).
+    /// What each loaded task spawns when it runs (--spawns), and how many of those are
+    /// new every run (--new-spawns).
     pub spawns: u32,
+    pub new_spawns: u32,
     /// Executions committed per second, over the measured window.
     pub tasks_per_sec: f64,
     /// New tasks created by spawns per second, over the window (absorbed ones are not
@@ -154,8 +156,12 @@ pub(super) fn print_table(r: &Report) {
         r.tasks_per_sec, r.executions, r.seconds
     );
     if r.spawns > 0 {
+        let new = match r.new_spawns {
+            0 => String::new(),
+            n => format!(", {n} of them new"),
+        };
         println!(
-            "  spawned/s             {:>12.0}   ({} spawns per loaded task's run)",
+            "  spawned/s             {:>12.0}   ({} spawns per loaded task's run{new})",
             r.spawned_per_sec, r.spawns
         );
     }

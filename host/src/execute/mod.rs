@@ -51,7 +51,8 @@ pub enum Runner {
     #[default]
     Sandbox,
     /// An in-process stand-in that behaves like the `noop` module (reschedule every
-    /// `every_ms` on the task's phase, else complete; spawn `spawn` children) without
+    /// `every_ms` on the task's phase, else complete; spawn `spawn` children, of them
+    /// `new_spawns` keyed after the run) without
     /// any sandbox, so that `recur bench --sql-only` measures the ceiling the database
     /// and the pipeline allow. Never for real work.
     NativeNoop,
@@ -59,13 +60,17 @@ pub enum Runner {
 
 /// The `noop` module's logic, natively.
 fn native_noop(task: &Task) -> Outcome {
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, Default)]
     struct Payload {
         every_ms: Option<u64>,
         spawn: Option<u32>,
+        new_spawns: Option<u32>,
     }
-    let (every_ms, spawn) = serde_json::from_slice::<Payload>(&task.payload)
-        .map_or((None, None), |p| (p.every_ms, p.spawn));
+    let Payload {
+        every_ms,
+        spawn,
+        new_spawns,
+    } = serde_json::from_slice::<Payload>(&task.payload).unwrap_or_default();
     let decision = match every_ms {
         // On the task's phase while it keeps up, as the module does.
         Some(ms) => Decision::Reschedule(Reschedule {
@@ -77,10 +82,16 @@ fn native_noop(task: &Task) -> Outcome {
         }),
         None => Decision::Complete(None),
     };
-    let spawns = (0..spawn.unwrap_or(0))
-        .map(|i| Spawn {
+    // Keyed as the module keys them: the fixed keys first, then those new every run.
+    let spawn = spawn.unwrap_or(0);
+    let new = new_spawns.unwrap_or(0).min(spawn);
+    let known = (0..spawn - new).map(|i| format!("{}/{i}", task.key));
+    let fresh = (0..new).map(|i| format!("{}/run{}/{i}", task.key, task.runs));
+    let spawns = known
+        .chain(fresh)
+        .map(|key| Spawn {
             task_type: task.task_type.clone(),
-            key: format!("{}/{i}", task.key),
+            key,
             payload: Vec::new(),
             when: None,
         })
@@ -419,5 +430,15 @@ mod tests {
                 .iter()
                 .all(|s| s.task_type == "noop" && s.payload.is_empty() && s.when.is_none())
         );
+        let seventh_run = Task {
+            runs: 7,
+            ..noop_task(r#"{"spawn": 3, "new_spawns": 2}"#, now_ms())
+        };
+        let keys: Vec<_> = native_noop(&seventh_run)
+            .spawns
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(keys, ["k/0", "k/run7/0", "k/run7/1"]);
     }
 }

@@ -3,7 +3,10 @@
 //! it also spawns S one-shot noop tasks keyed `<its key>/0` .. `<its key>/S-1`, which
 //! complete when they run: `recur bench --spawns` measures the spawn path with it. A
 //! recurring task spawns the same keys every run, and all but the first run's are
-//! absorbed by the unique key, as a crawler's links to pages it knows are.
+//! absorbed by the unique key, as a crawler's links to pages it knows are. With
+//! `"new_spawns": M` as well, M of the S are keyed after the run instead
+//! (`<its key>/run<runs>/0` .. `/run<runs>/M-1`), new every run, as a crawler's links to
+//! pages it has not seen are; the other S-M keep their fixed keys.
 //!
 //! It keeps its phase: the next run is due N ms after this one was due, not after it
 //! ran, so a schedule keeps its spacing however late its runs start (and `recur bench`
@@ -18,6 +21,7 @@ use recur_guest::{Handler, Outcome, Spawn, Task};
 struct Payload {
     every_ms: Option<u64>,
     spawn: Option<u32>,
+    new_spawns: Option<u32>,
 }
 
 struct Noop;
@@ -40,12 +44,18 @@ impl Handler for Noop {
             }
             None => recur_guest::complete(),
         };
-        match payload.spawn {
-            Some(n) => outcome.spawns(
-                (0..n).map(|i| Spawn::new(task.task_type.as_str(), format!("{}/{i}", task.key))),
-            ),
-            None => outcome,
+        let spawns = payload.spawn.unwrap_or(0);
+        let new = payload.new_spawns.unwrap_or(0).min(spawns);
+        if spawns == 0 {
+            return outcome;
         }
+        let known = (0..spawns - new).map(|i| format!("{}/{i}", task.key));
+        let fresh = (0..new).map(|i| format!("{}/run{}/{i}", task.key, task.runs));
+        outcome.spawns(
+            known
+                .chain(fresh)
+                .map(|key| Spawn::new(task.task_type.as_str(), key)),
+        )
     }
 }
 
