@@ -505,7 +505,8 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
 
 /// `recur bench --spawns`: in burn mode the spawned tasks are worked down with the
 /// loaded ones (and the ceiling spawns as the module does); in recurring mode each task
-/// spawns its children once and every later spawn is absorbed by the unique key.
+/// spawns its children once and every later spawn is absorbed by the unique key, except
+/// the `--new-spawns`, keyed after each run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bench_spawns_and_works_the_spawned_tasks_down_too() {
     let db = TestDb::new().await;
@@ -533,27 +534,18 @@ async fn the_bench_spawns_and_works_the_spawned_tasks_down_too() {
     assert!(burn["spawned_per_sec"].as_f64().unwrap() > 0.0, "{burn}");
     assert!(burn["ratio_to_ceiling"].as_f64().unwrap() > 0.0, "{burn}");
 
-    let recurring = run(&[
-        "--mode",
-        "recurring",
-        "--spawns",
-        "1",
-        "--every-ms",
-        "500",
-        "--seconds",
-        "3",
-        "--warmup",
-        "1",
-    ]);
+    // Recurring runs of 3 s, every task due twice a second, and what they leave behind.
+    let recurring = |spawns: &[&str]| {
+        let args = ["--mode", "recurring", "--every-ms", "500", "--seconds", "3"];
+        run(&[&args[..], &["--warmup", "1"], spawns].concat())
+    };
+    let left_behind = || sqlx::PgConnection::connect(&db.sibling_url(&database));
+
+    let fixed = recurring(&["--spawns", "1"]);
     // Every task ran more than once; its one child exists once, and ran to completion.
-    assert_eq!(recurring["table_rows"], 2000, "{recurring}");
-    assert!(
-        recurring["executions"].as_u64().unwrap() > 2000,
-        "{recurring}"
-    );
-    let mut conn = sqlx::PgConnection::connect(&db.sibling_url(&database))
-        .await
-        .unwrap();
+    assert_eq!(fixed["table_rows"], 2000, "{fixed}");
+    assert!(fixed["executions"].as_u64().unwrap() > 2000, "{fixed}");
+    let mut conn = left_behind().await.unwrap();
     let children: (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE status = 1 AND runs = 1)
          FROM tasks WHERE key LIKE '%/0'",
@@ -567,24 +559,9 @@ async fn the_bench_spawns_and_works_the_spawned_tasks_down_too() {
 
     // With one of two spawns new every run: each task keeps one fixed child, and every
     // run of it it committed spawned one child more, keyed after that run.
-    let mixed = run(&[
-        "--mode",
-        "recurring",
-        "--spawns",
-        "2",
-        "--new-spawns",
-        "1",
-        "--every-ms",
-        "500",
-        "--seconds",
-        "3",
-        "--warmup",
-        "1",
-    ]);
+    let mixed = recurring(&["--spawns", "2", "--new-spawns", "1"]);
     assert_eq!(mixed["new_spawns"], 1, "{mixed}");
-    let mut conn = sqlx::PgConnection::connect(&db.sibling_url(&database))
-        .await
-        .unwrap();
+    let mut conn = left_behind().await.unwrap();
     let (fixed, fresh, parent_runs): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE key ~ '^t[0-9]+/0$'),
                 count(*) FILTER (WHERE key ~ '^t[0-9]+/run[0-9]+/0$'),
