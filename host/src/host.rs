@@ -69,7 +69,7 @@ pub struct HostConfig {
     pub runner: Runner,
     /// Timed leases, row locks, or either by measured run time (see lease.rs).
     pub claim: Claim,
-    /// Whether this host vacuums the tasks table when dead rows pile up (maintain.rs).
+    /// Whether this host vacuums its tables when rows wait for a vacuum (maintain.rs).
     pub vacuum: bool,
 }
 
@@ -219,7 +219,7 @@ impl Host {
         stages.spawn(committer.run());
         stages.spawn(sweep);
         if config.vacuum {
-            for table in [Vacuumed::Tasks, Vacuumed::Claims] {
+            for table in [Vacuumed::Tasks, Vacuumed::Claims, Vacuumed::TaskKeys] {
                 stages.spawn(maintain::vacuum(
                     vacuum_pool.clone(),
                     table,

@@ -6,7 +6,11 @@
 //! reclaims them the due index fills with dead entries and every lease gets slower. One
 //! host at a time does it (an advisory lock), and only past a threshold. The small
 //! `claims` table gets the same, for the dead row each locked batch leaves, in a loop
-//! of its own so that a long vacuum of `tasks` never holds it up.
+//! of its own so that a long vacuum of `tasks` never holds it up. So does `task_keys`,
+//! which gains a row per new task and loses few: a vacuum marks its pages all-visible,
+//! which is what lets a commit drop a spawn of a known key by a probe of the index
+//! alone (commit.sql). Autovacuum does that for tables that are only inserted into;
+//! with it off, nothing else would.
 //!
 //! And counting the attempts of locked batches that never committed. A
 //! locked claim writes nothing to its tasks, so a host that dies while running one
@@ -23,9 +27,10 @@ use tokio::sync::watch;
 
 const LOST_SQL: &str = include_str!("sql/lost.sql");
 
-/// Dead row versions in a table, and whether a vacuum of it is running now.
+/// Dead row versions in a table, rows inserted since its last vacuum, its live rows,
+/// and whether a vacuum of it is running now.
 const DEAD_SQL: &str = "
-    SELECT s.n_dead_tup, s.n_live_tup,
+    SELECT s.n_dead_tup, s.n_ins_since_vacuum, s.n_live_tup,
            EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = s.relid) AS running
     FROM pg_stat_user_tables s
     WHERE s.relid = $1::regclass";
@@ -42,6 +47,9 @@ pub const VACUUM_DEAD_MIN: i64 = 50_000;
 /// batch, and which every locked claim scans whole (claim.sql): left alone, it grows by
 /// tens of thousands of dead rows a minute.
 pub const CLAIMS_DEAD_MIN: i64 = 1_000;
+/// The same for `task_keys`, counting the rows inserted since its last vacuum with its
+/// dead ones: pages of new keys are not all-visible until a vacuum has seen them.
+pub const KEYS_PENDING_MIN: i64 = 100_000;
 
 /// The tables hosts vacuum themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +58,8 @@ pub enum Vacuumed {
     Tasks,
     /// `claims`: one dead row per locked batch.
     Claims,
+    /// `task_keys`: one new row per new task.
+    TaskKeys,
 }
 
 impl Vacuumed {
@@ -58,14 +68,17 @@ impl Vacuumed {
         match self {
             Vacuumed::Tasks => "tasks",
             Vacuumed::Claims => "claims",
+            Vacuumed::TaskKeys => "task_keys",
         }
     }
 
-    /// Dead rows past which it is vacuumed (plus a tenth of its live rows).
+    /// Rows waiting for a vacuum past which it is vacuumed (plus a tenth of its live
+    /// rows).
     pub fn dead_min(self) -> i64 {
         match self {
             Vacuumed::Tasks => VACUUM_DEAD_MIN,
             Vacuumed::Claims => CLAIMS_DEAD_MIN,
+            Vacuumed::TaskKeys => KEYS_PENDING_MIN,
         }
     }
 }
@@ -86,15 +99,20 @@ pub async fn count_lost_claims(pool: &PgPool, age: Duration) -> Result<u64, sqlx
     Ok(done.rows_affected())
 }
 
-/// Vacuums `table` if it holds more dead row versions than its threshold, no vacuum of
-/// it is running, and no other host is doing it. Returns the dead row versions it found,
+/// Vacuums `table` if it holds more rows waiting for a vacuum than its threshold (dead
+/// row versions, and for `task_keys` rows inserted since its last vacuum too), no vacuum
+/// of it is running, and no other host is doing it. Returns the rows it found waiting,
 /// if it vacuumed.
 pub async fn vacuum_if_needed(pool: &PgPool, table: Vacuumed) -> Result<Option<i64>, sqlx::Error> {
-    let (dead, live, running): (i64, i64, bool) = sqlx::query_as(DEAD_SQL)
+    let (dead, inserted, live, running): (i64, i64, i64, bool) = sqlx::query_as(DEAD_SQL)
         .bind(table.table())
         .fetch_one(pool)
         .await?;
-    if running || dead < table.dead_min() + live / 10 {
+    let waiting = match table {
+        Vacuumed::TaskKeys => dead + inserted,
+        Vacuumed::Tasks | Vacuumed::Claims => dead,
+    };
+    if running || waiting < table.dead_min() + live / 10 {
         return Ok(None);
     }
     // A connection of its own, which goes away with the advisory lock: a vacuum takes
@@ -113,13 +131,13 @@ pub async fn vacuum_if_needed(pool: &PgPool, table: Vacuumed) -> Result<Option<i
         return Ok(None);
     }
     // Not a prepared statement: VACUUM is a utility command, run once in a while. The
-    // name is one of two constants, never input.
+    // name is one of three constants, never input.
     sqlx::query(&format!("VACUUM (ANALYZE) {}", table.table()))
         .persistent(false)
         .execute(&mut conn)
         .await?;
     conn.close().await?;
-    Ok(Some(dead))
+    Ok(Some(waiting))
 }
 
 /// Vacuums `table` when needed, every `every` ([`VACUUM_CHECK_EVERY`] in a host),
@@ -150,10 +168,11 @@ pub async fn vacuum(
                 took = ?started.elapsed(),
                 "vacuumed the claims table"
             ),
-            Ok(Some(dead)) => tracing::info!(
-                dead,
+            Ok(Some(waiting)) => tracing::info!(
+                waiting,
                 took = ?started.elapsed(),
-                "vacuumed the tasks table (autovacuum is off or behind)"
+                "vacuumed the {} table (autovacuum is off or behind)",
+                table.table()
             ),
             Ok(None) => {}
             Err(err) => {

@@ -380,6 +380,43 @@ async fn a_host_vacuums_the_claims_table_when_dead_rows_pile_up() {
     assert_eq!(vacuums, 1);
 }
 
+/// `task_keys` gains a row per new task and loses almost none, so no dead rows ever call
+/// for a vacuum; yet until one has seen its pages, a probe of its index must read the
+/// key's row too. A host vacuums it once new keys pile up, as autovacuum does for
+/// tables only inserted into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_vacuums_the_keys_table_once_new_keys_pile_up() {
+    let db = TestDb::new().await;
+    sqlx::query("ALTER TABLE task_keys SET (autovacuum_enabled = false)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    db.deploy("noop", NOOP_COMPONENT).await;
+    let keys = 120_000;
+    assert_eq!(db.enqueue_n("noop", keys, "").await, keys as u64);
+    db.wait_for(
+        &format!(
+            "SELECT n_ins_since_vacuum >= {keys} FROM pg_stat_user_tables WHERE relname = 'task_keys'"
+        ),
+        Duration::from_secs(10),
+    )
+    .await;
+    let vacuum = |table| recur_host::maintain::vacuum_if_needed(&db.pool, table);
+    // New tasks are no dead rows: `tasks` waits for none.
+    assert_eq!(vacuum(Vacuumed::Tasks).await.unwrap(), None);
+    let found = vacuum(Vacuumed::TaskKeys).await.unwrap();
+    assert!(found.is_some_and(|n| n >= keys as i64), "{found:?}");
+    let visible: bool = db
+        .scalar("SELECT relallvisible > 0 FROM pg_class WHERE relname = 'task_keys'")
+        .await;
+    assert!(visible, "the vacuum marked the keys' pages all-visible");
+    assert_eq!(
+        vacuum(Vacuumed::TaskKeys).await.unwrap(),
+        None,
+        "nothing left to vacuum"
+    );
+}
+
 /// A vacuum of `tasks` can take hours at billions of rows. Each table has a vacuum loop
 /// of its own, so `claims`, which every locked claim scans whole, is still vacuumed
 /// meanwhile, and a host that stops leaves a vacuum still running to the server.

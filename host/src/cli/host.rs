@@ -55,8 +55,9 @@ pub struct HostArgs {
     warm_modules: u32,
     #[command(flatten)]
     compile_cache: CompileCacheArgs,
-    /// Never vacuum the tasks table from this host (by default a host vacuums it when
-    /// dead row versions pile up and autovacuum is off or behind).
+    /// Never vacuum recur's tables from this host (by default a host vacuums `tasks` and
+    /// `claims` when dead row versions pile up, and `task_keys` when new keys do, for a
+    /// server whose autovacuum is off or behind).
     #[arg(long)]
     no_vacuum: bool,
 }
