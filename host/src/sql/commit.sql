@@ -79,11 +79,12 @@ spawn AS MATERIALIZED (
     FROM unnest($11::bigint[], $12::text[], $13::text[], $14::bytea[], $15::bigint[],
                 $16::bigint[]) AS s(parent, task_type, key, payload, at_ms, delay_ms)
     JOIN committed AS c ON c.id = s.parent
-    -- A key that exists already is dropped here, by a probe of its index alone (a key is
-    -- written once, so its page is all-visible), before it draws an id: the insert's
-    -- conflict check below also reads the key's row, about twice the work. A key that
-    -- is new costs a second probe for it. With a crawler's mix, three spawns of four
-    -- absorbed, the database's CPU per execution fell 11% (twenty-second measurement).
+    -- A key that exists already is dropped here, before it draws an id and goes through
+    -- the insert, by a probe of its index alone: a key is written once, so once a vacuum
+    -- has seen its page (hosts see to it, maintain.rs) the probe reads no row, where the
+    -- insert's conflict check below reads the key's row too. A key that is new costs a
+    -- second probe for it. With a crawler's mix, three spawns of four absorbed, the
+    -- database's CPU per execution fell 11% (twenty-second measurement).
     -- A key this snapshot cannot see yet (another commit's, in flight) still meets the
     -- conflict check.
     WHERE NOT EXISTS (SELECT FROM task_keys AS k
