@@ -28,9 +28,12 @@ use tokio::sync::watch;
 const LOST_SQL: &str = include_str!("sql/lost.sql");
 
 /// Dead row versions in a table, rows inserted since its last vacuum, its live rows,
-/// and whether a vacuum of it is running now.
+/// and whether a vacuum of it is running now. Inserts are read through `to_jsonb` because
+/// servers before PostgreSQL 13 do not count them: there the count is 0, `task_keys` is
+/// left to autovacuum, and the other tables are vacuumed as before.
 const DEAD_SQL: &str = "
-    SELECT s.n_dead_tup, s.n_ins_since_vacuum, s.n_live_tup,
+    SELECT s.n_dead_tup, coalesce((to_jsonb(s) ->> 'n_ins_since_vacuum')::bigint, 0),
+           s.n_live_tup,
            EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = s.relid) AS running
     FROM pg_stat_user_tables s
     WHERE s.relid = $1::regclass";
