@@ -77,7 +77,7 @@ impl Vacuumed {
 
     /// Rows waiting for a vacuum past which it is vacuumed (plus a tenth of its live
     /// rows).
-    pub fn dead_min(self) -> i64 {
+    pub fn waiting_min(self) -> i64 {
         match self {
             Vacuumed::Tasks => VACUUM_DEAD_MIN,
             Vacuumed::Claims => CLAIMS_DEAD_MIN,
@@ -115,7 +115,7 @@ pub async fn vacuum_if_needed(pool: &PgPool, table: Vacuumed) -> Result<Option<i
         Vacuumed::TaskKeys => dead + inserted,
         Vacuumed::Tasks | Vacuumed::Claims => dead,
     };
-    if running || waiting < table.dead_min() + live / 10 {
+    if running || waiting < table.waiting_min() + live / 10 {
         return Ok(None);
     }
     // A connection of its own, which goes away with the advisory lock: a vacuum takes

@@ -52,9 +52,9 @@ pub enum Runner {
     Sandbox,
     /// An in-process stand-in that behaves like the `noop` module (reschedule every
     /// `every_ms` on the task's phase, else complete; spawn `spawn` children, of them
-    /// `new_spawns` keyed after the run) without
-    /// any sandbox, so that `recur bench --sql-only` measures the ceiling the database
-    /// and the pipeline allow. Never for real work.
+    /// `new_spawns` keyed after the run) without any sandbox, so that `recur bench
+    /// --sql-only` measures the ceiling the database and the pipeline allow. Never for
+    /// real work.
     NativeNoop,
 }
 
