@@ -349,6 +349,8 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             "table_rows",
             "host_cpu_pct",
             "db_cpu_pct",
+            "host_cpu_us_per_task",
+            "db_cpu_us_per_task",
             "host_rss_mb",
             "dead_tuples_before",
             "index_bytes_after",
@@ -366,6 +368,16 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             "{report}"
         );
         assert!(report["executions"].as_u64().unwrap() > 0, "{report}");
+        // CPU per execution is the CPU share over the window, spread over its executions
+        // (the share is rounded to a whole percent, hence the slack).
+        let per_task = report["host_cpu_us_per_task"].as_f64().unwrap();
+        let from_share =
+            report["host_cpu_pct"].as_f64().unwrap() * 1e4 * report["seconds"].as_f64().unwrap()
+                / report["executions"].as_f64().unwrap();
+        assert!(
+            per_task > 0.0 && (per_task - from_share).abs() <= 0.05 * per_task + 0.5,
+            "{per_task} against {from_share}: {report}"
+        );
         // The loaded tasks' keys are in task_keys: some 150 bytes each with its index.
         let keys_bytes = report["keys_bytes"].as_i64().unwrap();
         assert!(keys_bytes > 40 * tasks.parse::<i64>().unwrap(), "{report}");

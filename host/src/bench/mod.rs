@@ -387,6 +387,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     pool.close().await;
 
     let (host_cpu, db_cpu) = cpu_start.percent_until(&cpu_end);
+    let (host_secs, db_secs) = cpu_start.seconds_until(&cpu_end);
+    let per_task_us = |secs: f64| round(secs * 1e6 / executions.max(1) as f64, 2);
     // Let PostgreSQL's statistics settle: backends flush them when they exit.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let writes = probe::task_writes(&setup).await? - writes_before;
@@ -445,6 +447,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         table_rows,
         host_cpu_pct: round(host_cpu, 0),
         db_cpu_pct: db_cpu.map(|c| round(c, 0)),
+        host_cpu_us_per_task: per_task_us(host_secs),
+        db_cpu_us_per_task: db_secs.map(per_task_us),
         host_rss_mb: round(probe::peak_rss_mb(), 1),
         load_tasks_per_sec: round(args.tasks as f64 / load_time.as_secs_f64(), 0),
         dead_tuples_before: before.dead_tuples,

@@ -31,15 +31,21 @@ impl CpuSample {
         }
     }
 
-    /// (host, database) CPU use between `self` and `later`, in percent of one core.
-    pub fn percent_until(&self, later: &CpuSample) -> (f64, Option<f64>) {
-        let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
-        let host = (later.host_secs - self.host_secs) / wall * 100.0;
+    /// (host, database) CPU seconds used between `self` and `later`.
+    pub fn seconds_until(&self, later: &CpuSample) -> (f64, Option<f64>) {
+        let host = later.host_secs - self.host_secs;
         let db = match (self.db_secs, later.db_secs) {
-            (Some(a), Some(b)) => Some(((b - a) / wall * 100.0).max(0.0)),
+            (Some(a), Some(b)) => Some((b - a).max(0.0)),
             _ => None,
         };
         (host, db)
+    }
+
+    /// (host, database) CPU use between `self` and `later`, in percent of one core.
+    pub fn percent_until(&self, later: &CpuSample) -> (f64, Option<f64>) {
+        let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let (host, db) = self.seconds_until(later);
+        (host / wall * 100.0, db.map(|secs| secs / wall * 100.0))
     }
 }
 

@@ -68,6 +68,11 @@ pub struct Report {
     /// CPU in percent of one core; `db_cpu_pct` is null when PostgreSQL is not local.
     pub host_cpu_pct: f64,
     pub db_cpu_pct: Option<f64>,
+    /// The same CPU per execution committed in the window, in microseconds of one core:
+    /// what each side spends on a run, which comparisons between runs read where the
+    /// rate alone mixes that cost with how much of the machine each side got.
+    pub host_cpu_us_per_task: f64,
+    pub db_cpu_us_per_task: Option<f64>,
     pub host_rss_mb: f64,
     pub load_tasks_per_sec: f64,
     /// The tasks table's dead tuples and index size when the measured window began and
@@ -192,6 +197,12 @@ pub(super) fn print_table(r: &Report) {
     );
     println!("  table rows            {:>12}", r.table_rows);
     print_cpu(r.host_cpu_pct, r.db_cpu_pct);
+    println!(
+        "  cpu us per task       {:>12.1} / {}",
+        r.host_cpu_us_per_task,
+        r.db_cpu_us_per_task
+            .map_or("n/a".to_owned(), |us| format!("{us:.1}"))
+    );
     println!("  host peak rss MB      {:>12.1}", r.host_rss_mb);
     println!(
         "  warm memories         {:>12}   ({:.1} MB resident; --warm-modules {})",
