@@ -426,6 +426,10 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         }
         if mode == "burn" {
             assert_eq!(report["executions"], 2000, "{report}");
+            // Each execution writes its row once under a row lock, twice under a timed
+            // lease; the load's inserts, counted before the window, are not the run's.
+            let writes = report["db_writes_per_task"].as_f64().unwrap();
+            assert!((1.0..=2.0).contains(&writes), "{report}");
             // Worked to zero: no task is left to say where the next ones lie.
             assert_eq!(
                 report["due_per_page_after"],
