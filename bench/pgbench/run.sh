@@ -142,7 +142,8 @@ def statement(name):
     return " ".join(l.split("--")[0] for l in lines if not l.lstrip().startswith("--"))
 claim = statement("claim.sql")
 for param, value in [("$1", "1000"), ("$2::text[]", "NULL::text[]"), ("$3::timestamptz", "NULL::timestamptz"),
-                     ("$4::text[]", "NULL::text[]"), ("$5::text[]", "NULL::text[]"), ("$6::text[]", "NULL::text[]")]:
+                     ("$4::text[]", "NULL::text[]"), ("$5::text[]", "NULL::text[]"), ("$6::text[]", "NULL::text[]"),
+                     ("$7::tid", "NULL::tid")]:
     claim = claim.replace(param, value)
 claim = claim[:claim.rindex("SELECT c.id, c.tenant")] + \
     "SELECT quote_literal(coalesce(array_agg(c.id), '{}')::text) AS ids FROM claimed AS c LEFT JOIN lost_runs AS r ON r.id = c.id"

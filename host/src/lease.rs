@@ -104,30 +104,35 @@ impl BatchLock {
 /// How long a claim cursor may stay ahead of the rows behind it.
 const CURSOR_RESET: Duration = Duration::from_secs(1);
 
-/// Where a host's next locked claim starts: at the due time of the last row its
-/// previous claim took.
+/// Where a host's next locked claim starts: just past the last row its previous claim
+/// took, in the order of the due index (due time, then where the row lies).
 ///
 /// A host's own batches in flight are the oldest due rows, and they stay locked until
 /// they commit. A claim from the front of the due index fetches each of those rows and
 /// tries its lock only to skip it: under load, three to five times the rows it claims.
-/// Starting at the last claim's due time skips most of that work; the rows due at that
-/// very time (a batch rescheduled by one commit shares one) are still fetched and
-/// skipped, which an index on `(next_run_at, id)` would avoid at the price of a larger
-/// index on every write (measured, not kept: BENCHMARKS.md). Rows behind the cursor can
-/// come free again (a batch rolled back, a task given back, another host's claim that
-/// died), so the cursor starts over from the front after a claim that came back short,
-/// which is when the host has caught up, and at least every [`CURSOR_RESET`], which
-/// bounds how late such a row runs while the host is behind.
+/// Starting at the last claim's due time skips most of that work. Rows due at that very
+/// time are many where one commit rescheduled a batch, or one statement enqueued many
+/// tasks: the index keeps rows of one due time in the order they lie in the table
+/// (`ctid`), so the claim also passes over those at the cursor's time that lie at or
+/// before the last one it took, without trying their locks (they are still fetched: the
+/// index does not hold `ctid` as a column, and a wider index would cost every write;
+/// measured, not kept: BENCHMARKS.md). Rows behind the cursor can come free again (a
+/// batch rolled back, a task given back, another host's claim that died), so the cursor
+/// starts over from the front after a claim that came back short, which is when the
+/// host has caught up, and at least every [`CURSOR_RESET`], which bounds how late such a
+/// row runs while the host is behind.
 #[derive(Debug, Default)]
 pub struct ClaimCursor {
-    after: Option<DateTime<Utc>>,
+    /// The due time of the last row the previous claim took, and where that row lies.
+    after: Option<(DateTime<Utc>, RowAt)>,
     /// When `after` was first set since the last start from the front.
     since: Option<Instant>,
 }
 
 impl ClaimCursor {
-    /// Where the next claim starts; `None` is the front.
-    fn start(&mut self) -> Option<DateTime<Utc>> {
+    /// Where the next claim starts: a due time and where the last row taken at it lies;
+    /// `None` is the front.
+    fn start(&mut self) -> Option<(DateTime<Utc>, RowAt)> {
         if self
             .since
             .is_some_and(|since| since.elapsed() >= CURSOR_RESET)
@@ -137,8 +142,9 @@ impl ClaimCursor {
         self.after
     }
 
-    /// Moves to a claim that asked for `wanted` rows and took its last one due at `last`.
-    fn advance(&mut self, wanted: i64, took: usize, last: Option<DateTime<Utc>>) {
+    /// Moves to a claim that asked for `wanted` rows and took `took`, the last of them
+    /// (in the due index's order) due at `last` and lying at `last_row`.
+    fn advance(&mut self, wanted: i64, took: usize, last: Option<(DateTime<Utc>, RowAt)>) {
         match last {
             Some(last) if took as i64 >= wanted => {
                 self.after = Some(last);
@@ -233,26 +239,30 @@ pub async fn claim_locked_pending(
     let mut rows = sqlx::query(CLAIM_SQL)
         .bind(request.limit)
         .bind(request.types.as_deref())
-        .bind(after)
+        .bind(after.map(|(due, _)| due))
         .bind(request.tenants.as_deref())
         .bind(request.skip.as_ref().map(|skip| &skip.tenants))
         .bind(request.skip.as_ref().map(|skip| &skip.types))
+        .bind(after.map(|(_, row)| row))
         .fetch_all(&mut *tx)
         .await?;
-    // The claim returns its rows in no set order (claim.sql): due first, here.
+    // The claim returns its rows in no set order (claim.sql): here they go in the due
+    // index's order, due first, then by where they lie.
+    let mut last = None;
     if let Some(first) = rows.first() {
         let due = task::position::<DateTime<Utc>>(first, "next_run_at")?;
+        let row_at = task::position::<RowAt>(first, "row_at")?;
         let mut keyed = rows
             .into_iter()
-            .map(|row| Ok((row.try_get_unchecked::<DateTime<Utc>, _>(due)?, row)))
+            .map(|row| {
+                let due = row.try_get_unchecked::<DateTime<Utc>, _>(due)?;
+                Ok(((due, row.try_get_unchecked::<RowAt, _>(row_at)?), row))
+            })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        keyed.sort_by_key(|(due, _)| *due);
+        keyed.sort_unstable_by_key(|(at, _)| *at);
+        last = keyed.last().map(|(at, _)| *at);
         rows = keyed.into_iter().map(|(_, row)| row).collect();
     }
-    let last = rows
-        .last()
-        .map(|row| row.try_get("next_run_at"))
-        .transpose()?;
     cursor.advance(request.limit, rows.len(), last);
     let mut pending = PendingClaim {
         tasks: Vec::new(),

@@ -153,8 +153,9 @@ pub fn position<T: Type<Postgres>>(row: &PgRow, name: &str) -> Result<usize, sql
 
 /// Where a row version lies in the table: its `ctid`, a page and a slot on it. A locked
 /// claim's rows cannot move while its transaction holds them, so its commit finds each
-/// row by where it lies instead of through the primary key's index (commit.sql).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// row by where it lies instead of through the primary key's index (commit.sql). Ordered
+/// as PostgreSQL orders `tid`s: by page, then slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RowAt {
     page: u32,
     slot: u16,

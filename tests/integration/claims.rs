@@ -1,5 +1,6 @@
 //! The locked claim's cursor: a host's next claim starts past the rows its batches in
-//! flight hold, and rows freed behind the cursor still come back. Its record: a claim
+//! flight hold, among rows of one due time too, and rows freed behind the cursor still
+//! come back. Its record: a claim
 //! whose `claims` row cannot be written runs nothing and frees its rows. And its commit
 //! after the locks were lost, which finds rows where the claim saw them, and how its
 //! record keeps the batch's ids.
@@ -96,6 +97,35 @@ async fn a_claim_starts_past_the_last_one_and_starts_over_when_it_comes_back_sho
     // ...so the rows freed behind it come back.
     let (fifth, _fifth_batch) = claim(&db, &mut cursor).await;
     assert_eq!(fifth, ["k0", "k1", "k2"]);
+}
+
+/// Rows due at the cursor's time that lie at or before the last row the previous claim
+/// took are passed over without trying their locks: where one commit rescheduled a
+/// batch, or one statement enqueued many tasks, they share one due time, and a claim
+/// from that time would otherwise try the lock of every row its batches in flight hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_passes_over_the_rows_due_at_its_cursor_up_to_the_last_one_taken() {
+    let db = nine_due_tasks().await;
+    let mut cursor = ClaimCursor::default();
+    let late = keys(&["k3", "k4", "k5", "k6", "k7", "k8"]);
+
+    let (first, _first_batch) = claim(&db, &mut cursor).await;
+    assert_eq!(first, ["k0", "k1", "k2"]);
+    let (second, second_batch) = claim(&db, &mut cursor).await;
+    assert!(second.iter().all(|k| late.contains(k)), "{second:?}");
+    roll_back(second_batch).await;
+    // The second batch's rows are free again and due at the cursor's time, but they lie
+    // at or before the last one it took: the claim takes the other three.
+    let (third, _third_batch) = claim(&db, &mut cursor).await;
+    let mut rest: Vec<String> = late.into_iter().filter(|k| !second.contains(k)).collect();
+    rest.sort();
+    assert_eq!(third, rest);
+    // Nothing is free past the cursor: a short claim, and the cursor starts over...
+    let (fourth, _) = claim(&db, &mut cursor).await;
+    assert!(fourth.is_empty(), "{fourth:?}");
+    // ...so the rows freed behind it come back.
+    let (fifth, _fifth_batch) = claim(&db, &mut cursor).await;
+    assert_eq!(fifth, second);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +282,7 @@ async fn a_claims_row_keeps_its_ids_with_lz4_where_the_server_has_it() {
 async fn a_claim_computes_a_lost_batchs_remaining_ids_once() {
     let db = TestDb::new().await;
     let plan = db
-        .generic_plan(include_str!("../../host/src/sql/claim.sql"), 6)
+        .generic_plan(include_str!("../../host/src/sql/claim.sql"), 7)
         .await;
     let differences = plan
         .iter()

@@ -18,11 +18,12 @@
 -- (named by the token's first eight bytes) is gone. `lost_runs` says how many of the
 -- attempt are those lost batches' tries: a task the batch gives back unrun keeps them
 -- (keep_lost_runs.sql).
--- $1 batch size, $2 task types (NULL: all), $3 the claim cursor: the due time of the
--- last task the host's previous claim took, or NULL to start from the front (see
--- ClaimCursor in lease.rs), $4 tenants (NULL: all), $5 and $6 the (tenant, task type)
--- pairs not to claim, side by side (NULL: none): those whose module the host is
--- compiling, which would only wait in the host (see registry/mod.rs).
+-- $1 batch size, $2 task types (NULL: all), $3 and $7 the claim cursor: the due time of
+-- the last task the host's previous claim took and where that task lies (its ctid), or
+-- NULL to start from the front (see ClaimCursor in lease.rs), $4 tenants (NULL: all),
+-- $5 and $6 the (tenant, task type) pairs not to claim, side by side (NULL: none): those
+-- whose module the host is compiling, which would only wait in the host (see
+-- registry/mod.rs).
 WITH claimed AS (
     SELECT id, tenant, task_type, key, payload, state, attempt, runs,
            coalesce(due_at, next_run_at) AS scheduled_at, lease_token,
@@ -31,6 +32,10 @@ WITH claimed AS (
     WHERE status = 0
       AND next_run_at <= now()
       AND next_run_at >= coalesce($3::timestamptz, '-infinity')
+      -- Rows due at the cursor's time come in the order they lie in the table: those up
+      -- to the last one taken were passed over by the previous claim. Checked before the
+      -- row lock is tried, which is what a row held by a batch in flight costs.
+      AND ($7::tid IS NULL OR next_run_at > $3::timestamptz OR ctid > $7::tid)
       AND ($2::text[] IS NULL OR task_type = ANY($2::text[]))
       AND ($4::text[] IS NULL OR tenant = ANY($4::text[]))
       AND ($5::text[] IS NULL
