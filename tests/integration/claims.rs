@@ -53,7 +53,7 @@ fn permit() -> tokio::sync::OwnedSemaphorePermit {
 
 /// Claims up to three tasks from `cursor`; returns their keys, sorted, and the tasks,
 /// whose batch's transaction stays open in their lock until it is taken.
-async fn claim(db: &TestDb, cursor: &mut ClaimCursor) -> (Vec<String>, Vec<LeasedTask>) {
+async fn claim(db: &TestDb, cursor: &mut ClaimCursor) -> Claimed {
     let tasks = claim_locked(&db.pool, &request(3), cursor, permit())
         .await
         .unwrap();
@@ -73,30 +73,53 @@ fn keys(names: &[&str]) -> Vec<String> {
     names.iter().map(|k| k.to_string()).collect()
 }
 
+/// The tasks of [`nine_due_tasks`] due at one time.
+const LATE: [&str; 6] = ["k3", "k4", "k5", "k6", "k7", "k8"];
+
+/// A claim's keys, sorted, and its tasks, which hold their batch's transaction open.
+type Claimed = (Vec<String>, Vec<LeasedTask>);
+
+/// The first two claims of [`nine_due_tasks`]: `k0` to `k2`, then, from `k2`'s due time
+/// on, where the first batch holds `k2`, three of the late tasks.
+async fn the_first_two_claims(db: &TestDb, cursor: &mut ClaimCursor) -> (Claimed, Claimed) {
+    let first = claim(db, cursor).await;
+    assert_eq!(first.0, ["k0", "k1", "k2"]);
+    let second = claim(db, cursor).await;
+    let late = second.0.iter().all(|k| LATE.contains(&k.as_str()));
+    assert!(late, "{:?}", second.0);
+    (first, second)
+}
+
+/// The claims after a second claim that holds `second`, three of the late tasks: the
+/// third takes the other three; the fourth finds nothing free past the cursor and comes
+/// back short, which starts the cursor over; so the fifth takes `freed`, rows freed
+/// behind it.
+async fn the_rest_then_the_freed(
+    db: &TestDb,
+    cursor: &mut ClaimCursor,
+    second: &[String],
+    freed: &[String],
+) {
+    let mut rest = keys(&LATE);
+    rest.retain(|k| !second.contains(k));
+    let (third, _third_batch) = claim(db, cursor).await;
+    assert_eq!(third, rest);
+    let (fourth, _) = claim(db, cursor).await;
+    assert!(fourth.is_empty(), "{fourth:?}");
+    let (fifth, _fifth_batch) = claim(db, cursor).await;
+    assert_eq!(fifth, freed);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_starts_past_the_last_one_and_starts_over_when_it_comes_back_short() {
     let db = nine_due_tasks().await;
     let mut cursor = ClaimCursor::default();
-    let late = keys(&["k3", "k4", "k5", "k6", "k7", "k8"]);
-
-    let (first, first_batch) = claim(&db, &mut cursor).await;
-    assert_eq!(first, ["k0", "k1", "k2"]);
-    // From k2's due time on: k2 is held by the first batch, so three of the late ones.
-    let (second, _second_batch) = claim(&db, &mut cursor).await;
-    assert!(second.iter().all(|k| late.contains(k)), "{second:?}");
+    let ((first, first_batch), (second, _second_batch)) =
+        the_first_two_claims(&db, &mut cursor).await;
     roll_back(first_batch).await;
     // k0 to k2 are free again, but the cursor is past them: the claim goes on from the
-    // late ones' due time, skipping those the second batch holds.
-    let (third, _third_batch) = claim(&db, &mut cursor).await;
-    let mut rest: Vec<String> = late.into_iter().filter(|k| !second.contains(k)).collect();
-    rest.sort();
-    assert_eq!(third, rest);
-    // Nothing is free past the cursor: a short claim, and the cursor starts over...
-    let (fourth, _) = claim(&db, &mut cursor).await;
-    assert!(fourth.is_empty(), "{fourth:?}");
-    // ...so the rows freed behind it come back.
-    let (fifth, _fifth_batch) = claim(&db, &mut cursor).await;
-    assert_eq!(fifth, ["k0", "k1", "k2"]);
+    // late ones' due time, skipping those the second batch holds, until it starts over.
+    the_rest_then_the_freed(&db, &mut cursor, &second, &first).await;
 }
 
 /// Rows due at the cursor's time that lie at or before the last row the previous claim
@@ -107,25 +130,12 @@ async fn a_claim_starts_past_the_last_one_and_starts_over_when_it_comes_back_sho
 async fn a_claim_passes_over_the_rows_due_at_its_cursor_up_to_the_last_one_taken() {
     let db = nine_due_tasks().await;
     let mut cursor = ClaimCursor::default();
-    let late = keys(&["k3", "k4", "k5", "k6", "k7", "k8"]);
-
-    let (first, _first_batch) = claim(&db, &mut cursor).await;
-    assert_eq!(first, ["k0", "k1", "k2"]);
-    let (second, second_batch) = claim(&db, &mut cursor).await;
-    assert!(second.iter().all(|k| late.contains(k)), "{second:?}");
+    let (_first, (second, second_batch)) = the_first_two_claims(&db, &mut cursor).await;
     roll_back(second_batch).await;
     // The second batch's rows are free again and due at the cursor's time, but they lie
-    // at or before the last one it took: the claim takes the other three.
-    let (third, _third_batch) = claim(&db, &mut cursor).await;
-    let mut rest: Vec<String> = late.into_iter().filter(|k| !second.contains(k)).collect();
-    rest.sort();
-    assert_eq!(third, rest);
-    // Nothing is free past the cursor: a short claim, and the cursor starts over...
-    let (fourth, _) = claim(&db, &mut cursor).await;
-    assert!(fourth.is_empty(), "{fourth:?}");
-    // ...so the rows freed behind it come back.
-    let (fifth, _fifth_batch) = claim(&db, &mut cursor).await;
-    assert_eq!(fifth, second);
+    // at or before the last one it took: the claim takes the other three, until the
+    // cursor starts over.
+    the_rest_then_the_freed(&db, &mut cursor, &second, &second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
