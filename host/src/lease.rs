@@ -143,7 +143,7 @@ impl ClaimCursor {
     }
 
     /// Moves to a claim that asked for `wanted` rows and took `took`, the last of them
-    /// (in the due index's order) due at `last` and lying at `last_row`.
+    /// (in the due index's order) due at and lying at `last`.
     fn advance(&mut self, wanted: i64, took: usize, last: Option<(DateTime<Utc>, RowAt)>) {
         match last {
             Some(last) if took as i64 >= wanted => {
