@@ -17,10 +17,13 @@ use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::stats::{Stats, StatsSnapshot};
 
-/// Default largest lease batch. Measured with `recur bench --mode burn` on 2 cores:
-/// 500 -> 50k/s, 1000 -> 66k/s, 2000 -> 71k/s (three batches in flight); larger batches
-/// raise lease and commit latency (13 ms p50 at 1000) for little more throughput.
-pub const DEFAULT_BATCH: usize = 1000;
+/// Default largest lease batch. Measured with `recur bench --mode burn` on 2 cores,
+/// three batches in flight: first 500 -> 50k/s, 1000 -> 66k/s, 2000 -> 71k/s; since
+/// claims pass over the rows of their own due time (twenty-fourth measurement in
+/// BENCHMARKS.md), 1500 runs burn 4.2% (five pairs, one the other way) and recurring
+/// 3.0% faster than 1000 on a fast turn, at lease and commit p50 about 1.4 times as long
+/// (10 and 18 ms in burn), and 2000 no faster than 1500.
+pub const DEFAULT_BATCH: usize = 1500;
 /// How many batches a host holds by default: one running, one waiting to run, one being
 /// committed. Two left the workers idle while a commit and the next lease were in
 /// flight (50k/s against 66k/s at batch 1000).
