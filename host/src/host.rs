@@ -20,9 +20,9 @@ use crate::stats::{Stats, StatsSnapshot};
 /// Default largest lease batch. Measured with `recur bench --mode burn` on 2 cores,
 /// three batches in flight: first 500 -> 50k/s, 1000 -> 66k/s, 2000 -> 71k/s; since
 /// claims pass over the rows of their own due time (twenty-fourth measurement in
-/// BENCHMARKS.md), 1500 runs burn 4.2% (five pairs, one the other way) and recurring
-/// 3.0% faster than 1000 on a fast turn, at lease and commit p50 about 1.4 times as long
-/// (10 and 18 ms in burn), and 2000 no faster than 1500.
+/// BENCHMARKS.md), 1500 ran burn faster than 1000 in six interleaved pairs of eight
+/// (+5.6% between the means) and recurring in three of three on a fast turn, at lease
+/// and commit p50 about 1.4 times as long (10 and 18 ms in burn); 2000 no faster.
 pub const DEFAULT_BATCH: usize = 1500;
 /// How many batches a host holds by default: one running, one waiting to run, one being
 /// committed. Two left the workers idle while a commit and the next lease were in
