@@ -30,6 +30,7 @@ pub struct Stats {
     commit_micros: AtomicU64,
     given_back: AtomicU64,
     expired: AtomicU64,
+    idle_micros: AtomicU64,
     /// Latency histograms. A std Mutex, not tokio's: it is held for a few hundred
     /// nanoseconds, never across an await, and worker threads (not async tasks) take it.
     latencies: Mutex<Latencies>,
@@ -154,6 +155,9 @@ pub struct StatsSnapshot {
     pub given_back: u64,
     /// Queued tasks not started because their claim had run out.
     pub expired: u64,
+    /// Time the worker threads spent with nothing to run, summed over the workers, in
+    /// microseconds: how long the pipeline kept the sandbox waiting.
+    pub idle_us: u64,
 }
 
 impl Stats {
@@ -209,6 +213,10 @@ impl Stats {
             .record(took.as_micros().max(1) as u64);
     }
 
+    pub(crate) fn idle(&self, took: Duration) {
+        self.idle_micros.fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
     pub(crate) fn expired(&self) {
         self.expired.fetch_add(1, Relaxed);
     }
@@ -260,6 +268,7 @@ impl Stats {
             commits: self.commits.load(Relaxed),
             given_back: self.given_back.load(Relaxed),
             expired: self.expired.load(Relaxed),
+            idle_us: self.idle_micros.load(Relaxed),
         }
     }
 }

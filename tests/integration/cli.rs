@@ -345,6 +345,7 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             "lag_ms_p99",
             "tasks_per_lease",
             "exec_us_p50",
+            "workers_idle_pct",
             "db_writes_per_task",
             "table_rows",
             "host_cpu_pct",
@@ -368,6 +369,8 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             "{report}"
         );
         assert!(report["executions"].as_u64().unwrap() > 0, "{report}");
+        let idle = report["workers_idle_pct"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&idle), "{report}");
         // CPU per execution is the CPU share over the window, spread over its executions
         // (the share is rounded to a whole percent, hence the slack).
         let per_task = report["host_cpu_us_per_task"].as_f64().unwrap();

@@ -440,6 +440,15 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         ),
         exec_us_p50: ms(&latencies.exec_ns, 0.5, 1000.0),
         exec_us_p99: ms(&latencies.exec_ns, 0.99, 1000.0),
+        // A wait is counted when it ends, whole: one that began before the window can
+        // take a mostly idle host's share past 100.
+        workers_idle_pct: round(
+            ((stats_end.idle_us - stats_start.idle_us) as f64
+                / (concurrency as f64 * window.as_micros() as f64)
+                * 100.0)
+                .min(100.0),
+            1,
+        ),
         db_writes_per_task: round(writes as f64 / total.executed.max(1) as f64, 2),
         wal_bytes_per_task: round(wal.bytes as f64 / executions.max(1) as f64, 0),
         wal_full_pages_per_task: round(wal.full_pages as f64 / executions.max(1) as f64, 3),

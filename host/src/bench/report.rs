@@ -57,6 +57,9 @@ pub struct Report {
     /// Time in the sandbox per task (store, instantiate, call, drop).
     pub exec_us_p50: f64,
     pub exec_us_p99: f64,
+    /// Share of the worker threads' time in the window with no task to run, in percent:
+    /// where the pipeline (leases, commits) rather than the workers set the pace.
+    pub workers_idle_pct: f64,
     /// Row writes on `tasks` per execution, from pg_stat_user_tables.
     pub db_writes_per_task: f64,
     /// WAL bytes and full-page images per execution over the window, and the
@@ -190,6 +193,7 @@ pub(super) fn print_table(r: &Report) {
         "  exec us p50 / p99     {:>12.1} / {:.1}",
         r.exec_us_p50, r.exec_us_p99
     );
+    println!("  workers idle %        {:>12.1}", r.workers_idle_pct);
     println!("  row writes per task   {:>12.2}", r.db_writes_per_task);
     println!(
         "  WAL bytes per task    {:>12.0}   ({:.3} full pages per task, {} checkpoints)",

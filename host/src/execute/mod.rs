@@ -300,11 +300,20 @@ fn work(
     let mut times = RunTimes::new();
     let mut slot = Slot::default();
     let mut outbox = Outbox::new(finished);
+    let mut idle_since = None;
     while let Some(Taken {
         job: Job { mut task, module },
         long,
-    }) = jobs.take(|| stopping.load(Ordering::Relaxed), || outbox.send())
-    {
+    }) = jobs.take(
+        || stopping.load(Ordering::Relaxed),
+        || {
+            outbox.send();
+            idle_since = Some(Instant::now());
+        },
+    ) {
+        if let Some(since) = idle_since.take() {
+            stats.idle(since.elapsed());
+        }
         if stopping.load(Ordering::Relaxed) {
             jobs.done(&task.tenant, long);
             outbox.push(Finished::NotRun(task));
