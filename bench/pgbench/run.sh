@@ -131,8 +131,8 @@ recur-sql)
     else
         reset_tasks "$(recurring_due)"
     fi
-    # recur's statements with their parameters written in: the claim's rows are folded
-    # into one id array (pgbench keeps only one row), the outcomes reschedule 5 s out
+    # recur's statements with their parameters written in: the claim returns only its
+    # ids, as one array literal for the commit to use, the outcomes reschedule 5 s out
     # (or complete the task, with BURN), and the commit deletes the batch's claims row
     # as recur's does.
     python3 - "$here/../../host/src/sql" >"$script" <<'PY'
@@ -145,7 +145,7 @@ for param, value in [("$1", "1000"), ("$2::text[]", "NULL::text[]"), ("$3::times
                      ("$4::text[]", "NULL::text[]"), ("$5::text[]", "NULL::text[]"), ("$6::text[]", "NULL::text[]"),
                      ("$7::tid", "NULL::tid")]:
     claim = claim.replace(param, value)
-claim = claim[:claim.rindex("SELECT c.id, c.tenant")] + \
+claim = claim[:claim.rindex("SELECT array_agg(c.id) AS id")] + \
     "SELECT quote_literal(coalesce(array_agg(c.id), '{}')::text) AS ids FROM claimed AS c LEFT JOIN lost_runs AS r ON r.id = c.id"
 n = "ARRAY[cardinality(:ids::bigint[])]"
 status = 1 if os.environ.get("BURN") else 0

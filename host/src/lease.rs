@@ -33,16 +33,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use crate::arrays::{Array, Element};
 use crate::execute::{PROVEN_RUNS, SHORT_RUN};
 use crate::liveness;
 use crate::registry::Compiling;
 use crate::stats::Stats;
-use crate::task::{self, Columns, LeasedTask, RowAt};
+use crate::task::{Columns, LeasedTask, RowAt};
 
 const LEASE_SQL: &str = include_str!("sql/lease.sql");
 const GIVE_BACK_SQL: &str = include_str!("sql/give_back.sql");
@@ -236,7 +238,7 @@ pub async fn claim_locked_pending(
         ))
         .await?;
     let after = cursor.start();
-    let mut rows = sqlx::query(CLAIM_SQL)
+    let row = sqlx::query(CLAIM_SQL)
         .bind(request.limit)
         .bind(request.types.as_deref())
         .bind(after.map(|(due, _)| due))
@@ -244,62 +246,128 @@ pub async fn claim_locked_pending(
         .bind(request.skip.as_ref().map(|skip| &skip.tenants))
         .bind(request.skip.as_ref().map(|skip| &skip.types))
         .bind(after.map(|(_, row)| row))
-        .fetch_all(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-    // The claim returns its rows in no set order (claim.sql): here they go in the due
+    let claim = ClaimArrays::of(&row)?;
+    // The claim returns its tasks in no set order (claim.sql): here they go in the due
     // index's order, due first, then by where they lie.
-    let mut last = None;
-    if let Some(first) = rows.first() {
-        let due = task::position::<DateTime<Utc>>(first, "next_run_at")?;
-        let row_at = task::position::<RowAt>(first, "row_at")?;
-        let mut keyed = rows
-            .into_iter()
-            .map(|row| {
-                let due = row.try_get_unchecked::<DateTime<Utc>, _>(due)?;
-                Ok(((due, row.try_get_unchecked::<RowAt, _>(row_at)?), row))
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        keyed.sort_unstable_by_key(|(at, _)| *at);
-        last = keyed.last().map(|(at, _)| *at);
-        rows = keyed.into_iter().map(|(_, row)| row).collect();
-    }
-    cursor.advance(request.limit, rows.len(), last);
+    let mut order = (0..claim.id.len())
+        .map(|i| Ok(((claim.next_run_at.time(i)?, claim.row_at.row_at(i)?), i)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    order.sort_unstable_by_key(|(at, _)| *at);
+    cursor.advance(request.limit, order.len(), order.last().map(|(at, _)| *at));
     let mut pending = PendingClaim {
         tasks: Vec::new(),
         key,
         host: request.host,
     };
-    if rows.is_empty() {
+    if order.is_empty() {
         tx.rollback().await?;
         return Ok(pending);
     }
     let lock = Arc::new(BatchLock {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         key,
-        size: rows.len(),
+        size: order.len(),
         deadline: claimed + request.lease_timeout,
         tx: tokio::sync::Mutex::new(Some(tx)),
         _permit: permit,
     });
-    let columns = Columns::of(&rows[0])?;
-    let token = task::position::<Option<Uuid>>(&rows[0], "lease_token")?;
-    let version = task::position::<i64>(&rows[0], "row_version")?;
-    let row_at = task::position::<RowAt>(&rows[0], "row_at")?;
-    let lost_runs = task::position::<i32>(&rows[0], "lost_runs")?;
-    pending.tasks = rows
-        .iter()
-        .map(|row| {
-            Ok(LeasedTask {
-                token: row.try_get_unchecked(token)?,
-                version: Some(row.try_get_unchecked(version)?),
-                row_at: Some(row.try_get_unchecked(row_at)?),
-                lost_runs: row.try_get_unchecked(lost_runs)?,
-                lock: Some(lock.clone()),
-                ..columns.task(row, claimed, request.lease_timeout)?
-            })
-        })
+    pending.tasks = order
+        .into_iter()
+        .map(|((_, row_at), i)| claim.task(i, row_at, &lock, claimed, request.lease_timeout))
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(pending)
+}
+
+/// A locked claim's result: its tasks' columns, an array each (claim.sql).
+struct ClaimArrays<'r> {
+    id: Array<'r>,
+    tenant: Array<'r>,
+    task_type: Array<'r>,
+    key: Array<'r>,
+    payload: Array<'r>,
+    state: Array<'r>,
+    attempt: Array<'r>,
+    lost_runs: Array<'r>,
+    runs: Array<'r>,
+    scheduled_at: Array<'r>,
+    lease_token: Array<'r>,
+    row_version: Array<'r>,
+    row_at: Array<'r>,
+    next_run_at: Array<'r>,
+}
+
+impl<'r> ClaimArrays<'r> {
+    fn of(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let claim = ClaimArrays {
+            id: Array::of(row, "id", Element::Int8)?,
+            tenant: Array::of(row, "tenant", Element::Text)?,
+            task_type: Array::of(row, "task_type", Element::Text)?,
+            key: Array::of(row, "key", Element::Text)?,
+            payload: Array::of(row, "payload", Element::Bytea)?,
+            state: Array::of(row, "state", Element::Bytea)?,
+            attempt: Array::of(row, "attempt", Element::Int4)?,
+            lost_runs: Array::of(row, "lost_runs", Element::Int4)?,
+            runs: Array::of(row, "runs", Element::Int8)?,
+            scheduled_at: Array::of(row, "scheduled_at", Element::Timestamptz)?,
+            lease_token: Array::of(row, "lease_token", Element::Uuid)?,
+            row_version: Array::of(row, "row_version", Element::Int8)?,
+            row_at: Array::of(row, "row_at", Element::Tid)?,
+            next_run_at: Array::of(row, "next_run_at", Element::Timestamptz)?,
+        };
+        let len = claim.id.len();
+        let columns = [
+            &claim.tenant,
+            &claim.task_type,
+            &claim.key,
+            &claim.payload,
+            &claim.state,
+            &claim.attempt,
+            &claim.lost_runs,
+            &claim.runs,
+            &claim.scheduled_at,
+            &claim.lease_token,
+            &claim.row_version,
+            &claim.row_at,
+            &claim.next_run_at,
+        ];
+        if columns.iter().any(|column| column.len() != len) {
+            return Err(sqlx::Error::Protocol(
+                "a claim's columns differ in length".into(),
+            ));
+        }
+        Ok(claim)
+    }
+
+    /// Task `i` of the claim, which lies at `row_at`, under `lock`.
+    fn task(
+        &self,
+        i: usize,
+        row_at: RowAt,
+        lock: &Arc<BatchLock>,
+        claimed: Instant,
+        lease: Duration,
+    ) -> Result<LeasedTask, sqlx::Error> {
+        Ok(LeasedTask {
+            id: self.id.i64(i)?,
+            tenant: self.tenant.string(i)?,
+            task_type: self.task_type.string(i)?,
+            key: self.key.string(i)?,
+            payload: self.payload.bytes(i)?,
+            state: self.state.optional_bytes(i),
+            attempt: self.attempt.i32(i)?,
+            lost_runs: self.lost_runs.i32(i)?,
+            runs: self.runs.i64(i)?,
+            scheduled_at: self.scheduled_at.time(i)?,
+            token: self.lease_token.optional_uuid(i)?,
+            version: Some(self.row_version.i64(i)?),
+            row_at: Some(row_at),
+            lock: Some(lock.clone()),
+            deadline: claimed + lease,
+            run_by: claimed + lease * 3 / 4,
+        })
+    }
 }
 
 /// Longest wait between two attempts after the database failed a lease.

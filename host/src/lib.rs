@@ -27,6 +27,7 @@
 //! - `cli`: argument parsing and the subcommands.
 //! - `task`, `names`, `stats`: the leased task, naming rules, counters.
 
+mod arrays;
 pub mod bench;
 pub mod cli;
 pub mod commit;

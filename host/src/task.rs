@@ -1,6 +1,6 @@
-//! The task as the host holds it between lease and commit, how it is read from a
-//! claim's rows, where a locked claim's row lies, and the status codes the `tasks`
-//! table stores.
+//! The task as the host holds it between lease and commit, how it is read from a timed
+//! lease's rows (a locked claim's come as arrays, see `lease.rs`), where a locked
+//! claim's row lies, and the status codes the `tasks` table stores.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,11 +75,11 @@ pub struct LeasedTask {
     pub run_by: Instant,
 }
 
-/// Where the rows of one claim hold a task's fields, with each column's type checked
-/// against the field it fills. Both are looked up once per claim, on its first row: the
-/// rows of one result share their columns, and by name a lookup hashes the name, so a
-/// dozen lookups and type checks for every row were about a tenth of the host's CPU in
-/// `recur bench --sql-only` (BENCHMARKS.md, eighteenth measurement).
+/// Where the rows of one timed lease hold a task's fields, with each column's type
+/// checked against the field it fills. Both are looked up once per lease, on its first
+/// row: the rows of one result share their columns, and by name a lookup hashes the
+/// name, so a dozen lookups and type checks for every row were about a tenth of the
+/// host's CPU in `recur bench --sql-only` (BENCHMARKS.md, eighteenth measurement).
 pub struct Columns {
     id: usize,
     tenant: usize,
@@ -177,14 +177,19 @@ impl PgHasArrayType for RowAt {
     }
 }
 
-impl Decode<'_, Postgres> for RowAt {
-    fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
-        // Binary: the page as four bytes, then the slot as two, big-endian.
-        let bytes: [u8; 6] = value.as_bytes()?.try_into()?;
-        Ok(RowAt {
+impl RowAt {
+    /// A `tid` in binary: the page as four bytes, then the slot as two, big-endian.
+    pub fn from_bytes(bytes: [u8; 6]) -> RowAt {
+        RowAt {
             page: u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
             slot: u16::from_be_bytes([bytes[4], bytes[5]]),
-        })
+        }
+    }
+}
+
+impl Decode<'_, Postgres> for RowAt {
+    fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+        Ok(RowAt::from_bytes(value.as_bytes()?.try_into()?))
     }
 }
 

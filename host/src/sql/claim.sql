@@ -70,15 +70,20 @@ lost_runs AS (
     WHERE c.updated_at <= l.claimed_at
     GROUP BY l.id
 )
-SELECT c.id, c.tenant, c.task_type, c.key, c.payload, c.state,
-       c.attempt + coalesce(r.n, 0)::integer
-           + CASE WHEN c.lease_token IS NULL THEN 1
-                  WHEN recur_host_gone(recur_token_host(c.lease_token)) THEN 1
-                  ELSE 0 END AS attempt,
-       coalesce(r.n, 0)::integer AS lost_runs,
-       c.runs, c.scheduled_at,
-       c.lease_token, c.row_version, c.ctid AS row_at, c.next_run_at
-FROM claimed AS c
-LEFT JOIN lost_runs AS r ON r.id = c.id
+-- The batch as one row of arrays, a column each: the host reads them in place
+-- (arrays.rs), where a row per task cost it a message, a row and a value per column.
 -- In no set order: the host puts the batch in due order itself (lease.rs), for a few
 -- microseconds a batch, where an ORDER BY here sorted copies of the whole rows.
+SELECT array_agg(c.id) AS id, array_agg(c.tenant) AS tenant,
+       array_agg(c.task_type) AS task_type, array_agg(c.key) AS key,
+       array_agg(c.payload) AS payload, array_agg(c.state) AS state,
+       array_agg(c.attempt + coalesce(r.n, 0)::integer
+                 + CASE WHEN c.lease_token IS NULL THEN 1
+                        WHEN recur_host_gone(recur_token_host(c.lease_token)) THEN 1
+                        ELSE 0 END) AS attempt,
+       array_agg(coalesce(r.n, 0)::integer) AS lost_runs,
+       array_agg(c.runs) AS runs, array_agg(c.scheduled_at) AS scheduled_at,
+       array_agg(c.lease_token) AS lease_token, array_agg(c.row_version) AS row_version,
+       array_agg(c.ctid) AS row_at, array_agg(c.next_run_at) AS next_run_at
+FROM claimed AS c
+LEFT JOIN lost_runs AS r ON r.id = c.id
