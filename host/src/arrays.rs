@@ -1,8 +1,6 @@
 //! One-dimensional PostgreSQL arrays read straight from their binary form, a column of
-//! a result at a time. A locked claim returns its batch as one row of arrays, a column
-//! each (claim.sql): read here, a task costs a few slices and copies, where a row of its
-//! own cost the host a message to parse, a row to allocate and a value to wrap for each
-//! of its columns (BENCHMARKS.md, twenty-fifth measurement).
+//! a result at a time: how the host reads a locked claim's tasks, which come as one row
+//! of arrays (see `TaskArrays` in task.rs).
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -50,6 +48,11 @@ impl<'r> Array<'r> {
         parse(bytes, element)
             .map(|elements| Array { name, elements })
             .map_err(|problem| decode(name, problem))
+    }
+
+    /// The column it was read from.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// How many elements it has.

@@ -44,7 +44,7 @@ use crate::execute::{PROVEN_RUNS, SHORT_RUN};
 use crate::liveness;
 use crate::registry::Compiling;
 use crate::stats::Stats;
-use crate::task::{Columns, LeasedTask, RowAt};
+use crate::task::{Columns, LeasedTask, RowAt, TaskArrays};
 
 const LEASE_SQL: &str = include_str!("sql/lease.sql");
 const GIVE_BACK_SQL: &str = include_str!("sql/give_back.sql");
@@ -251,7 +251,7 @@ pub async fn claim_locked_pending(
     let claim = ClaimArrays::of(&row)?;
     // The claim returns its tasks in no set order (claim.sql): here they go in the due
     // index's order, due first, then by where they lie.
-    let mut order = (0..claim.id.len())
+    let mut order = (0..claim.tasks.len())
         .map(|i| Ok(((claim.next_run_at.time(i)?, claim.row_at.row_at(i)?), i)))
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     order.sort_unstable_by_key(|(at, _)| *at);
@@ -280,18 +280,10 @@ pub async fn claim_locked_pending(
     Ok(pending)
 }
 
-/// A locked claim's result: its tasks' columns, an array each (claim.sql).
+/// A locked claim's result: its tasks' columns and its own, an array each (claim.sql).
 struct ClaimArrays<'r> {
-    id: Array<'r>,
-    tenant: Array<'r>,
-    task_type: Array<'r>,
-    key: Array<'r>,
-    payload: Array<'r>,
-    state: Array<'r>,
-    attempt: Array<'r>,
+    tasks: TaskArrays<'r>,
     lost_runs: Array<'r>,
-    runs: Array<'r>,
-    scheduled_at: Array<'r>,
     lease_token: Array<'r>,
     row_version: Array<'r>,
     row_at: Array<'r>,
@@ -301,42 +293,20 @@ struct ClaimArrays<'r> {
 impl<'r> ClaimArrays<'r> {
     fn of(row: &'r PgRow) -> Result<Self, sqlx::Error> {
         let claim = ClaimArrays {
-            id: Array::of(row, "id", Element::Int8)?,
-            tenant: Array::of(row, "tenant", Element::Text)?,
-            task_type: Array::of(row, "task_type", Element::Text)?,
-            key: Array::of(row, "key", Element::Text)?,
-            payload: Array::of(row, "payload", Element::Bytea)?,
-            state: Array::of(row, "state", Element::Bytea)?,
-            attempt: Array::of(row, "attempt", Element::Int4)?,
+            tasks: TaskArrays::of(row)?,
             lost_runs: Array::of(row, "lost_runs", Element::Int4)?,
-            runs: Array::of(row, "runs", Element::Int8)?,
-            scheduled_at: Array::of(row, "scheduled_at", Element::Timestamptz)?,
             lease_token: Array::of(row, "lease_token", Element::Uuid)?,
             row_version: Array::of(row, "row_version", Element::Int8)?,
             row_at: Array::of(row, "row_at", Element::Tid)?,
             next_run_at: Array::of(row, "next_run_at", Element::Timestamptz)?,
         };
-        let len = claim.id.len();
-        let columns = [
-            &claim.tenant,
-            &claim.task_type,
-            &claim.key,
-            &claim.payload,
-            &claim.state,
-            &claim.attempt,
+        claim.tasks.check_lengths(&[
             &claim.lost_runs,
-            &claim.runs,
-            &claim.scheduled_at,
             &claim.lease_token,
             &claim.row_version,
             &claim.row_at,
             &claim.next_run_at,
-        ];
-        if columns.iter().any(|column| column.len() != len) {
-            return Err(sqlx::Error::Protocol(
-                "a claim's columns differ in length".into(),
-            ));
-        }
+        ])?;
         Ok(claim)
     }
 
@@ -350,22 +320,12 @@ impl<'r> ClaimArrays<'r> {
         lease: Duration,
     ) -> Result<LeasedTask, sqlx::Error> {
         Ok(LeasedTask {
-            id: self.id.i64(i)?,
-            tenant: self.tenant.string(i)?,
-            task_type: self.task_type.string(i)?,
-            key: self.key.string(i)?,
-            payload: self.payload.bytes(i)?,
-            state: self.state.optional_bytes(i),
-            attempt: self.attempt.i32(i)?,
-            lost_runs: self.lost_runs.i32(i)?,
-            runs: self.runs.i64(i)?,
-            scheduled_at: self.scheduled_at.time(i)?,
             token: self.lease_token.optional_uuid(i)?,
             version: Some(self.row_version.i64(i)?),
             row_at: Some(row_at),
+            lost_runs: self.lost_runs.i32(i)?,
             lock: Some(lock.clone()),
-            deadline: claimed + lease,
-            run_by: claimed + lease * 3 / 4,
+            ..self.tasks.task(i, claimed, lease)?
         })
     }
 }

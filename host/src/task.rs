@@ -1,5 +1,5 @@
-//! The task as the host holds it between lease and commit, how it is read from a timed
-//! lease's rows (a locked claim's come as arrays, see `lease.rs`), where a locked
+//! The task as the host holds it between lease and commit, how it is read from a
+//! claim's result (a locked claim's arrays, a timed lease's rows), where a locked
 //! claim's row lies, and the status codes the `tasks` table stores.
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgRow, PgTypeInfo, PgValu
 use sqlx::{Column, Decode, Encode, Postgres, Row, Type};
 use uuid::Uuid;
 
+use crate::arrays::{Array, Element};
 use crate::lease::BatchLock;
 
 /// The `tasks.status` codes. They are part of the schema (see `migrations/`).
@@ -79,7 +80,9 @@ pub struct LeasedTask {
 /// checked against the field it fills. Both are looked up once per lease, on its first
 /// row: the rows of one result share their columns, and by name a lookup hashes the
 /// name, so a dozen lookups and type checks for every row were about a tenth of the
-/// host's CPU in `recur bench --sql-only` (BENCHMARKS.md, eighteenth measurement).
+/// host's CPU in `recur bench --sql-only` (BENCHMARKS.md, eighteenth measurement). A
+/// timed lease returns rows, not arrays as a locked claim does: its `UPDATE ...
+/// RETURNING` gathered into arrays ran `--claim timed` burns 4-6% slower (twenty-fifth).
 pub struct Columns {
     id: usize,
     tenant: usize,
@@ -149,6 +152,105 @@ pub fn position<T: Type<Postgres>>(row: &PgRow, name: &str) -> Result<usize, sql
         });
     }
     Ok(column.ordinal())
+}
+
+/// A locked claim's tasks as its statement returns them: one row of arrays, a column
+/// each (claim.sql). A row per task cost the host, for each of them, a message to
+/// parse, a row to allocate and a value to wrap per column, over half of what it spent
+/// outside the sandbox (BENCHMARKS.md, twenty-fifth measurement); read in place, a task
+/// costs a few slices and the copies of its strings.
+pub struct TaskArrays<'r> {
+    id: Array<'r>,
+    tenant: Array<'r>,
+    task_type: Array<'r>,
+    key: Array<'r>,
+    payload: Array<'r>,
+    state: Array<'r>,
+    attempt: Array<'r>,
+    runs: Array<'r>,
+    scheduled_at: Array<'r>,
+}
+
+impl<'r> TaskArrays<'r> {
+    /// The tasks in `row`, with each column's type checked against the field it fills.
+    pub fn of(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let tasks = TaskArrays {
+            id: Array::of(row, "id", Element::Int8)?,
+            tenant: Array::of(row, "tenant", Element::Text)?,
+            task_type: Array::of(row, "task_type", Element::Text)?,
+            key: Array::of(row, "key", Element::Text)?,
+            payload: Array::of(row, "payload", Element::Bytea)?,
+            state: Array::of(row, "state", Element::Bytea)?,
+            attempt: Array::of(row, "attempt", Element::Int4)?,
+            runs: Array::of(row, "runs", Element::Int8)?,
+            scheduled_at: Array::of(row, "scheduled_at", Element::Timestamptz)?,
+        };
+        tasks.check_lengths(&[
+            &tasks.tenant,
+            &tasks.task_type,
+            &tasks.key,
+            &tasks.payload,
+            &tasks.state,
+            &tasks.attempt,
+            &tasks.runs,
+            &tasks.scheduled_at,
+        ])?;
+        Ok(tasks)
+    }
+
+    /// How many tasks there are.
+    pub fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.id.len() == 0
+    }
+
+    /// Refuses columns that do not hold one element per task.
+    pub(crate) fn check_lengths(&self, columns: &[&Array<'_>]) -> Result<(), sqlx::Error> {
+        match columns.iter().find(|column| column.len() != self.len()) {
+            Some(column) => Err(sqlx::Error::ColumnDecode {
+                index: format!("{:?}", column.name()),
+                source: format!(
+                    "it holds {} where the claim has {} tasks",
+                    column.len(),
+                    self.len()
+                )
+                .into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Task `i`, claimed at `claimed` for `lease` (token, version and lock left for the
+    /// caller to fill in).
+    pub fn task(
+        &self,
+        i: usize,
+        claimed: Instant,
+        lease: Duration,
+    ) -> Result<LeasedTask, sqlx::Error> {
+        Ok(LeasedTask {
+            id: self.id.i64(i)?,
+            tenant: self.tenant.string(i)?,
+            task_type: self.task_type.string(i)?,
+            key: self.key.string(i)?,
+            payload: self.payload.bytes(i)?,
+            state: self.state.optional_bytes(i),
+            attempt: self.attempt.i32(i)?,
+            lost_runs: 0,
+            runs: self.runs.i64(i)?,
+            scheduled_at: self.scheduled_at.time(i)?,
+            token: None,
+            version: None,
+            row_at: None,
+            lock: None,
+            deadline: claimed + lease,
+            run_by: claimed + lease * 3 / 4,
+        })
+    }
 }
 
 /// Where a row version lies in the table: its `ctid`, a page and a slot on it. A locked

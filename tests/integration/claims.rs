@@ -6,14 +6,14 @@
 //! record keeps the batch's ids.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use recur_host::commit;
 use recur_host::examples::artifacts::NOOP_COMPONENT;
 use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked, claim_locked_pending};
 use recur_host::outcome;
 use recur_host::sandbox::{Decision, Outcome, now_ms};
-use recur_host::task::{Columns, LeasedTask, position};
+use recur_host::task::{Columns, LeasedTask, TaskArrays, position};
 use tokio::sync::Semaphore;
 
 use crate::support::TestDb;
@@ -195,11 +195,11 @@ async fn a_claim_whose_record_fails_runs_nothing_and_frees_its_rows() {
     assert_eq!(db.scalar::<i64>("SELECT count(*) FROM claims").await, 1);
 }
 
-/// A claim finds its columns and checks their types once, on its first row, and decodes
-/// the rest unchecked: a column of another type must be refused there, by name, rather
+/// A timed lease finds its columns and checks their types once, on its first row, and
+/// decodes the rest unchecked: a column of another type must be refused there, by name, rather
 /// than decoded as something it is not.
 #[tokio::test]
-async fn a_claim_column_of_the_wrong_type_is_refused_by_name() {
+async fn a_timed_lease_column_of_the_wrong_type_is_refused_by_name() {
     let db = TestDb::new().await;
     let row = sqlx::query("SELECT 7::bigint AS id, 3::integer AS attempt")
         .fetch_one(&db.pool)
@@ -217,6 +217,63 @@ async fn a_claim_column_of_the_wrong_type_is_refused_by_name() {
         .expect("a row without a task's columns is refused")
         .to_string();
     assert!(missing.contains("tenant"), "{missing}");
+}
+
+/// A locked claim's tasks come as one row of arrays, read from their binary form by hand: a
+/// column of another type, a missing one, or one of another length must be refused, by
+/// name, rather than read as something it is not.
+#[tokio::test]
+async fn a_locked_claim_column_of_the_wrong_type_or_length_is_refused_by_name() {
+    let db = TestDb::new().await;
+    let columns = "ARRAY['acme'] AS tenant, ARRAY['noop'] AS task_type, ARRAY['k'] AS key, \
+                   ARRAY['{}'::bytea] AS payload, ARRAY[NULL::bytea] AS state, \
+                   ARRAY[1] AS attempt, ARRAY[0::bigint] AS runs";
+    let read = |sql: String| {
+        let pool = db.pool.clone();
+        async move {
+            let row = sqlx::query(&sql).fetch_one(&pool).await.unwrap();
+            TaskArrays::of(&row).map(|tasks| {
+                (0..tasks.len())
+                    .map(|i| tasks.task(i, Instant::now(), Duration::from_secs(60)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        }
+    };
+    let good = read(format!(
+        "SELECT ARRAY[7::bigint] AS id, {columns}, ARRAY[now()] AS scheduled_at"
+    ))
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (good[0].id, good[0].tenant.as_str(), good[0].state.clone()),
+        (7, "acme", None)
+    );
+    let wrong = read(format!(
+        "SELECT ARRAY[7::integer] AS id, {columns}, ARRAY[now()] AS scheduled_at"
+    ))
+    .await
+    .expect_err("an id of another type is refused")
+    .to_string();
+    assert!(
+        wrong.contains("\"id\"") && wrong.contains("Int8"),
+        "{wrong}"
+    );
+    let missing = read(format!("SELECT ARRAY[7::bigint] AS id, {columns}"))
+        .await
+        .expect_err("a claim without its tasks' due times is refused")
+        .to_string();
+    assert!(missing.contains("scheduled_at"), "{missing}");
+    let short = read(format!(
+        "SELECT ARRAY[7::bigint, 8] AS id, {columns}, ARRAY[now(), now()] AS scheduled_at"
+    ))
+    .await
+    .expect_err("columns of different lengths are refused")
+    .to_string();
+    assert!(
+        short.contains("\"tenant\"") && short.contains("holds 1 where"),
+        "{short}"
+    );
 }
 
 /// A locked claim whose transaction died writes its outcomes through the pool (see
