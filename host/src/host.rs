@@ -53,7 +53,7 @@ pub struct HostConfig {
     pub batch: usize,
     /// Most tasks held at once, leased and not yet committed; `None` means
     /// [`IN_FLIGHT_BATCHES`] batches. The lease stage also holds fewer when runs are slow
-    /// (see lease.rs), so queued tasks never wait long enough to outlive their lease.
+    /// (see lease/mod.rs), so queued tasks never wait long enough to outlive their lease.
     pub max_in_flight: Option<usize>,
     /// Lease timeout.
     pub lease_timeout: Duration,
@@ -70,7 +70,7 @@ pub struct HostConfig {
     pub sandbox: SandboxConfig,
     /// What runs the tasks: the sandbox, except in `recur bench --sql-only`.
     pub runner: Runner,
-    /// Timed leases, row locks, or either by measured run time (see lease.rs).
+    /// Timed leases, row locks, or either by measured run time (see lease/mod.rs).
     pub claim: Claim,
     /// Whether this host vacuums its tables when rows wait for a vacuum (maintain.rs).
     pub vacuum: bool,

@@ -41,7 +41,7 @@ const TASK_FIELDS: i16 = 6;
 /// Fields of a key's tuple, in the order of [`COPY_KEYS_SQL`]'s columns.
 const KEY_FIELDS: i16 = 4;
 
-/// Checked tasks as tuples of COPY's binary format, ready for [`insert_rows`]. Binary
+/// Checked tasks as tuples of COPY's binary format, ready for `insert_rows`. Binary
 /// rather than text: PostgreSQL reads a time as eight bytes instead of parsing it, a
 /// payload as its bytes instead of hex, and no field needs escaping, so every byte of a
 /// key arrives as it was.

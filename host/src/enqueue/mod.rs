@@ -8,7 +8,7 @@
 //! and repeated keys, but checks every row for a conflict before inserting it, one row
 //! at a time. COPY does neither and is much faster (see BENCHMARKS.md), but a single
 //! existing or repeated key fails the whole COPY with a unique violation. So a few tasks
-//! go by one array insert, and many go in batches by [`insert_rows`] (in [`copy`]): each
+//! go by one array insert, and many go in batches by `insert_rows` (in `copy.rs`): each
 //! batch's keys are first sent by COPY inside a savepoint, which succeeds whenever every
 //! key in it is new, and then its tasks; a batch whose keys meet an existing one is
 //! rolled back to its savepoint and sent again by array inserts. A load of new keys then
@@ -17,7 +17,7 @@
 //!
 //! One backend does all of a connection's work, so [`enqueue_parallel`] spreads a bulk
 //! enqueue over several connections, each writing the tasks whose keys hash to it
-//! ([`parallel`]). [`enqueue`] does all of this for tasks in memory over one connection.
+//! (`parallel.rs`). [`enqueue`] does all of this for tasks in memory over one connection.
 //! The CLI, which parses JSON lines on another thread while the connections send, uses
 //! the parts: a [`BulkLoad`] and its [`ShardWriter`].
 

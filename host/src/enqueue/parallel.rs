@@ -226,7 +226,7 @@ pub(super) fn check_connections(pool: &PgPool, connections: usize) -> Result<(),
 }
 
 /// Turns checked tasks into rows and sends each to its connection's share, in pieces of
-/// about [`PIECE_BYTES`]. Each method that sends returns false once that connection has
+/// about `PIECE_BYTES`. Each method that sends returns false once that connection has
 /// stopped (its error is [`BulkLoad::insert`]'s); nothing more should be written then.
 pub struct ShardWriter {
     format: RowFormat,

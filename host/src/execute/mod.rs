@@ -127,7 +127,7 @@ pub struct Executor {
     pub runner: Runner,
     /// Leased batches from the lease stage; closed when it stops.
     pub batches: mpsc::Receiver<Vec<LeasedTask>>,
-    /// Where finished tasks go, a few at a time (see [`Outbox`]): the commit stage.
+    /// Where finished tasks go, a few at a time (see `Outbox`, outbox.rs): the commit stage.
     pub finished: mpsc::UnboundedSender<Vec<Finished>>,
     /// Flips to true when the host shuts down: queued tasks are then given back
     /// instead of started.

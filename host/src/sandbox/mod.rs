@@ -40,7 +40,7 @@ const KEEP_RESIDENT_WITHOUT_PAGEMAP: usize = 64 << 10;
 const KEEP_RESIDENT_TABLES: usize = 64 << 10;
 
 /// How many distinct modules each shard of the pool keeps a memory warm for, unless the
-/// host is told otherwise (see [`Sandbox::engine`]).
+/// host is told otherwise (see `Sandbox::engine`).
 pub const DEFAULT_WARM_MODULES: u32 = 128;
 
 /// The most memory slots a pool may have. Each reserves 4 GiB of address space (so wasm
@@ -62,7 +62,7 @@ pub struct SandboxConfig {
     pub max_memory_bytes: usize,
     /// How many distinct modules each shard of the pool keeps a memory ready for: a run
     /// of a module that has none maps the module's image into a slot first (see
-    /// [`Sandbox::engine`]). At most [`max_warm_modules`].
+    /// `Sandbox::engine`). At most [`max_warm_modules`].
     pub warm_modules: u32,
     /// Where to keep compiled modules between runs of the host (see `cache.rs`); `None`
     /// compiles every module the host meets.
@@ -344,7 +344,7 @@ fn warm_memories(warm_modules: u32) -> u32 {
     warm_modules.saturating_mul(pool_shards())
 }
 
-/// The largest `warm_modules` this machine's pool can hold ([`MAX_MEMORY_SLOTS`] over
+/// The largest `warm_modules` this machine's pool can hold (`MAX_MEMORY_SLOTS` over
 /// its shards).
 pub fn max_warm_modules() -> u32 {
     MAX_MEMORY_SLOTS / pool_shards()

@@ -20,8 +20,8 @@
 -- (keep_lost_runs.sql).
 -- $1 batch size, $2 task types (NULL: all), $3 and $7 the claim cursor: the due time of
 -- the last task the host's previous claim took and where that task lies (its ctid), or
--- NULL to start from the front (see ClaimCursor in lease.rs), $4 tenants (NULL: all),
--- $5 and $6 the (tenant, task type) pairs not to claim, side by side (NULL: none): those
+-- NULL to start from the front (see ClaimCursor in lease/locked.rs), $4 tenants (NULL:
+-- all), $5 and $6 the (tenant, task type) pairs not to claim, side by side (NULL: none): those
 -- whose module the host is compiling, which would only wait in the host (see
 -- registry/mod.rs).
 WITH claimed AS (
@@ -72,8 +72,8 @@ lost_runs AS (
 )
 -- The batch as one row of arrays, a column each: the host reads them in place
 -- (arrays.rs), where a row per task cost it a message, a row and a value per column.
--- In no set order: the host puts the batch in due order itself (lease.rs), for a few
--- microseconds a batch, where an ORDER BY here sorted copies of the whole rows.
+-- In no set order: the host puts the batch in due order itself (lease/locked.rs), for a
+-- few microseconds a batch, where an ORDER BY here sorted copies of the whole rows.
 SELECT array_agg(c.id) AS id, array_agg(c.tenant) AS tenant,
        array_agg(c.task_type) AS task_type, array_agg(c.key) AS key,
        array_agg(c.payload) AS payload, array_agg(c.state) AS state,

@@ -1,0 +1,60 @@
+//! Timed leases: a batch claimed by pushing its due time out by the lease timeout under
+//! a fresh token (lease.sql), and handed back unrun (give_back.sql).
+
+use std::time::Instant;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::LeaseRequest;
+use crate::liveness;
+use crate::task::{Columns, LeasedTask};
+
+const LEASE_SQL: &str = include_str!("../sql/lease.sql");
+const GIVE_BACK_SQL: &str = include_str!("../sql/give_back.sql");
+
+/// Claims up to `request.limit` due tasks under one fresh lease token, oldest due first.
+pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTask>, sqlx::Error> {
+    let token = liveness::lease_token(request.host);
+    let claimed = Instant::now();
+    let rows = sqlx::query(LEASE_SQL)
+        .bind(request.limit)
+        .bind(request.lease_timeout.as_millis() as i64)
+        .bind(request.types.as_deref())
+        .bind(token)
+        .bind(request.tenants.as_deref())
+        .bind(request.skip.as_ref().map(|skip| &skip.tenants))
+        .bind(request.skip.as_ref().map(|skip| &skip.types))
+        .fetch_all(pool)
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let columns = Columns::of(first)?;
+    rows.iter()
+        .map(|row| {
+            Ok(LeasedTask {
+                token: Some(token),
+                ..columns.task(row, claimed, request.lease_timeout)?
+            })
+        })
+        .collect()
+}
+
+/// Returns tasks that were leased but never ran, as if they had not been leased. Only
+/// tasks that still hold their lease are touched; returns how many were given back.
+pub async fn give_back(pool: &PgPool, tasks: &[LeasedTask]) -> Result<u64, sqlx::Error> {
+    if tasks.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+    let tokens: Vec<Option<Uuid>> = tasks.iter().map(|t| t.token).collect();
+    let due: Vec<_> = tasks.iter().map(|t| t.scheduled_at).collect();
+    let done = sqlx::query(GIVE_BACK_SQL)
+        .bind(ids)
+        .bind(tokens)
+        .bind(due)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
