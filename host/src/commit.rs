@@ -187,12 +187,15 @@ impl Committer {
             tokio::select! {
                 received = self.finished.recv(), if open => match received {
                     Some(first) => {
+                        // One reading of the clock for what arrived together: it only
+                        // bounds how far off an outcome's times may be (an hour, years).
+                        let now = now_ms();
                         for finished in first {
-                            self.sort(finished, &mut writes, &mut unrun, &mut locked, &mut complete);
+                            self.sort(finished, now, &mut writes, &mut unrun, &mut locked, &mut complete);
                         }
                         while let Ok(next) = self.finished.try_recv() {
                             for finished in next {
-                                self.sort(finished, &mut writes, &mut unrun, &mut locked, &mut complete);
+                                self.sort(finished, now, &mut writes, &mut unrun, &mut locked, &mut complete);
                             }
                         }
                     }
@@ -231,10 +234,11 @@ impl Committer {
 
     /// Turns a finished task into its write: into `writes` (or `unrun`, to give back)
     /// for a timed lease, into its batch for a locked claim, which moves to `complete`
-    /// when its last task arrives.
+    /// when its last task arrives. `now_ms` is the host's clock, for the outcome's checks.
     fn sort(
         &self,
         finished: Finished,
+        now_ms: i64,
         writes: &mut Vec<Write>,
         unrun: &mut Vec<LeasedTask>,
         locked: &mut HashMap<u64, LockedBatch>,
@@ -246,7 +250,7 @@ impl Committer {
                 result,
                 max_attempts,
             } => {
-                let write = outcome::decide(&task, result, max_attempts, now_ms());
+                let write = outcome::decide(&task, result, max_attempts, now_ms);
                 (task, Some(write))
             }
             Finished::NoModule(task, error) => {

@@ -204,10 +204,16 @@ impl Executor {
     async fn dispatch(&mut self, batch: Vec<LeasedTask>, jobs: &Queue, parked: &mut Parked) {
         // A batch holds thousands of tasks and usually a few (tenant, type) pairs: the
         // names are copied once per pair, not once per task.
-        let keys: HashSet<(&str, &str)> = batch
-            .iter()
-            .map(|t| (t.tenant.as_str(), t.task_type.as_str()))
-            .collect();
+        let mut keys: HashSet<(&str, &str)> = HashSet::new();
+        let mut last = None;
+        for task in &batch {
+            let key = (task.tenant.as_str(), task.task_type.as_str());
+            // Consecutive tasks mostly share theirs: each is hashed once per run of them.
+            if last != Some(key) {
+                keys.insert(key);
+                last = Some(key);
+            }
+        }
         let keys: HashSet<ModuleKey> = keys
             .into_iter()
             .map(|(tenant, task_type)| (tenant.to_owned(), task_type.to_owned()))
