@@ -176,3 +176,87 @@ async fn a_parallel_bulk_load_caught_in_a_deadlock_is_not_stuck() {
     db.assert_keys_match_tasks().await;
     db.assert_no_advisory_locks().await;
 }
+
+/// A share of a parallel bulk load that fails while another transaction waits for one
+/// of its keys lets go of the key at once, not when the load ends: the load waits for
+/// its other share, which waits for that other transaction. PostgreSQL releases the
+/// lock of a savepoint once it is released, so the waiter waits for the share's whole
+/// transaction, which a rollback to the share's savepoint would leave running; the
+/// three would wait for ever, the load's part of the cycle in the client where no
+/// deadlock check sees it. A deadlock check that picks the share finds exactly this;
+/// here nothing checks (every session's `deadlock_timeout` is ten minutes), and the
+/// share is cancelled instead.
+#[tokio::test]
+async fn a_failed_share_of_a_parallel_bulk_load_lets_go_of_its_keys_at_once() {
+    let db = TestDb::new().await;
+    sqlx::query(&format!(
+        "ALTER DATABASE {} SET deadlock_timeout = '10min'",
+        db.name()
+    ))
+    .execute(&mut db.admin().await)
+    .await
+    .unwrap();
+    // Its connections are new, so they take the setting.
+    let pool = db.another_pool().await;
+    let others: Vec<String> = (0..enqueue::COPY_FROM_TASKS)
+        .map(|i| format!("key-{i:04}"))
+        .collect();
+    let tasks: Vec<NewTask> = std::iter::once("first".to_string())
+        .chain(others.iter().cloned())
+        .map(|key| NewTask::new("noop", key))
+        .collect();
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SELECT recur_enqueue('default', 'noop', 'first')")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let load = tokio::spawn({
+        let pool = pool.clone();
+        async move { enqueue::enqueue_parallel(&pool, &tasks, 2).await }
+    });
+    // One share waits for the other transaction's key, the other for its sibling.
+    let waits = |event: &str, n: i64| {
+        format!(
+            "SELECT count(*) >= {n} FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event = '{event}'"
+        )
+    };
+    db.wait_for(&waits("transactionid", 1), Duration::from_secs(10))
+        .await;
+    db.wait_for(&waits("advisory", 1), Duration::from_secs(10))
+        .await;
+    let rest =
+        sqlx::query("SELECT recur_enqueue('default', 'noop', key) FROM unnest($1::text[]) AS key")
+            .bind(&others)
+            .execute(&mut *other);
+    // Once the other transaction waits for the finished share's keys, that share fails.
+    let cancel = async {
+        db.wait_for(&waits("transactionid", 2), Duration::from_secs(10))
+            .await;
+        let cancelled: bool = sqlx::query_scalar(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event = 'advisory'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert!(cancelled);
+    };
+    let (rest, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(20), rest), cancel);
+    rest.expect("the other transaction waited for the load's end")
+        .unwrap();
+    other.commit().await.unwrap();
+    let load = tokio::time::timeout(Duration::from_secs(20), load)
+        .await
+        .expect("the load waited for ever")
+        .unwrap();
+    let e = load.expect_err("the load went in with a share cancelled");
+    assert!(e.to_string().contains("canceling statement"), "{e}");
+    // The other transaction has every key; the load left nothing.
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks").await,
+        others.len() as i64 + 1
+    );
+    db.assert_keys_match_tasks().await;
+    db.assert_no_advisory_locks().await;
+}

@@ -17,9 +17,16 @@
 //! not see half of that cycle, and both loads would wait for ever. So the siblings wait
 //! for each other where PostgreSQL sees it: each holds an advisory lock until it has
 //! sent its share, then waits to share each sibling's. PostgreSQL then finds such a
-//! cycle and fails one of its transactions with a deadlock. A connection that fails
-//! rolls its share back at once, so nothing keeps waiting on its keys while its
-//! siblings finish.
+//! cycle and fails one of its transactions with a deadlock.
+//!
+//! A connection that fails rolls its whole transaction back at once, so nothing keeps
+//! waiting on its keys while its siblings finish. Rolling back to the share's savepoint
+//! would not do: its keys were written in savepoints it had released (one per batch,
+//! see copy.rs), and PostgreSQL ends a released savepoint's own lock, so a writer of the
+//! same key waits for the top-level transaction instead, which a rollback to a savepoint
+//! does not end. Were the failed connection the one a deadlock check chose, that writer
+//! would wait for the whole load, the load for a sibling, and the sibling for that
+//! writer, in a cycle PostgreSQL cannot see (the load's wait is in the client).
 //!
 //! All or nothing, as over one connection, but for one case: the database failing
 //! between the commits. Then the shares committed before it stay, and loading the same
@@ -76,7 +83,8 @@ impl BulkLoad {
     /// Sends what each connection receives from its source in `sources` (from
     /// [`BulkLoad::writer`]) until the sources close; returns how many tasks were new.
     /// The connections send at once, each on a task of its own. After an error the
-    /// load can only be rolled back, which dropping it does.
+    /// load can only be rolled back, which dropping it does (a connection that failed
+    /// has rolled its own transaction back already).
     pub async fn insert(
         &mut self,
         sources: Vec<mpsc::Receiver<Rows>>,
@@ -108,8 +116,15 @@ impl BulkLoad {
             .map(|((mut tx, source), &own)| {
                 let siblings: Vec<i32> = shares.iter().copied().filter(|&s| s != own).collect();
                 tokio::spawn(async move {
-                    let sent = send_share(&mut tx, source, &siblings).await;
-                    (tx, sent)
+                    match send_share(&mut tx, source, &siblings).await {
+                        Ok(sent) => (Some(tx), Ok(sent)),
+                        // The whole transaction goes at once, not only the share's
+                        // savepoint: see "A connection that fails" at the top.
+                        Err(e) => {
+                            tx.rollback().await.ok();
+                            (None, Err(e))
+                        }
+                    }
                 })
             })
             .collect();
@@ -123,7 +138,7 @@ impl BulkLoad {
                 Ok(done) => done,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            self.txs.push(tx);
+            self.txs.extend(tx);
             match sent {
                 Ok(sent) => new += sent,
                 Err(e) => {
