@@ -15,7 +15,8 @@
 //!
 //! Prints the median, the 90th percentile and the mean of the runs after the first tenth
 //! (compilation and the pool's first use), then the pool's warm memories and the pages
-//! they keep resident. `recur bench` reports the same span as
+//! they keep resident, and how memories were reset (the page scan, or madvise where
+//! swap is on). `recur bench` reports the same span as
 //! `exec_us_p50`, measured inside a full host, where two workers and PostgreSQL share
 //! the cores; this one is for profiling the sandbox by itself (`perf record`).
 
@@ -108,5 +109,6 @@ fn run() -> anyhow::Result<()> {
         resident as f64 / 1024.0,
         resident as f64 / 1024.0 / f64::from(warm.max(1))
     );
+    println!("memory reset: {}", sandbox.memory_reset().name());
     Ok(())
 }

@@ -261,6 +261,11 @@ impl Host {
         self.sandbox.warm_memories()
     }
 
+    /// How its sandbox resets a memory between runs.
+    pub fn memory_reset(&self) -> crate::sandbox::MemoryReset {
+        self.sandbox.memory_reset()
+    }
+
     /// How many modules the host compiled and how many it loaded from its compilation
     /// cache (see `recur host --compile-cache`).
     pub fn compilations(&self) -> crate::sandbox::Compilations {

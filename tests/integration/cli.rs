@@ -371,6 +371,8 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         assert!(report["executions"].as_u64().unwrap() > 0, "{report}");
         let idle = report["workers_idle_pct"].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&idle), "{report}");
+        let reset = report["memory_reset"].as_str().unwrap();
+        assert!(["pagemap", "madvise"].contains(&reset), "{report}");
         // CPU per execution is the CPU share over the window, spread over its executions
         // (the share is rounded to a whole percent, hence the slack).
         let per_task = report["host_cpu_us_per_task"].as_f64().unwrap();

@@ -379,6 +379,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let stats_end = host.stats();
     let (warm_memories, warm_bytes) = host.warm_memories();
     let compilations = host.compilations();
+    let memory_reset = host.memory_reset().name();
     let executions = stats_end.committed - stats_start.committed;
     let spawned = stats_end.spawned - stats_start.spawned;
     let leases = stats_end.leases - stats_start.leases;
@@ -420,6 +421,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         warm_modules: args.warm_modules,
         warm_memories,
         warm_resident_mb: round(warm_bytes as f64 / (1 << 20) as f64, 1),
+        memory_reset,
         modules_compiled: compilations.compiled,
         modules_cached: compilations.cached,
         spawns: args.spawns,

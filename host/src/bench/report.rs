@@ -29,6 +29,9 @@ pub struct Report {
     pub warm_modules: u32,
     pub warm_memories: u32,
     pub warm_resident_mb: f64,
+    /// How the host's sandbox reset a memory between runs: "pagemap" (the pages a run
+    /// wrote) or "madvise" (swap is on, or the kernel has no PAGEMAP_SCAN).
+    pub memory_reset: &'static str,
     /// Components the host compiled, and those it loaded from its compilation cache.
     pub modules_compiled: usize,
     pub modules_cached: usize,
@@ -212,6 +215,7 @@ pub(super) fn print_table(r: &Report) {
         "  warm memories         {:>12}   ({:.1} MB resident; --warm-modules {})",
         r.warm_memories, r.warm_resident_mb, r.warm_modules
     );
+    println!("  memory reset          {:>12}", r.memory_reset);
     println!(
         "  modules compiled      {:>12}   ({} from the compilation cache)",
         r.modules_compiled, r.modules_cached

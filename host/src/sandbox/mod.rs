@@ -10,6 +10,7 @@ mod bindings;
 mod cache;
 mod imports;
 mod slot;
+mod swap;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +52,35 @@ const MAX_MEMORY_SLOTS: u32 = 8192;
 
 /// How often the epoch ticker advances the engine's epoch: the granularity of timeouts.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// How often, in epoch ticks (one second), a sandbox that resets memory with
+/// PAGEMAP_SCAN checks that swap is still off (see `swap.rs`).
+const SWAP_CHECK_TICKS: u32 = 500;
+
+/// The exit status of a host that found swap turned on under it (EX_TEMPFAIL: started
+/// again, it resets memory in the way that is safe with swap).
+pub const EXIT_SWAP_TURNED_ON: i32 = 75;
+
+/// How a sandbox returns a memory to its initial state between runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryReset {
+    /// The pages a run wrote, found with Linux's PAGEMAP_SCAN, are zeroed in place:
+    /// where nothing can be swapped out.
+    PageScan,
+    /// The first 64 KiB are zeroed and the rest returned to the kernel with madvise:
+    /// without PAGEMAP_SCAN, or where pages can be swapped out.
+    Madvise,
+}
+
+impl MemoryReset {
+    /// Its name in the bench's report.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryReset::PageScan => "pagemap",
+            MemoryReset::Madvise => "madvise",
+        }
+    }
+}
 
 /// Settings fixed for the life of a host's engine.
 #[derive(Debug, Clone)]
@@ -164,6 +194,8 @@ pub struct Sandbox {
     cache: Option<Cache>,
     /// Components turned into code, by compiling or from the cache.
     loaded: AtomicUsize,
+    /// How the engine resets a memory between runs.
+    reset: MemoryReset,
 }
 
 /// How the modules a sandbox prepared were compiled.
@@ -207,10 +239,28 @@ impl Sandbox {
             .as_deref()
             .map(cache::open)
             .transpose()?;
-        let engine = Self::engine(config, cache.clone(), true).or_else(|err| {
-            tracing::debug!(error = %err, "PAGEMAP_SCAN unavailable; resetting memory with madvise");
-            Self::engine(config, cache.clone(), false)
-        })?;
+        // The scan cannot see a page swapped out during a run, which the next instance
+        // would read back: only where nothing can be swapped out (swap.rs).
+        let (engine, reset) = if swap::possible() {
+            tracing::info!(
+                "swap is on: resetting memory between runs with madvise, since PAGEMAP_SCAN would miss swapped-out pages"
+            );
+            (
+                Self::engine(config, cache.clone(), false)?,
+                MemoryReset::Madvise,
+            )
+        } else {
+            match Self::engine(config, cache.clone(), true) {
+                Ok(engine) => (engine, MemoryReset::PageScan),
+                Err(err) => {
+                    tracing::debug!(error = %err, "PAGEMAP_SCAN unavailable; resetting memory with madvise");
+                    (
+                        Self::engine(config, cache.clone(), false)?,
+                        MemoryReset::Madvise,
+                    )
+                }
+            }
+        };
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -221,9 +271,25 @@ impl Sandbox {
         thread::Builder::new()
             .name("recur-epoch".into())
             .spawn(move || {
+                let mut ticks = 0_u32;
                 while !stop.load(Ordering::Relaxed) {
                     thread::sleep(EPOCH_TICK);
                     ticking.increment_epoch();
+                    ticks = ticks.wrapping_add(1);
+                    if reset == MemoryReset::PageScan
+                        && ticks.is_multiple_of(SWAP_CHECK_TICKS)
+                        && swap::possible()
+                    {
+                        // The engine cannot change how it resets, and from here a page
+                        // swapped out during a run would reach the next instance, perhaps
+                        // another tenant's. Exiting loses nothing: the host's tasks are
+                        // due again once its connections close, and started again it
+                        // resets with madvise.
+                        tracing::error!(
+                            "swap was turned on while this host resets memory with PAGEMAP_SCAN, which misses swapped-out pages; exiting, start the host again"
+                        );
+                        std::process::exit(EXIT_SWAP_TURNED_ON);
+                    }
                 }
             })?;
         Ok(Sandbox {
@@ -232,6 +298,7 @@ impl Sandbox {
             ticker_stop,
             cache,
             loaded: AtomicUsize::new(0),
+            reset,
         })
     }
 
@@ -278,6 +345,11 @@ impl Sandbox {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .cache(cache);
         Engine::new(&wasm)
+    }
+
+    /// How the engine resets a memory between runs.
+    pub fn memory_reset(&self) -> MemoryReset {
+        self.reset
     }
 
     /// How many memory slots are warm and unused, and the bytes they keep resident.
