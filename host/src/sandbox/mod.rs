@@ -31,12 +31,16 @@ pub use slot::{REUSE_MAX_GROWTH, REUSE_MAX_RUNS, Slot};
 /// The WIT world modules must export, as named in error messages.
 pub const WORLD: &str = "recur:task/task-module@0.1.0";
 
-/// With PAGEMAP_SCAN, how much of a memory may stay resident between runs (only the
-/// pages a run touched are zeroed). A Rust guest touches the top of its 1 MiB stack and
-/// its heap just above: 2 MiB covers a typical run.
-const KEEP_RESIDENT_WITH_PAGEMAP: usize = 2 << 20;
-/// Without it, the resident part is zeroed in full on every reset: keep it small.
-const KEEP_RESIDENT_WITHOUT_PAGEMAP: usize = 64 << 10;
+/// How much of a memory may stay resident between runs; the rest is returned to the
+/// kernel with madvise, and each page of it a run touches faults in again. A Rust guest
+/// touches the top of its 1 MiB stack and its heap just above: 2 MiB covers a typical
+/// run. With PAGEMAP_SCAN only the pages a run wrote are zeroed and stay resident;
+/// without it (swap on, see `swap.rs`) the resident part is zeroed whole, which for a
+/// memory that fits costs less than madvise and the faults after it: a fresh noop 6.7
+/// µs against 15.5 µs with 64 KiB kept, a 1 MiB-stack module 19.3 against 20.3 µs
+/// (BENCHMARKS.md, twenty-sixth measurement). A warm slot then keeps its whole memory
+/// resident, up to this, where the scan keeps only what runs wrote.
+const KEEP_RESIDENT: usize = 2 << 20;
 /// Tables are small; keep them resident either way.
 const KEEP_RESIDENT_TABLES: usize = 64 << 10;
 
@@ -67,8 +71,8 @@ pub enum MemoryReset {
     /// The pages a run wrote, found with Linux's PAGEMAP_SCAN, are zeroed in place:
     /// where nothing can be swapped out.
     PageScan,
-    /// The first 64 KiB are zeroed and the rest returned to the kernel with madvise:
-    /// without PAGEMAP_SCAN, or where pages can be swapped out.
+    /// The first 2 MiB are zeroed whole and the rest returned to the kernel with
+    /// madvise: without PAGEMAP_SCAN, or where pages can be swapped out.
     Madvise,
 }
 
@@ -232,8 +236,8 @@ impl Sandbox {
         // resident: 6 µs a run. Copy-on-write images stay on with it: a slot that last
         // held the same module keeps its image mapped, the pages a run dirtied are copied
         // back from the image, and instantiating copies no data segments (0.2-0.4 µs less
-        // a run than copying them in, as it was first done here). Without PAGEMAP_SCAN,
-        // keeping much resident would reset it all on every run, so only a little is kept.
+        // a run than copying them in, as it was first done here). Without PAGEMAP_SCAN
+        // the resident part is zeroed whole (see KEEP_RESIDENT).
         let cache = config
             .compile_cache
             .as_deref()
@@ -331,13 +335,10 @@ impl Sandbox {
             .total_stacks(slots)
             .max_memory_size(config.max_memory_bytes);
         if pagemap {
-            pool.pagemap_scan(wasmtime::Enabled::Yes)
-                .linear_memory_keep_resident(KEEP_RESIDENT_WITH_PAGEMAP)
-                .table_keep_resident(KEEP_RESIDENT_TABLES);
-        } else {
-            pool.linear_memory_keep_resident(KEEP_RESIDENT_WITHOUT_PAGEMAP)
-                .table_keep_resident(KEEP_RESIDENT_TABLES);
+            pool.pagemap_scan(wasmtime::Enabled::Yes);
         }
+        pool.linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT_TABLES);
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
