@@ -102,13 +102,7 @@ async fn enqueues_of_the_same_keys_in_opposite_orders_do_not_deadlock() {
 #[tokio::test]
 async fn a_parallel_bulk_load_caught_in_a_deadlock_is_not_stuck() {
     let db = TestDb::new().await;
-    let others: Vec<String> = (0..enqueue::COPY_FROM_TASKS)
-        .map(|i| format!("key-{i:04}"))
-        .collect();
-    let tasks: Vec<NewTask> = std::iter::once("first".to_string())
-        .chain(others.iter().cloned())
-        .map(|key| NewTask::new("noop", key))
-        .collect();
+    let (others, tasks) = first_and_others();
     // Another transaction takes the load's first key, so whichever share has it waits.
     let mut other = db.pool.begin().await.unwrap();
     sqlx::query("SELECT recur_enqueue('default', 'noop', 'first')")
@@ -198,13 +192,7 @@ async fn a_failed_share_of_a_parallel_bulk_load_lets_go_of_its_keys_at_once() {
     .unwrap();
     // Its connections are new, so they take the setting.
     let pool = db.another_pool().await;
-    let others: Vec<String> = (0..enqueue::COPY_FROM_TASKS)
-        .map(|i| format!("key-{i:04}"))
-        .collect();
-    let tasks: Vec<NewTask> = std::iter::once("first".to_string())
-        .chain(others.iter().cloned())
-        .map(|key| NewTask::new("noop", key))
-        .collect();
+    let (others, tasks) = first_and_others();
     let mut other = pool.begin().await.unwrap();
     sqlx::query("SELECT recur_enqueue('default', 'noop', 'first')")
         .execute(&mut *other)
@@ -259,4 +247,17 @@ async fn a_failed_share_of_a_parallel_bulk_load_lets_go_of_its_keys_at_once() {
     );
     db.assert_keys_match_tasks().await;
     db.assert_no_advisory_locks().await;
+}
+
+/// A bulk load large enough to go by COPY: the key `first`, then the keys returned on
+/// their own, which another transaction writes after it took `first`.
+fn first_and_others() -> (Vec<String>, Vec<NewTask>) {
+    let others: Vec<String> = (0..enqueue::COPY_FROM_TASKS)
+        .map(|i| format!("key-{i:04}"))
+        .collect();
+    let tasks = std::iter::once("first".to_string())
+        .chain(others.iter().cloned())
+        .map(|key| NewTask::new("noop", key))
+        .collect();
+    (others, tasks)
 }
