@@ -220,7 +220,9 @@ impl Prepared {
 }
 
 impl Sandbox {
-    /// Builds the engine and linker and starts the epoch ticker.
+    /// Builds the engine and linker and starts the epoch ticker. A sandbox that resets
+    /// memory with PAGEMAP_SCAN ends the process with [`EXIT_SWAP_TURNED_ON`] if swap is
+    /// turned on while it lives (see [`MemoryReset`]): the process must not go on.
     pub fn new(config: &SandboxConfig) -> anyhow::Result<Sandbox> {
         anyhow::ensure!(
             config.warm_modules <= max_warm_modules(),
