@@ -89,7 +89,7 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
     }
     let host = Host::start(pool, config.clone())?;
     tracing::info!(concurrency = config.concurrency, batch = config.batch, types = ?config.types,
-        tenants = ?config.tenants, "host started");
+        tenants = ?config.tenants, memory_reset = host.memory_reset().name(), "host started");
 
     let started = Instant::now();
     let mut progress = tokio::time::interval(PROGRESS_EVERY);

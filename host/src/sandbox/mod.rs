@@ -248,7 +248,9 @@ impl Sandbox {
         // The scan cannot see a page swapped out during a run, which the next instance
         // would read back: only where nothing can be swapped out (swap.rs).
         let (engine, reset) = if swap::possible() {
-            tracing::info!(
+            // Debug, as every command that checks a module builds a sandbox; `recur host`
+            // names the reset in the line that says it started.
+            tracing::debug!(
                 "swap is on: resetting memory between runs with madvise, since PAGEMAP_SCAN would miss swapped-out pages"
             );
             (
