@@ -18,12 +18,13 @@
 //! they keep resident, and how memories were reset (the page scan, or madvise where
 //! swap is on). `recur bench` reports the same span as
 //! `exec_us_p50`, measured inside a full host, where two workers and PostgreSQL share
-//! the cores; this one is for profiling the sandbox by itself (`perf record`).
+//! the cores, and measures a fresh noop alone as this does before each run
+//! (`noop_alone_us`); this one is for profiling the sandbox by itself (`perf record`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
-use recur_host::sandbox::{RunLimits, Sandbox, SandboxConfig, Slot, Task};
+use recur_host::sandbox::{Sandbox, SandboxConfig, cost};
 
 fn main() {
     if let Err(err) = run() {
@@ -68,40 +69,10 @@ fn run() -> anyhow::Result<()> {
         how.compiled,
         how.cached
     );
-    let mut slot = Slot::default();
-    let limits = RunLimits {
-        memory_bytes: 64 << 20,
-        timeout: Duration::from_secs(5),
-    };
-    let mut nanos = Vec::with_capacity(runs);
-    for i in 0..runs {
-        let task = Task {
-            id: i as i64,
-            tenant: format!("tenant-{}", i % tenants),
-            task_type: "module".into(),
-            key: format!("task-{i}"),
-            payload: b"{}".to_vec(),
-            state: None,
-            attempt: 1,
-            runs: 0,
-            scheduled_at: 0,
-        };
-        let started = Instant::now();
-        let result = sandbox.run(&mut slot, &modules[i % tenants], &task, limits, reuse);
-        nanos.push(started.elapsed().as_nanos() as u64);
-        result.with_context(|| format!("run {i} failed"))?;
-    }
-
-    let mut steady = nanos.split_off(runs / 10);
-    let mean = steady.iter().sum::<u64>() as f64 / steady.len() as f64;
-    steady.sort_unstable();
-    let at = |q: f64| steady[((steady.len() - 1) as f64 * q) as usize] as f64 / 1e3;
+    let cost = cost::measure(&sandbox, &modules, runs, reuse)?;
     println!(
         "{} runs: p50 {:.2} µs, p90 {:.2} µs, mean {:.2} µs",
-        steady.len(),
-        at(0.5),
-        at(0.9),
-        mean / 1e3
+        cost.runs, cost.p50_us, cost.p90_us, cost.mean_us
     );
     let (warm, resident) = sandbox.warm_memories();
     println!(

@@ -2,6 +2,7 @@
 //! the local default), real components built from `modules/`, and, where a test is
 //! about the command line, the real `recur` binary.
 
+mod bench;
 mod claims;
 mod cli;
 mod commits;

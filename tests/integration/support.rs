@@ -311,6 +311,28 @@ pub fn recur(url: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
     output
 }
 
+/// The stdout of a command that must have succeeded.
+pub fn stdout(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The stderr of a command that must have failed, with one line that says why.
+pub fn one_line_error(output: &std::process::Output) -> String {
+    assert!(
+        !output.status.success(),
+        "should have failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
 /// Polls `check` until it is true; panics with `what` after `timeout`.
 pub async fn wait<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where

@@ -245,7 +245,10 @@ async fn bench(scratch: &Scratch, args: &BenchArgs) -> anyhow::Result<Report> {
     } else {
         Runner::Sandbox
     };
+    eprintln!("timing a fresh noop alone…");
+    let noop_alone_us = tokio::task::spawn_blocking(probe::noop_alone_us).await??;
     let mut report = once(scratch, args, runner).await?;
+    report.noop_alone_us = noop_alone_us;
     if args.with_ceiling {
         let ceiling = once(scratch, args, Runner::NativeNoop).await?;
         report.ceiling_tasks_per_sec = Some(ceiling.tasks_per_sec);
@@ -440,6 +443,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
             (stats_end.leased - stats_start.leased) as f64 / leases.max(1) as f64,
             1,
         ),
+        // Set by `bench`, which measures it once before the first run.
+        noop_alone_us: 0.0,
         exec_us_p50: ms(&latencies.exec_ns, 0.5, 1000.0),
         exec_us_p99: ms(&latencies.exec_ns, 0.99, 1000.0),
         // A wait is counted when it ends, whole: one that began before the window can
@@ -458,6 +463,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         table_rows,
         host_cpu_pct: round(host_cpu, 0),
         db_cpu_pct: db_cpu.map(|c| round(c, 0)),
+        steal_pct: cpu_start.steal_pct_until(&cpu_end).map(|s| round(s, 1)),
         host_cpu_us_per_task: per_task_us(host_secs),
         db_cpu_us_per_task: db_secs.map(per_task_us),
         host_rss_mb: round(probe::peak_rss_mb(), 1),

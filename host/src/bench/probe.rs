@@ -1,12 +1,33 @@
-//! What the bench reads off the machine and the database: CPU time of this process and
-//! of PostgreSQL's processes (from /proc), this process's peak resident memory, the
-//! row writes PostgreSQL counted on the tasks table, the WAL the server wrote, and the
-//! server settings the figures depend on. How the table lies (its size, dead rows,
+//! What the bench reads off the machine and the database: what a fresh noop costs alone
+//! before the run, CPU time of this process and of PostgreSQL's processes and the time
+//! the hypervisor took from the machine (from /proc), this process's peak resident
+//! memory, the row writes PostgreSQL counted on the tasks table, the WAL the server
+//! wrote, and the server settings the figures depend on. How the table lies (its size, dead rows,
 //! fillfactor and due tasks per page) is `status::table`, which `recur status` shows too.
 
 use std::time::Instant;
 
 use sqlx::PgPool;
+
+use crate::examples::example;
+use crate::sandbox::{Sandbox, SandboxConfig, cost};
+
+/// Runs of a fresh noop timed before a bench: a steady median in well under a second.
+const CALIBRATION_RUNS: usize = 20_000;
+
+/// What a fresh noop instance costs alone on this machine now (median µs, one thread,
+/// measured as the `sandbox_cost` example does). The machine's speed changes from one
+/// hour to the next and every other figure moves with it: this one says how fast it
+/// ran when the report was made.
+pub fn noop_alone_us() -> anyhow::Result<f64> {
+    let noop = example("noop").expect("the noop example is built in");
+    let sandbox = Sandbox::new(&SandboxConfig {
+        concurrent_runs: 1,
+        ..SandboxConfig::default()
+    })?;
+    let module = sandbox.prepare(noop.component)?;
+    Ok(cost::measure(&sandbox, &[module], CALIBRATION_RUNS, false)?.p50_us)
+}
 
 /// CPU seconds used so far, by this process and by every `postgres` process.
 #[derive(Debug, Clone, Copy)]
@@ -15,6 +36,8 @@ pub struct CpuSample {
     host_secs: f64,
     /// `None` when no PostgreSQL process is visible (a server on another machine).
     db_secs: Option<f64>,
+    /// The machine's (steal, all) CPU ticks so far, from /proc/stat.
+    ticks: Option<(u64, u64)>,
 }
 
 impl CpuSample {
@@ -28,7 +51,19 @@ impl CpuSample {
             at: Instant::now(),
             host_secs: cpu_secs("/proc/self/stat").unwrap_or(0.0),
             db_secs: (db > 0.0).then_some(db),
+            ticks: std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|stat| steal_ticks(&stat)),
         }
+    }
+
+    /// The share of all the machine's CPU time between `self` and `later` that its
+    /// hypervisor gave to others (steal), in percent: on a virtual machine, time the
+    /// host and the database waited for a core they could not see being used.
+    pub fn steal_pct_until(&self, later: &CpuSample) -> Option<f64> {
+        let ((steal_a, all_a), (steal_b, all_b)) = (self.ticks?, later.ticks?);
+        let all = all_b.checked_sub(all_a).filter(|&all| all > 0)?;
+        Some(steal_b.saturating_sub(steal_a) as f64 / all as f64 * 100.0)
     }
 
     /// (host, database) CPU seconds used between `self` and `later`.
@@ -47,6 +82,20 @@ impl CpuSample {
         let (host, db) = self.seconds_until(later);
         (host / wall * 100.0, db.map(|secs| secs / wall * 100.0))
     }
+}
+
+/// (steal, all) ticks from the machine's line of /proc/stat: `cpu user nice system idle
+/// iowait irq softirq steal ...`, where guest time is counted in user time already.
+fn steal_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (ticks.len() == 8).then(|| (ticks[7], ticks.iter().sum()))
 }
 
 /// utime + stime of a /proc/<pid>/stat file, in seconds.
@@ -162,4 +211,22 @@ pub async fn server_settings(db: &PgPool) -> Result<String, sqlx::Error> {
     )
     .fetch_one(db)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steal_is_read_from_the_machines_line_of_proc_stat() {
+        let stat = "cpu  393382 0 40073 135419 2638 0 1093 8127 0 0\n\
+                    cpu0 196000 0 20000 67000 1300 0 500 4000 0 0\n";
+        assert_eq!(
+            steal_ticks(stat),
+            Some((8127, 393382 + 40073 + 135419 + 2638 + 1093 + 8127))
+        );
+        // A kernel too old to count steal (fewer than eight fields) gives no figure.
+        assert_eq!(steal_ticks("cpu  1 2 3 4 5 6 7\n"), None);
+        assert_eq!(steal_ticks("intr 1 2 3\n"), None);
+    }
 }

@@ -57,6 +57,9 @@ pub struct Report {
     /// Tasks claimed per lease statement over the window, empty ones included: below
     /// the host's maximum rate each claim takes what fell due since the last one.
     pub tasks_per_lease: f64,
+    /// A fresh noop instance alone, measured before the run on an idle machine: how fast
+    /// the machine ran the sandbox at the time (see `probe::noop_alone_us`).
+    pub noop_alone_us: f64,
     /// Time in the sandbox per task (store, instantiate, call, drop).
     pub exec_us_p50: f64,
     pub exec_us_p99: f64,
@@ -74,6 +77,9 @@ pub struct Report {
     /// CPU in percent of one core; `db_cpu_pct` is null when PostgreSQL is not local.
     pub host_cpu_pct: f64,
     pub db_cpu_pct: Option<f64>,
+    /// The machine's CPU time its hypervisor gave to others over the window, in percent
+    /// of all of it (null where /proc/stat does not count it).
+    pub steal_pct: Option<f64>,
     /// The same CPU per execution committed in the window, in microseconds of one core:
     /// what each side spends on a run, which comparisons between runs read where the
     /// rate alone mixes that cost with how much of the machine each side got.
@@ -193,8 +199,8 @@ pub(super) fn print_table(r: &Report) {
     );
     println!("  tasks per lease       {:>12.1}", r.tasks_per_lease);
     println!(
-        "  exec us p50 / p99     {:>12.1} / {:.1}",
-        r.exec_us_p50, r.exec_us_p99
+        "  exec us p50 / p99     {:>12.1} / {:.1}   (a fresh noop alone before the run: {:.2})",
+        r.exec_us_p50, r.exec_us_p99, r.noop_alone_us
     );
     println!("  workers idle %        {:>12.1}", r.workers_idle_pct);
     println!("  row writes per task   {:>12.2}", r.db_writes_per_task);
@@ -204,6 +210,9 @@ pub(super) fn print_table(r: &Report) {
     );
     println!("  table rows            {:>12}", r.table_rows);
     print_cpu(r.host_cpu_pct, r.db_cpu_pct);
+    if let Some(steal) = r.steal_pct {
+        println!("  cpu stolen %          {steal:>12.1}   (taken by the hypervisor)");
+    }
     println!(
         "  cpu us per task       {:>12.1} / {}",
         r.host_cpu_us_per_task,

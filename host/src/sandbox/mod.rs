@@ -8,6 +8,7 @@
 
 mod bindings;
 mod cache;
+pub mod cost;
 mod imports;
 mod slot;
 mod swap;
