@@ -248,7 +248,6 @@ async fn bench(scratch: &Scratch, args: &BenchArgs) -> anyhow::Result<Report> {
     eprintln!("timing a fresh noop alone…");
     let noop_alone_us = tokio::task::spawn_blocking(probe::noop_alone_us).await??;
     let mut report = once(scratch, args, runner).await?;
-    report.noop_alone_us = noop_alone_us;
     if args.with_ceiling {
         let ceiling = once(scratch, args, Runner::NativeNoop).await?;
         report.ceiling_tasks_per_sec = Some(ceiling.tasks_per_sec);
@@ -257,6 +256,10 @@ async fn bench(scratch: &Scratch, args: &BenchArgs) -> anyhow::Result<Report> {
             3,
         ));
     }
+    // Again at the end: the machine's speed can change in the middle of a run, and a
+    // figure unlike the first says it did.
+    report.noop_alone_after_us = tokio::task::spawn_blocking(probe::noop_alone_us).await??;
+    report.noop_alone_us = noop_alone_us;
     report.database = scratch.description.clone();
     Ok(report)
 }
@@ -443,8 +446,9 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
             (stats_end.leased - stats_start.leased) as f64 / leases.max(1) as f64,
             1,
         ),
-        // Set by `bench`, which measures it once before the first run.
+        // Set by `bench`, which measures them before the first run and after the last.
         noop_alone_us: 0.0,
+        noop_alone_after_us: 0.0,
         exec_us_p50: ms(&latencies.exec_ns, 0.5, 1000.0),
         exec_us_p99: ms(&latencies.exec_ns, 0.99, 1000.0),
         // A wait is counted when it ends, whole: one that began before the window can

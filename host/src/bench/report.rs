@@ -57,9 +57,11 @@ pub struct Report {
     /// Tasks claimed per lease statement over the window, empty ones included: below
     /// the host's maximum rate each claim takes what fell due since the last one.
     pub tasks_per_lease: f64,
-    /// A fresh noop instance alone, measured before the run on an idle machine: how fast
-    /// the machine ran the sandbox at the time (see `probe::noop_alone_us`).
+    /// A fresh noop instance alone, measured before the run on an idle machine and again
+    /// after it: how fast the machine ran the sandbox at the time, and whether that
+    /// changed during the run (see `probe::noop_alone_us`).
     pub noop_alone_us: f64,
+    pub noop_alone_after_us: f64,
     /// Time in the sandbox per task (store, instantiate, call, drop).
     pub exec_us_p50: f64,
     pub exec_us_p99: f64,
@@ -199,8 +201,8 @@ pub(super) fn print_table(r: &Report) {
     );
     println!("  tasks per lease       {:>12.1}", r.tasks_per_lease);
     println!(
-        "  exec us p50 / p99     {:>12.1} / {:.1}   (a fresh noop alone before the run: {:.2})",
-        r.exec_us_p50, r.exec_us_p99, r.noop_alone_us
+        "  exec us p50 / p99     {:>12.1} / {:.1}   (a fresh noop alone before / after: {:.2} / {:.2})",
+        r.exec_us_p50, r.exec_us_p99, r.noop_alone_us, r.noop_alone_after_us
     );
     println!("  workers idle %        {:>12.1}", r.workers_idle_pct);
     println!("  row writes per task   {:>12.2}", r.db_writes_per_task);
