@@ -3,7 +3,7 @@
 
 use sqlx::Connection;
 
-use crate::support::{self, TestDb, one_line_error, stdout};
+use crate::support::{self, TestDb, one_line_error};
 
 /// Drops a database a `recur bench` run left beside the test's.
 async fn drop_database(db: &TestDb, name: &str) {
@@ -58,9 +58,7 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             ]);
         }
         let output = support::recur(&db.url, &args, b"");
-        let out = stdout(&output);
-        let report: serde_json::Value =
-            serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+        let report = support::json_report(&output);
         for key in [
             "tasks_per_sec",
             "lease_ms_p50",
@@ -200,9 +198,7 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         ],
         b"",
     );
-    let out = stdout(&output);
-    let report: serde_json::Value =
-        serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    let report = support::json_report(&output);
     assert_eq!(
         (
             &report["mode"],
@@ -278,8 +274,7 @@ async fn the_bench_spawns_and_works_the_spawned_tasks_down_too() {
             &database,
         ];
         args.extend(extra);
-        let out = stdout(&support::recur(&db.url, &args, b""));
-        serde_json::from_str::<serde_json::Value>(out.trim().lines().last().unwrap()).unwrap()
+        support::json_report(&support::recur(&db.url, &args, b""))
     };
 
     let burn = run(&["--mode", "burn", "--spawns", "2", "--with-ceiling"]);

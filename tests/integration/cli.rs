@@ -176,14 +176,7 @@ async fn the_demo_runs_on_a_private_cluster_and_removes_it() {
         .env_remove("DATABASE_URL")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "demo failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    let summary = support::json_report(&output);
     for key in [
         "executed",
         "completed",

@@ -321,6 +321,12 @@ pub fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The JSON line that a `--json` command, which must have succeeded, printed last.
+pub fn json_report(output: &std::process::Output) -> serde_json::Value {
+    let out = stdout(output);
+    serde_json::from_str(out.trim().lines().last().unwrap()).unwrap()
+}
+
 /// The stderr of a command that must have failed, with one line that says why.
 pub fn one_line_error(output: &std::process::Output) -> String {
     assert!(
