@@ -1,9 +1,10 @@
 //! What the bench reads off the machine and the database: what a fresh noop costs alone
-//! before the run, CPU time of this process and of PostgreSQL's processes and the time
-//! the hypervisor took from the machine (from /proc), this process's peak resident
-//! memory, the row writes PostgreSQL counted on the tasks table, the WAL the server
-//! wrote, and the server settings the figures depend on. How the table lies (its size, dead rows,
-//! fillfactor and due tasks per page) is `status::table`, which `recur status` shows too.
+//! before and after the runs, CPU time of this process and of PostgreSQL's processes and
+//! the time the hypervisor took from the machine (from /proc), this process's peak
+//! resident memory, the row writes PostgreSQL counted on the tasks table, the WAL the
+//! server wrote, and the server settings the figures depend on. How the table lies (its
+//! size, dead rows, fillfactor and due tasks per page) is `status::table`, which `recur
+//! status` shows too.
 
 use std::time::Instant;
 

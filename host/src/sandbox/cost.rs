@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::{Prepared, RunError, RunLimits, Sandbox, Slot, Task};
 
-/// The runs at the start that are not counted: the first use of the pool's slots and of
-/// the code's pages costs more than a steady run.
+/// One run in this many, those at the start, is not counted: the first use of the pool's
+/// slots and of the code's pages costs more than a steady run.
 const WARMUP_SHARE: usize = 10;
 
 /// The cost of the counted runs, in microseconds.
@@ -34,15 +34,18 @@ pub struct CostError {
 /// Runs `modules` in turn `runs` times in all, each run of module `i` in tenant
 /// `tenant-i`, with a `{}` payload and no state, and measures the runs after the first
 /// tenth. Each run gets a fresh store and instance, as a task does by default, unless
-/// `reuse` (the worker's kept instance, as with `--reuse-instance`). `runs` of at least
-/// 10 give a figure; `modules` must not be empty.
+/// `reuse` (the worker's kept instance, as with `--reuse-instance`). `runs` and
+/// `modules` must not be empty.
 pub fn measure(
     sandbox: &Sandbox,
     modules: &[Prepared],
     runs: usize,
     reuse: bool,
 ) -> Result<RunCost, CostError> {
-    assert!(!modules.is_empty(), "measure needs a module to run");
+    assert!(
+        runs > 0 && !modules.is_empty(),
+        "measure needs runs and a module to run"
+    );
     let mut slot = Slot::default();
     let limits = RunLimits {
         memory_bytes: 64 << 20,
@@ -69,9 +72,6 @@ pub fn measure(
         result.map_err(|error| CostError { run, error })?;
     }
     let mut steady = nanos.split_off(runs / WARMUP_SHARE);
-    if steady.is_empty() {
-        steady = nanos;
-    }
     steady.sort_unstable();
     let us = |nanos: f64| (nanos / 1e3 * 100.0).round() / 100.0;
     let at = |q: f64| us(steady[((steady.len() - 1) as f64 * q) as usize] as f64);
