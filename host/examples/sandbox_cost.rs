@@ -18,7 +18,7 @@
 //! they keep resident, and how memories were reset (the page scan, or madvise where
 //! swap is on). `recur bench` reports the same span as
 //! `exec_us_p50`, measured inside a full host, where two workers and PostgreSQL share
-//! the cores, and measures a fresh noop alone as this does before each run
+//! the cores, and times a fresh noop alone as this does, before and after its runs
 //! (`noop_alone_us`); this one is for profiling the sandbox by itself (`perf record`).
 
 use std::time::Instant;
