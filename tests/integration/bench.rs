@@ -107,6 +107,11 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
             steal.is_null() || (0.0..=100.0).contains(&steal.as_f64().unwrap()),
             "{report}"
         );
+        let refaults = &report["refaults_per_sec"];
+        assert!(
+            refaults.is_null() || refaults.as_f64().unwrap() >= 0.0,
+            "{report}"
+        );
         // CPU per execution is the CPU share over the window, spread over its executions
         // (the share is rounded to a whole percent, hence the slack).
         let per_task = report["host_cpu_us_per_task"].as_f64().unwrap();

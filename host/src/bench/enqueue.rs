@@ -51,9 +51,9 @@ pub async fn run(
         .collect();
 
     eprintln!("enqueueing {tasks} new tasks over {connections} connections…");
-    let (started, cpu_start) = (Instant::now(), probe::CpuSample::take());
+    let (started, cpu_start) = (Instant::now(), probe::MachineSample::take());
     let new = enqueue::enqueue_parallel(&pool, &made, connections).await?;
-    let (took, cpu_end) = (started.elapsed(), probe::CpuSample::take());
+    let (took, cpu_end) = (started.elapsed(), probe::MachineSample::take());
     anyhow::ensure!(
         new == tasks as u64,
         "{new} of {tasks} tasks were new in empty tables"

@@ -365,8 +365,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     host.reset_latencies();
     let before = status::table(&setup, args.batch as i64).await?;
     let wal_start = probe::WalSample::take(&setup).await?;
-    let (window_start, stats_start, cpu_start) =
-        (Instant::now(), host.stats(), probe::CpuSample::take());
+    let (window_start, stats_start, machine_start) =
+        (Instant::now(), host.stats(), probe::MachineSample::take());
     let mut trend = args
         .report_every
         .map(|secs| trend::Trend::new(Duration::from_secs(secs), args.batch as i64, &host));
@@ -380,7 +380,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
             break;
         }
     }
-    let (window, cpu_end) = (window_start.elapsed(), probe::CpuSample::take());
+    let (window, machine_end) = (window_start.elapsed(), probe::MachineSample::take());
     let latencies = host.latencies();
     let stats_end = host.stats();
     let (warm_memories, warm_bytes) = host.warm_memories();
@@ -393,8 +393,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let total = host.stop().await;
     pool.close().await;
 
-    let (host_cpu, db_cpu) = cpu_start.percent_until(&cpu_end);
-    let (host_secs, db_secs) = cpu_start.seconds_until(&cpu_end);
+    let (host_cpu, db_cpu) = machine_start.percent_until(&machine_end);
+    let (host_secs, db_secs) = machine_start.seconds_until(&machine_end);
     let per_task_us = |secs: f64| round(secs * 1e6 / executions.max(1) as f64, 2);
     // Let PostgreSQL's statistics settle: backends flush them when they exit.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -467,7 +467,12 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         table_rows,
         host_cpu_pct: round(host_cpu, 0),
         db_cpu_pct: db_cpu.map(|c| round(c, 0)),
-        steal_pct: cpu_start.steal_pct_until(&cpu_end).map(|s| round(s, 1)),
+        steal_pct: machine_start
+            .steal_pct_until(&machine_end)
+            .map(|s| round(s, 1)),
+        refaults_per_sec: machine_start
+            .refaults_per_sec_until(&machine_end)
+            .map(|r| round(r, 0)),
         host_cpu_us_per_task: per_task_us(host_secs),
         db_cpu_us_per_task: db_secs.map(per_task_us),
         host_rss_mb: round(probe::peak_rss_mb(), 1),

@@ -1,6 +1,7 @@
 //! What the bench reads off the machine and the database: what a fresh noop costs alone
-//! before and after the runs, CPU time of this process and of PostgreSQL's processes and
-//! the time the hypervisor took from the machine (from /proc), this process's peak
+//! before and after the runs, CPU time of this process and of PostgreSQL's processes,
+//! the time the hypervisor took from the machine and the page cache it read back (from
+//! /proc), this process's peak
 //! resident memory, the row writes PostgreSQL counted on the tasks table, the WAL the
 //! server wrote, and the server settings the figures depend on. How the table lies (its
 //! size, dead rows, fillfactor and due tasks per page) is `status::table`, which `recur
@@ -30,45 +31,61 @@ pub fn noop_alone_us() -> anyhow::Result<f64> {
     Ok(cost::measure(&sandbox, &[module], CALIBRATION_RUNS, false)?.p50_us)
 }
 
-/// CPU seconds used so far, by this process and by every `postgres` process.
+/// The machine's counters so far: CPU seconds used by this process and by every
+/// `postgres` process, the CPU its hypervisor took, and the page cache read back.
 #[derive(Debug, Clone, Copy)]
-pub struct CpuSample {
+pub struct MachineSample {
     at: Instant,
     host_secs: f64,
     /// `None` when no PostgreSQL process is visible (a server on another machine).
     db_secs: Option<f64>,
     /// The machine's (steal, all) CPU ticks so far, from /proc/stat.
     ticks: Option<(u64, u64)>,
+    /// File pages read back soon after the kernel dropped them from its page cache
+    /// (`workingset_refault_file` in /proc/vmstat).
+    refaults: Option<u64>,
 }
 
-impl CpuSample {
+impl MachineSample {
     /// Reads the counters now.
-    pub fn take() -> CpuSample {
+    pub fn take() -> MachineSample {
         let db = postgres_pids()
             .iter()
             .filter_map(|pid| cpu_secs(&format!("/proc/{pid}/stat")))
             .sum::<f64>();
-        CpuSample {
+        MachineSample {
             at: Instant::now(),
             host_secs: cpu_secs("/proc/self/stat").unwrap_or(0.0),
             db_secs: (db > 0.0).then_some(db),
             ticks: std::fs::read_to_string("/proc/stat")
                 .ok()
                 .and_then(|stat| steal_ticks(&stat)),
+            refaults: std::fs::read_to_string("/proc/vmstat")
+                .ok()
+                .and_then(|vmstat| file_refaults(&vmstat)),
         }
+    }
+
+    /// File pages per second read back into the page cache between `self` and `later`,
+    /// soon after the kernel dropped them: a table larger than PostgreSQL's buffers
+    /// that the kernel does not keep cached is read from disk again (twenty-seventh
+    /// measurement in BENCHMARKS.md).
+    pub fn refaults_per_sec_until(&self, later: &MachineSample) -> Option<f64> {
+        let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        Some(later.refaults?.saturating_sub(self.refaults?) as f64 / wall)
     }
 
     /// The share of all the machine's CPU time between `self` and `later` that its
     /// hypervisor gave to others (steal), in percent: on a virtual machine, time the
     /// host and the database waited for a core they could not see being used.
-    pub fn steal_pct_until(&self, later: &CpuSample) -> Option<f64> {
+    pub fn steal_pct_until(&self, later: &MachineSample) -> Option<f64> {
         let ((steal_a, all_a), (steal_b, all_b)) = (self.ticks?, later.ticks?);
         let all = all_b.checked_sub(all_a).filter(|&all| all > 0)?;
         Some(steal_b.saturating_sub(steal_a) as f64 / all as f64 * 100.0)
     }
 
     /// (host, database) CPU seconds used between `self` and `later`.
-    pub fn seconds_until(&self, later: &CpuSample) -> (f64, Option<f64>) {
+    pub fn seconds_until(&self, later: &MachineSample) -> (f64, Option<f64>) {
         let host = later.host_secs - self.host_secs;
         let db = match (self.db_secs, later.db_secs) {
             (Some(a), Some(b)) => Some((b - a).max(0.0)),
@@ -78,7 +95,7 @@ impl CpuSample {
     }
 
     /// (host, database) CPU use between `self` and `later`, in percent of one core.
-    pub fn percent_until(&self, later: &CpuSample) -> (f64, Option<f64>) {
+    pub fn percent_until(&self, later: &MachineSample) -> (f64, Option<f64>) {
         let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
         let (host, db) = self.seconds_until(later);
         (host / wall * 100.0, db.map(|secs| secs / wall * 100.0))
@@ -97,6 +114,17 @@ fn steal_ticks(stat: &str) -> Option<(u64, u64)> {
         .collect::<Result<_, _>>()
         .ok()?;
     (ticks.len() == 8).then(|| (ticks[7], ticks.iter().sum()))
+}
+
+/// `workingset_refault_file` from /proc/vmstat (kernels before 5.9 count all refaults
+/// as `workingset_refault`, which this leaves out).
+fn file_refaults(vmstat: &str) -> Option<u64> {
+    vmstat
+        .lines()
+        .find_map(|line| line.strip_prefix("workingset_refault_file "))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// utime + stime of a /proc/<pid>/stat file, in seconds.
@@ -229,5 +257,13 @@ mod tests {
         // A kernel too old to count steal (fewer than eight fields) gives no figure.
         assert_eq!(steal_ticks("cpu  1 2 3 4 5 6 7\n"), None);
         assert_eq!(steal_ticks("intr 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn refaults_are_read_from_proc_vmstat() {
+        let vmstat =
+            "workingset_refault_anon 0\nworkingset_refault_file 2451973\npgmajfault 11897\n";
+        assert_eq!(file_refaults(vmstat), Some(2451973));
+        assert_eq!(file_refaults("workingset_refault 12\n"), None);
     }
 }

@@ -82,6 +82,9 @@ pub struct Report {
     /// The machine's CPU time its hypervisor gave to others over the window, in percent
     /// of all of it (null where /proc/stat does not count it).
     pub steal_pct: Option<f64>,
+    /// File pages per second read back into the page cache soon after the kernel dropped
+    /// them, over the window (null where /proc/vmstat does not count them).
+    pub refaults_per_sec: Option<f64>,
     /// The same CPU per execution committed in the window, in microseconds of one core:
     /// what each side spends on a run, which comparisons between runs read where the
     /// rate alone mixes that cost with how much of the machine each side got.
@@ -214,6 +217,9 @@ pub(super) fn print_table(r: &Report) {
     print_cpu(r.host_cpu_pct, r.db_cpu_pct);
     if let Some(steal) = r.steal_pct {
         println!("  cpu stolen %          {steal:>12.1}   (taken by the hypervisor)");
+    }
+    if let Some(refaults) = r.refaults_per_sec {
+        println!("  page cache refaults/s {refaults:>12.0}   (pages read back soon after dropped)");
     }
     println!(
         "  cpu us per task       {:>12.1} / {}",
