@@ -180,10 +180,24 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
                 serde_json::Value::Null,
                 "{report}"
             );
+            // Real, ceiling, ceiling, real: the ratio is the real runs' sum over the
+            // ceiling runs', the ceiling their mean, and the first run is the report's.
+            let rates = |key: &str| -> Vec<f64> {
+                let runs = report[key].as_array().unwrap_or_else(|| panic!("{report}"));
+                runs.iter().map(|r| r.as_f64().unwrap()).collect()
+            };
+            let (real, ceiling) = (rates("real_runs_per_sec"), rates("ceiling_runs_per_sec"));
+            assert!(real.len() == 2 && ceiling.len() == 2, "{report}");
+            assert!(real.iter().chain(&ceiling).all(|&r| r > 0.0), "{report}");
+            assert_eq!(report["tasks_per_sec"].as_f64(), Some(real[0]), "{report}");
+            let mean = report["ceiling_tasks_per_sec"].as_f64().unwrap();
             assert!(
-                report["ratio_to_ceiling"].as_f64().unwrap() > 0.0,
+                (mean - (ceiling[0] + ceiling[1]) / 2.0).abs() <= 0.5,
                 "{report}"
             );
+            let ratio = report["ratio_to_ceiling"].as_f64().unwrap();
+            let sums = (real[0] + real[1]) / (ceiling[0] + ceiling[1]);
+            assert!((ratio - sums).abs() <= 0.0005, "{report}");
         }
     }
     // The enqueue mode: the library's bulk enqueue, of new keys and then of the same.

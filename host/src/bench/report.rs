@@ -114,11 +114,18 @@ pub struct Report {
     /// With --report-every: the figures of each interval.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub intervals: Vec<trend::Interval>,
-    /// With --with-ceiling: this run's rate over the --sql-only run's.
+    /// With --with-ceiling: the mean rate of the two --sql-only runs, and the two real
+    /// runs' rates over theirs, summed. The other figures are the first real run's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ceiling_tasks_per_sec: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_to_ceiling: Option<f64>,
+    /// With --with-ceiling: each run's rate, in the order they ran around the ceiling
+    /// runs (real first and last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_runs_per_sec: Option<[f64; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling_runs_per_sec: Option<[f64; 2]>,
     pub database: String,
     /// The server's version and the settings the figures depend on most.
     pub server: String,
@@ -187,8 +194,16 @@ pub(super) fn print_table(r: &Report) {
             r.spawned_per_sec, r.spawns
         );
     }
-    if let (Some(ceiling), Some(ratio)) = (r.ceiling_tasks_per_sec, r.ratio_to_ceiling) {
-        println!("  sql-only ceiling      {ceiling:>12.0}   (ratio {ratio:.2})");
+    if let (Some(ceiling), Some(ratio), Some(real), Some(sql_only)) = (
+        r.ceiling_tasks_per_sec,
+        r.ratio_to_ceiling,
+        r.real_runs_per_sec,
+        r.ceiling_runs_per_sec,
+    ) {
+        println!(
+            "  sql-only ceiling      {ceiling:>12.0}   (ratio {ratio:.2}; runs {:.0}, {:.0} sql-only, {:.0} sql-only, {:.0})",
+            real[0], sql_only[0], sql_only[1], real[1]
+        );
     }
     println!(
         "  lease ms p50 / p99    {:>12.2} / {:.2}",
