@@ -114,8 +114,9 @@ pub struct Report {
     /// With --report-every: the figures of each interval.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub intervals: Vec<trend::Interval>,
-    /// With --with-ceiling: the mean rate of the two --sql-only runs, and the two real
-    /// runs' rates over theirs, summed. The other figures are the first real run's.
+    /// With --with-ceiling: the mean rate of the two --sql-only runs, and the sum of the
+    /// two real runs' rates over the sum of theirs. The other figures are the first
+    /// real run's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ceiling_tasks_per_sec: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
