@@ -26,9 +26,9 @@ pub const STDERR_CAPTURE_BYTES: usize = 2048;
 /// way [`RunState::begin`] resets everything that belongs to one run before each call.
 pub struct RunState {
     /// The WASI context: deny-by-default, see [`deny_all_wasi`]. Made on the guest's
-    /// first WASI call: a module built without WASI never makes one, and a context costs
-    /// 0.4 µs to make (its random generators are seeded), measured on a host whose
-    /// consecutive runs belong to different tenants, where none can be recycled.
+    /// first WASI call: a module built without WASI never makes one, and making a context
+    /// seeds its random generators, a cost every run would pay where consecutive runs
+    /// belong to different tenants, since then no state can be recycled.
     wasi: Option<WasiCtx>,
     /// Resources (streams) the WASI implementation hands to the guest.
     table: ResourceTable,

@@ -37,10 +37,10 @@ pub const WORLD: &str = "recur:task/task-module@0.1.0";
 /// touches the top of its 1 MiB stack and its heap just above: 2 MiB covers a typical
 /// run. With PAGEMAP_SCAN only the pages a run wrote are zeroed and stay resident;
 /// without it (swap on, see `swap.rs`) the resident part is zeroed whole, which for a
-/// memory that fits costs less than madvise and the faults after it: a fresh noop 6.7
-/// µs against 15.5 µs with 64 KiB kept, a 1 MiB-stack module 19.3 against 20.3 µs
-/// (BENCHMARKS.md, twenty-sixth measurement). A warm slot then keeps its whole memory
-/// resident, up to this, where the scan keeps only what runs wrote.
+/// memory that fits costs less than madvise and the faults after it: zeroing stays in
+/// user space, where madvise enters the kernel and every page the next run touches
+/// faults in again. A warm slot then keeps its whole memory resident, up to this, where
+/// the scan keeps only what runs wrote.
 const KEEP_RESIDENT: usize = 2 << 20;
 /// Tables are small; keep them resident either way.
 const KEEP_RESIDENT_TABLES: usize = 64 << 10;
@@ -233,14 +233,15 @@ impl Sandbox {
         );
         // Resetting a run's memory is much of what a fresh instance costs. By default the
         // pool returns pages with madvise, and on a multi-threaded host every madvise
-        // shoots down TLB entries on the other cores: measured here, 72% of the host's CPU
-        // went to the kernel and a noop run took 20 µs. With Linux's PAGEMAP_SCAN (6.7+),
-        // wasmtime finds the pages a run touched and resets just those, keeping them
-        // resident: 6 µs a run. Copy-on-write images stay on with it: a slot that last
-        // held the same module keeps its image mapped, the pages a run dirtied are copied
-        // back from the image, and instantiating copies no data segments (0.2-0.4 µs less
-        // a run than copying them in, as it was first done here). Without PAGEMAP_SCAN
-        // the resident part is zeroed whole (see KEEP_RESIDENT).
+        // shoots down TLB entries on the other cores, interrupting every core that runs
+        // one of the process's threads, and the next run faults its pages in again. With
+        // Linux's PAGEMAP_SCAN (6.7+), wasmtime finds the pages a run touched and resets
+        // just those, keeping them resident: no madvise, and no faults after it.
+        // Copy-on-write images stay on with it: a slot that last held the same module
+        // keeps its image mapped, the pages a run dirtied are copied back from the image,
+        // and instantiating copies no data segments, where copying them in would write
+        // every segment on every run. Without PAGEMAP_SCAN the resident part is zeroed
+        // whole (see KEEP_RESIDENT).
         let cache = config
             .compile_cache
             .as_deref()
@@ -329,11 +330,11 @@ impl Sandbox {
             // slots are warm and unused, a module with none of its own takes a slot never
             // used rather than another module's. The pool splits slots and that budget
             // into one shard per CPU and a thread takes from its own shard, so each shard
-            // gets config.warm_modules. Measured here (BENCHMARKS.md, eleventh
-            // measurement), recurring over 300 tenants with distinct modules: 128 per
-            // shard 14.9k/s (exec 81 µs), 320 per shard 29.9-31.9k/s (27-28 µs); 50
-            // modules, 16 slots for the whole pool 16.7-19.5k/s, 256 35-41k/s (burn).
-            // A warm slot costs address space and the pages its last run touched.
+            // gets config.warm_modules: a budget for the whole pool, split over the
+            // shards, would leave each thread too few warm slots for the modules it runs
+            // in turn, and every run of a module without one maps its image first, under
+            // that lock. A warm slot costs address space and the pages its last run
+            // touched.
             .total_memories((slots * 4).max(warm))
             .max_unused_warm_slots(warm)
             .total_tables(slots * 16)

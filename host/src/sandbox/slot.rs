@@ -28,9 +28,10 @@ use super::imports::RunState;
 use super::{EPOCH_TICK, MAX_LOG_LINES, Outcome, Prepared, RunError, RunLimits, Sandbox, Task};
 
 /// Most runs one kept instance serves before it is dropped and the next task gets a
-/// fresh one. Instantiating costs a few microseconds, so past a thousand runs reuse saves
-/// nothing measurable, while a bound on its life bounds how long anything a guest
-/// keeps (a cache, a leak, a slowly corrupted static) can last.
+/// fresh one. Instantiating from the pool is cheap (a slot kept warm, a copy-on-write
+/// image), so one instantiation in a thousand runs is nothing next to the runs, while a
+/// bound on its life bounds how long anything a guest keeps (a cache, a leak, a slowly
+/// corrupted static) can last.
 pub const REUSE_MAX_RUNS: u32 = 1000;
 
 /// How far a kept instance's linear memory may grow past its size after its first run
@@ -46,10 +47,9 @@ pub struct Slot {
     kept: Option<Kept>,
     /// The host-side state of the last fresh run, to recycle into the next fresh store
     /// of the same tenant. Building a WASI context seeds its random generators twice
-    /// over (its builder makes a second context and throws it away); recycling it took
-    /// 0.6-0.8 µs off a noop run of 11 µs, measured here. (A state makes its context
-    /// only when the guest first calls WASI, so for modules that never do, what is
-    /// recycled is small.)
+    /// over (its builder makes a second context and throws it away); recycling it spares
+    /// a fresh run of the same tenant both. (A state makes its context only when the
+    /// guest first calls WASI, so for modules that never do, what is recycled is small.)
     spare: Option<RunState>,
 }
 
@@ -180,7 +180,7 @@ impl Sandbox {
 impl Prepared {
     /// Instantiates the module in `store` and returns its `run` export. Not through the
     /// generated `TaskModulePre::instantiate`, which type-checks `run` again for every
-    /// instance: 0.3 µs of a 10 µs noop run, measured here.
+    /// instance, where `TaskModulePre::new` checked it once for the module already.
     fn instantiate(&self, store: &mut Store<RunState>) -> wasmtime::Result<Func> {
         let instance = self.pre.instance_pre().instantiate(&mut *store)?;
         instance

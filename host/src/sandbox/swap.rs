@@ -5,8 +5,8 @@
 //! those. In the wasmtime this host is built with, that scan asks for pages that are
 //! present, so a page the kernel swapped out while a run held it is neither zeroed nor
 //! dropped, and the next instance in the slot, which may be another tenant's, reads it
-//! back (shown with a swap file and `MADV_PAGEOUT`, BENCHMARKS.md, twenty-sixth
-//! measurement; wasmtime fixed it in a release that needs a newer Rust). So the sandbox
+//! back (a page pushed out to a swap file with `MADV_PAGEOUT` comes back holding the last
+//! run's data; wasmtime fixed it in a release that needs a newer Rust). So the sandbox
 //! resets with the scan only where nothing can be swapped out, and checks again while it
 //! runs (see `Sandbox::new`).
 
