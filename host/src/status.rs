@@ -41,8 +41,8 @@ pub struct Status {
 
 /// How the tasks table lies on disk. A claim takes the next due tasks, and the server
 /// reads, locks, rewrites and later prunes each heap page they lie on: tasks that fall
-/// due with their page neighbours cost it about a third less per execution than tasks
-/// scattered one to a page (BENCHMARKS.md, fifteenth to seventeenth measurements).
+/// due with their page neighbours share that work per page, where tasks scattered one
+/// to a page each pay for a page of their own.
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct TableStatus {
     /// The heap (main fork) of `tasks`, in bytes.

@@ -6,7 +6,7 @@
 //! task is created only if its key was new. Tasks are written by one of two paths. The
 //! array insert (`sql/enqueue.sql`) does all of it in one statement and absorbs existing
 //! and repeated keys, but checks every row for a conflict before inserting it, one row
-//! at a time. COPY does neither and is much faster (see BENCHMARKS.md), but a single
+//! at a time. COPY does neither, as it streams rows in, and is much faster, but a single
 //! existing or repeated key fails the whole COPY with a unique violation. So a few tasks
 //! go by one array insert, and many go in batches by `insert_rows` (in `copy.rs`): each
 //! batch's keys are first sent by COPY inside a savepoint, which succeeds whenever every
@@ -30,8 +30,8 @@ pub use parallel::{BulkLoad, MAX_CONNECTIONS, ShardWriter};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
-use crate::names::check_name;
-use crate::outcome::{MAX_FUTURE, MAX_KEY_BYTES};
+use crate::contract::check_name;
+use crate::contract::{MAX_FUTURE, MAX_KEY_BYTES};
 
 /// The tenant used when none is given.
 pub const DEFAULT_TENANT: &str = "default";
@@ -39,8 +39,10 @@ pub const DEFAULT_TENANT: &str = "default";
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 /// From this many tasks on, [`enqueue`] uses COPY. Below it one array insert saves
 /// COPY's extra round trips (now, ids, savepoint, release) and, when a key exists, the
-/// failed COPY: measured, the array insert is as fast up to a few hundred tasks, while at 1,000
-/// new ones COPY takes half the time (and as long for existing ones).
+/// failed COPY. Those cost the same for any batch, while the array insert's conflict
+/// checks grow with every row, so the array insert is the cheaper for a few tasks and
+/// COPY for many. Existing keys cost the array inserts either way: a COPY that meets one
+/// fails at its first row and its batch goes by array inserts.
 pub const COPY_FROM_TASKS: usize = 500;
 /// Tasks per array insert: large enough that round trips stop mattering, small enough
 /// to keep each statement's parameters a few megabytes and its run well under a second.
