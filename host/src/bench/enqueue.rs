@@ -45,7 +45,8 @@ pub async fn run(
         .execute(&pool)
         .await?;
     sqlx::query("CHECKPOINT").execute(&pool).await?;
-    // Keys of the shape `recur enqueue --bulk`'s lines in BENCHMARKS.md have.
+    // Keys `k0`, `k1`, ...: the shape of a numbered file for `recur enqueue --bulk`, so
+    // timing one compares with timing the other.
     let made: Vec<NewTask> = (0..tasks)
         .map(|i| NewTask::new("noop", format!("k{i}")))
         .collect();

@@ -4,9 +4,10 @@
 //! each tenant's module its own (`--tenants`, `--distinct-modules`).
 //!
 //! Where each task's first due time falls against its place in the table (`--layout`)
-//! moves the figures more than most settings do (BENCHMARKS.md, fifteenth measurement):
-//! a claim takes tasks in due order, and a task's new version stays on its page, so the
-//! layout of the first interval is the layout of every later one.
+//! moves the figures more than most settings do: a claim takes tasks in due order and
+//! the server reads, locks and rewrites each heap page they lie on, and a task's new
+//! version stays on its page, so the layout of the first interval is the layout of
+//! every later one.
 
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -133,7 +134,8 @@ pub async fn load(
     // The keys in one statement after the tasks: the bench's keys are new by
     // construction, and this is faster than drawing ids for two COPYs. In the keys'
     // own order, so the unique index fills from left to right instead of taking each
-    // key at a random place: 5 million keys went in 20-25 s instead of 30 s, measured.
+    // key at a random place: each leaf page is filled once and left behind, where keys
+    // in random order split and dirty leaves all over the index.
     sqlx::query(
         r#"INSERT INTO task_keys (tenant, task_type, key, id)
            SELECT tenant, task_type, key, id FROM tasks
@@ -154,8 +156,8 @@ pub async fn load(
     // The load's inserts into pg_stat_user_tables now, before the bench reads its row
     // writes at the start of the window: a backend holds back what it counted until a
     // second after its last report, so a load shorter than that had its inserts counted
-    // as the run's writes (3.0 per execution in a burn of 2,000 tasks instead of 2.0 at
-    // most). The server reports them when it goes idle after this statement, before it
+    // as the run's writes, more per execution than the two a run makes at most. The
+    // server reports them when it goes idle after this statement, before it
     // answers. PostgreSQL 15 and later: an older server's backends send their counts
     // to its statistics collector within half a second, which this cannot hurry.
     sqlx::query(

@@ -1,6 +1,6 @@
 //! `recur bench`: loads tasks into a fresh database, runs a host on them, and reports
 //! throughput, latencies, row writes per execution, CPU and memory. Speed is measured
-//! here and written down in BENCHMARKS.md, never asserted by a test.
+//! and reported here, never asserted by a test: a test's timing measures its machine.
 //!
 //! Modes: `burn` works T one-shot tasks down to zero (the standard job-queue
 //! benchmark); `recurring` keeps T tasks rescheduling every `--every-ms`, due times
@@ -16,6 +16,7 @@
 
 mod enqueue;
 mod load;
+mod native;
 mod probe;
 mod report;
 mod trend;
@@ -31,9 +32,9 @@ use report::{mode_name, print_table, round};
 
 use crate::db;
 use crate::examples::example;
+use crate::cli::ClaimArg;
 use crate::execute::Runner;
 use crate::host::{DEFAULT_BATCH, Host, HostConfig};
-use crate::lease::Claim;
 use crate::registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scratch::Scratch;
@@ -84,7 +85,7 @@ pub struct BenchArgs {
     pub idle_wait: Duration,
     /// How the host claims tasks: timed leases, row locks, or auto (locks while runs are short).
     #[arg(long, value_enum, default_value = "auto")]
-    pub claim: Claim,
+    pub claim: ClaimArg,
     /// Replace the sandbox with an in-process no-op: the ceiling of recur's SQL here.
     #[arg(long, conflicts_with = "with_ceiling")]
     pub sql_only: bool,
@@ -241,27 +242,37 @@ async fn run_enqueue(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The runner of `--sql-only`: the `noop` module's logic without the sandbox.
+fn sql_only() -> Runner {
+    Runner::Native(std::sync::Arc::new(native::NativeNoop))
+}
+
+/// Whether `runner` runs without the sandbox.
+fn is_sql_only(runner: &Runner) -> bool {
+    matches!(runner, Runner::Native(_))
+}
+
 async fn bench(scratch: &Scratch, args: &BenchArgs) -> anyhow::Result<Report> {
     let runner = if args.sql_only {
-        Runner::NativeNoop
+        sql_only()
     } else {
         Runner::Sandbox
     };
     eprintln!("timing a fresh noop alone…");
     let noop_alone_us = tokio::task::spawn_blocking(probe::noop_alone_us).await??;
-    let mut report = once(scratch, args, runner).await?;
+    let mut report = once(scratch, args, runner.clone()).await?;
     if args.with_ceiling {
         // Real, ceiling, ceiling, real, and the ratio of the sums: the machine's speed
-        // drifts by a third within minutes (BENCHMARKS.md, twenty-seventh measurement),
+        // drifts from one minute to the next (CPU frequency, a shared host's neighbours),
         // and a drift that is steady over the four runs moves both sums alike, where one
         // real run against one ceiling run after it reads the drift as the ratio.
         let mut ceiling = [0.0; 2];
         for rate in &mut ceiling {
-            *rate = once(scratch, args, Runner::NativeNoop).await?.tasks_per_sec;
+            *rate = once(scratch, args, sql_only()).await?.tasks_per_sec;
         }
         let real = [
             report.tasks_per_sec,
-            once(scratch, args, runner).await?.tasks_per_sec,
+            once(scratch, args, runner.clone()).await?.tasks_per_sec,
         ];
         let (real_sum, ceiling_sum) = (real[0] + real[1], ceiling[0] + ceiling[1]);
         report.ceiling_tasks_per_sec = Some(round(ceiling_sum / 2.0, 0));
@@ -340,8 +351,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
 
     let mut config = HostConfig {
         batch: args.batch,
-        runner,
-        claim: args.claim,
+        runner: runner.clone(),
+        claim: args.claim.into(),
         idle_wait: args.idle_wait,
         vacuum: !args.no_vacuum,
         ..HostConfig::default()
@@ -356,7 +367,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     eprintln!(
         "running {}{} for up to {} s…",
         mode_name(args.mode),
-        if args.sql_only || runner == Runner::NativeNoop {
+        if args.sql_only || is_sql_only(&runner) {
             " (sql-only)"
         } else {
             ""
@@ -427,8 +438,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     };
     Ok(Report {
         mode: args.mode,
-        sql_only: runner == Runner::NativeNoop,
-        reuse_instance: args.reuse_instance && runner == Runner::Sandbox,
+        sql_only: is_sql_only(&runner),
+        reuse_instance: args.reuse_instance && !is_sql_only(&runner),
         claim: format!("{:?}", args.claim).to_lowercase(),
         tasks: args.tasks,
         tenants: args.tenants,

@@ -68,8 +68,8 @@ impl MachineSample {
 
     /// File pages per second read back into the page cache between `self` and `later`,
     /// soon after the kernel dropped them: a table larger than PostgreSQL's buffers
-    /// that the kernel does not keep cached is read from disk again (twenty-seventh
-    /// measurement in BENCHMARKS.md).
+    /// that the kernel does not keep cached is read from disk again, which slows a run
+    /// for reasons of the machine's memory rather than recur's.
     pub fn refaults_per_sec_until(&self, later: &MachineSample) -> Option<f64> {
         let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
         Some(later.refaults?.saturating_sub(self.refaults?) as f64 / wall)

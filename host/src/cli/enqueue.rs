@@ -63,9 +63,9 @@ pub struct EnqueueArgs {
     connections: Option<u16>,
 }
 
-/// Connections of a bulk enqueue unless `--connections` says otherwise: on the 2-core
-/// development machine two load new keys 1.35 times as fast as one and existing keys 1.6
-/// times, and three less than two (BENCHMARKS.md, eighth measurement).
+/// Connections of a bulk enqueue unless `--connections` says otherwise: each keeps one
+/// database core busy, so two use a small server's cores, and more connections than
+/// the server has cores only contend with each other for them.
 const DEFAULT_CONNECTIONS: u16 = 2;
 
 impl EnqueueArgs {

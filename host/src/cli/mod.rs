@@ -1,6 +1,7 @@
 //! The `recur` command line: argument parsing (clap) and dispatch to one file per
 //! subcommand. Every error reaches `main` and is printed once, on one line.
 
+mod claim;
 mod deploy;
 mod enqueue;
 mod host;
@@ -8,6 +9,7 @@ mod requeue;
 mod status;
 mod time;
 
+pub(crate) use claim::ClaimArg;
 pub(crate) use host::{CompileCacheArgs, warm_modules};
 pub(crate) use time::parse_duration;
 
@@ -51,7 +53,7 @@ enum Command {
     Requeue(requeue::RequeueArgs),
     /// Run the quick start: a database, the example modules, N tasks, S seconds of hosting.
     Demo(crate::demo::DemoArgs),
-    /// Measure throughput and latency on a fresh database (see BENCHMARKS.md).
+    /// Measure throughput and latency on a fresh database.
     Bench(crate::bench::BenchArgs),
 }
 
