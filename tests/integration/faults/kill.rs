@@ -14,10 +14,10 @@ const TASKS: usize = 20_000;
 const EVERY_MS: u64 = 500;
 const HOSTS: usize = 3;
 /// Long enough that a live host's claims end well inside it even on a machine this test
-/// overloads (16 host processes started in 20 s on two cores, each compiling its module):
-/// a claim that outlives its lease is repeated elsewhere, and the audit allows repeats
-/// only of killed hosts' runs. (Such a repeat is no longer charged to the task, see
-/// RELIABILITY.md, *Known gaps*, 8; with a 3 s lease the storm loses nothing too.)
+/// overloads (a new host process every few seconds, each compiling its module, beside
+/// the others at full load): a claim that outlives its lease is repeated elsewhere, and
+/// the audit allows repeats only of killed hosts' runs. (Such a repeat is not charged to
+/// the task while its host's liveness lock is held, see `liveness.rs`.)
 const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
