@@ -10,16 +10,17 @@ use std::time::Duration;
 use recur_host::commit::{self, Committer};
 use recur_host::examples::artifacts::NOOP_COMPONENT;
 use recur_host::execute::Finished;
-use recur_host::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
+use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked, lease};
+use recur_host::outcome;
 use recur_host::sandbox::{Decision, Outcome, Spawn, now_ms};
 use recur_host::stats::Stats;
-use recur_host::task::ClaimedTask;
+use recur_host::task::LeasedTask;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::support::TestDb;
 
 /// `task` ran and its module completed it.
-fn completed(task: ClaimedTask) -> Vec<Finished> {
+fn completed(task: LeasedTask) -> Vec<Finished> {
     vec![Finished::Ran {
         task,
         result: Ok(Outcome {
@@ -32,8 +33,8 @@ fn completed(task: ClaimedTask) -> Vec<Finished> {
 
 /// One task at a time, for 60 s, claimed outside any host (so a claim that never
 /// commits always counts as a lost try).
-fn one_task() -> ClaimRequest {
-    ClaimRequest {
+fn one_task() -> LeaseRequest {
+    LeaseRequest {
         limit: 1,
         lease_timeout: Duration::from_secs(60),
         types: None,
@@ -63,7 +64,7 @@ async fn a_locked_batch_commits_while_a_timed_write_waits() {
     db.deploy("noop", NOOP_COMPONENT).await;
     assert_eq!(db.enqueue_n("noop", 2, "").await, 2);
     let request = one_task();
-    let mut timed = claim_timed(&db.pool, &request).await.unwrap();
+    let mut timed = lease(&db.pool, &request).await.unwrap();
     let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
     let mut locked = claim_locked(&db.pool, &request, &mut ClaimCursor::default(), permit)
         .await
@@ -165,7 +166,7 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
     db.enqueue_n("noop", 2, "").await;
     let parents = lease(
         &db.pool,
-        &ClaimRequest {
+        &LeaseRequest {
             limit: 2,
             ..one_task()
         },
@@ -173,10 +174,10 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
     .await
     .unwrap();
     assert_eq!(parents.len(), 2);
-    let keys: Vec<String> = (0..recur_host::contract::MAX_SPAWNS)
+    let keys: Vec<String> = (0..outcome::MAX_SPAWNS)
         .map(|i| format!("page-{i:04}"))
         .collect();
-    let write = |parent: &ClaimedTask, keys: Vec<&String>| {
+    let write = |parent: &LeasedTask, keys: Vec<&String>| {
         let spawns = keys
             .into_iter()
             .map(|key| Spawn {
@@ -190,7 +191,7 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
             decision: Decision::Complete(None),
             spawns,
         };
-        vec![commit::decide(parent, Ok(ran), 3, now_ms())]
+        vec![outcome::decide(parent, Ok(ran), 3, now_ms())]
     };
     let forward = write(&parents[0], keys.iter().collect());
     let backward = write(&parents[1], keys.iter().rev().collect());
@@ -207,11 +208,11 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
     );
     let (a, b) = (a.expect("no deadlock"), b.expect("no deadlock"));
     assert_eq!((a.committed, b.committed), (1, 1));
-    assert_eq!(a.spawned + b.spawned, recur_host::contract::MAX_SPAWNS as u64);
+    assert_eq!(a.spawned + b.spawned, outcome::MAX_SPAWNS as u64);
     let spawned: i64 = db
         .scalar("SELECT count(*) FROM tasks WHERE key LIKE 'page-%'")
         .await;
-    assert_eq!(spawned, recur_host::contract::MAX_SPAWNS as i64);
+    assert_eq!(spawned, outcome::MAX_SPAWNS as i64);
     db.assert_keys_match_tasks().await;
 }
 

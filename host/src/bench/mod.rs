@@ -16,7 +16,6 @@
 
 mod enqueue;
 mod load;
-mod native;
 mod probe;
 mod report;
 mod trend;
@@ -32,9 +31,9 @@ use report::{mode_name, print_table, round};
 
 use crate::db;
 use crate::examples::example;
-use crate::cli::ClaimArg;
 use crate::execute::Runner;
 use crate::host::{DEFAULT_BATCH, Host, HostConfig};
+use crate::lease::Claim;
 use crate::registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scratch::Scratch;
@@ -85,7 +84,7 @@ pub struct BenchArgs {
     pub idle_wait: Duration,
     /// How the host claims tasks: timed leases, row locks, or auto (locks while runs are short).
     #[arg(long, value_enum, default_value = "auto")]
-    pub claim: ClaimArg,
+    pub claim: Claim,
     /// Replace the sandbox with an in-process no-op: the ceiling of recur's SQL here.
     #[arg(long, conflicts_with = "with_ceiling")]
     pub sql_only: bool,
@@ -242,25 +241,15 @@ async fn run_enqueue(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The runner of `--sql-only`: the `noop` module's logic without the sandbox.
-fn sql_only() -> Runner {
-    Runner::Native(std::sync::Arc::new(native::NativeNoop))
-}
-
-/// Whether `runner` runs without the sandbox.
-fn is_sql_only(runner: &Runner) -> bool {
-    matches!(runner, Runner::Native(_))
-}
-
 async fn bench(scratch: &Scratch, args: &BenchArgs) -> anyhow::Result<Report> {
     let runner = if args.sql_only {
-        sql_only()
+        Runner::NativeNoop
     } else {
         Runner::Sandbox
     };
     eprintln!("timing a fresh noop alone…");
     let noop_alone_us = tokio::task::spawn_blocking(probe::noop_alone_us).await??;
-    let mut report = once(scratch, args, runner.clone()).await?;
+    let mut report = once(scratch, args, runner).await?;
     if args.with_ceiling {
         // Real, ceiling, ceiling, real, and the ratio of the sums: the machine's speed
         // drifts from one minute to the next (CPU frequency, a shared host's neighbours),
@@ -268,11 +257,11 @@ async fn bench(scratch: &Scratch, args: &BenchArgs) -> anyhow::Result<Report> {
         // real run against one ceiling run after it reads the drift as the ratio.
         let mut ceiling = [0.0; 2];
         for rate in &mut ceiling {
-            *rate = once(scratch, args, sql_only()).await?.tasks_per_sec;
+            *rate = once(scratch, args, Runner::NativeNoop).await?.tasks_per_sec;
         }
         let real = [
             report.tasks_per_sec,
-            once(scratch, args, runner.clone()).await?.tasks_per_sec,
+            once(scratch, args, runner).await?.tasks_per_sec,
         ];
         let (real_sum, ceiling_sum) = (real[0] + real[1], ceiling[0] + ceiling[1]);
         report.ceiling_tasks_per_sec = Some(round(ceiling_sum / 2.0, 0));
@@ -351,8 +340,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
 
     let mut config = HostConfig {
         batch: args.batch,
-        runner: runner.clone(),
-        claim: args.claim.into(),
+        runner,
+        claim: args.claim,
         idle_wait: args.idle_wait,
         vacuum: !args.no_vacuum,
         ..HostConfig::default()
@@ -367,7 +356,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     eprintln!(
         "running {}{} for up to {} s…",
         mode_name(args.mode),
-        if args.sql_only || is_sql_only(&runner) {
+        if args.sql_only || runner == Runner::NativeNoop {
             " (sql-only)"
         } else {
             ""
@@ -438,8 +427,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     };
     Ok(Report {
         mode: args.mode,
-        sql_only: is_sql_only(&runner),
-        reuse_instance: args.reuse_instance && !is_sql_only(&runner),
+        sql_only: runner == Runner::NativeNoop,
+        reuse_instance: args.reuse_instance && runner == Runner::Sandbox,
         claim: format!("{:?}", args.claim).to_lowercase(),
         tasks: args.tasks,
         tenants: args.tenants,
