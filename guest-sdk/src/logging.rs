@@ -1,9 +1,11 @@
 //! Writing to the host's log: [`log`], the [`Level`] it takes, and the `trace!` to
 //! `error!` macros that format their arguments first.
 //!
-//! The host tags each line with the running task's id, tenant and type, and keeps at most
-//! 100 lines of at most 4 KiB per run; it drops and counts the rest. Compiled for a
-//! target other than wasm, as in a module's unit tests, lines go to stderr.
+//! The host tags each line with the running task's id, tenant and type. A run may write
+//! at most 100 lines, whatever their level and whether or not the host's filter keeps
+//! them; the host drops and counts the lines past the hundredth, and cuts a line longer
+//! than 4 KiB. Compiled for a target other than wasm, as in a module's unit tests, lines
+//! go to stderr.
 
 use std::fmt;
 
@@ -58,24 +60,22 @@ pub fn log(level: Level, message: &str) {
 }
 
 /// Sends the message of a panic in this run to the host's log at error level, where the
-/// host finds it to explain the trap that follows (the task's error then reads "...;
-/// the module logged: <message>").
+/// host finds it to explain the trap that follows (the task's error then ends with
+/// `; the module logged: <message>`).
 ///
 /// Only a module built without WASI (`wasm32-unknown-unknown`, see the crate docs) needs
 /// it: it has no stderr, so its panic messages are otherwise lost. Call it at the start
-/// of `run`. It makes the module import the host's `log` (if it did not log already),
-/// and an import that hands the host a string makes every instantiation set up two more
-/// core instances to reach the module's memory: about a microsecond per fresh instance,
-/// measured, which is why it is not done for every module. Elsewhere it does nothing:
-/// panics print to stderr, which the host reads.
+/// of `run`. It makes the module import the host's `log` if it did not log already, and
+/// the host wires up every import at each instantiation, which is why it is not done for
+/// every module. Elsewhere it does nothing: panics print to stderr, which the host reads.
 ///
 /// ```
 /// struct Careful;
 ///
 /// impl recur_guest::Handler for Careful {
-///     fn run(_task: recur_guest::Task) -> recur_guest::Outcome {
+///     fn run(_task: recur_guest::Task) -> Result<recur_guest::Outcome, recur_guest::Error> {
 ///         recur_guest::forward_panics();
-///         recur_guest::complete()
+///         Ok(recur_guest::complete())
 ///     }
 /// }
 /// ```

@@ -1,36 +1,35 @@
-//! [`Outcome`], what a run decides, with its constructors and builder methods, and the
-//! free functions of the same names that module code usually calls.
+//! [`Outcome`], what a run decides: the functions that start one ([`reschedule_after`],
+//! [`reschedule_at`], [`complete`], [`retry`], [`fail`]) and the methods that add a state
+//! and spawns to it.
 
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::bindings::recur::task::types;
+use crate::error::EncodeError;
 use crate::spawn::Spawn;
 use crate::time::When;
 
 /// Everything a run decided: what happens to the task, and which new tasks to create.
 /// The host records it in one commit, or not at all.
 ///
-/// Start from one of the constructors (or the free functions of the same names), then
-/// add a state and spawns:
+/// Start from one of the functions [`reschedule_after`], [`reschedule_at`],
+/// [`complete`], [`retry`] and [`fail`], then add a state and spawns:
 ///
 /// ```
 /// use std::time::Duration;
-/// use recur_guest::{Outcome, Spawn};
+/// use recur_guest::Spawn;
 ///
-/// let outcome = Outcome::reschedule_after(Duration::from_secs(60))
-///     .with_state_json(&serde_json::json!({ "count": 2 }))
+/// let outcome = recur_guest::reschedule_after(Duration::from_secs(60))
+///     .with_state_json(&serde_json::json!({ "count": 2 }))?
 ///     .spawn(Spawn::new("noop", "child-0"));
+/// # Ok::<(), recur_guest::EncodeError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     decision: Decision,
     spawns: Vec<Spawn>,
-    /// The first state or payload that could not be serialized. When set, the outcome
-    /// goes to the host as a `fail` with this message and no spawns, whatever else was
-    /// built: recording half of what the module meant would be worse.
-    error: Option<String>,
 }
 
 /// The friendly side of the WIT `decision` variant.
@@ -42,77 +41,79 @@ enum Decision {
     Fail(String),
 }
 
+/// Runs the task again `delay` after the host records this outcome (in whole
+/// milliseconds, rounded down). The state is kept unless
+/// [`with_state`](Outcome::with_state) replaces it.
+///
+/// ```
+/// let outcome = recur_guest::reschedule_after(std::time::Duration::from_secs(30));
+/// ```
+pub fn reschedule_after(delay: Duration) -> Outcome {
+    Outcome::new(Decision::Reschedule {
+        when: When::After(delay),
+        state: None,
+    })
+}
+
+/// Runs the task again at `time`. The host refuses a time more than an hour in the past
+/// or more than ten years ahead, and fails the task with an error that says so. The
+/// state is kept unless [`with_state`](Outcome::with_state) replaces it.
+///
+/// ```
+/// let in_an_hour = recur_guest::now() + std::time::Duration::from_secs(3600);
+/// let outcome = recur_guest::reschedule_at(in_an_hour);
+/// ```
+pub fn reschedule_at(time: SystemTime) -> Outcome {
+    Outcome::new(Decision::Reschedule {
+        when: When::At(time),
+        state: None,
+    })
+}
+
+/// Finishes the task: it never runs again. The state is kept unless
+/// [`with_state`](Outcome::with_state) gives a final one.
+///
+/// ```
+/// let outcome = recur_guest::complete();
+/// ```
+pub fn complete() -> Outcome {
+    Outcome::new(Decision::Complete(None))
+}
+
+/// Reports a transient failure: the host runs the task again after an exponential
+/// backoff, and parks it as failed after the tenant's maximum attempts. The state is
+/// kept, and the outcome's spawns are not created.
+///
+/// ```
+/// let outcome = recur_guest::retry("upstream timed out");
+/// ```
+pub fn retry(message: impl Into<String>) -> Outcome {
+    Outcome::new(Decision::Retry(message.into()))
+}
+
+/// Reports a permanent failure: the task is parked as failed with `message`. The state
+/// is kept, and the outcome's spawns are not created.
+///
+/// ```
+/// let outcome = recur_guest::fail("payload has no url");
+/// ```
+pub fn fail(message: impl Into<String>) -> Outcome {
+    Outcome::new(Decision::Fail(message.into()))
+}
+
 impl Outcome {
     fn new(decision: Decision) -> Self {
         Self {
             decision,
             spawns: Vec::new(),
-            error: None,
         }
-    }
-
-    /// Runs the task again `delay` after the host records this outcome (in whole
-    /// milliseconds, rounded down). The state is kept unless
-    /// [`with_state`](Self::with_state) replaces it.
-    ///
-    /// ```
-    /// let outcome = recur_guest::Outcome::reschedule_after(std::time::Duration::from_secs(30));
-    /// ```
-    pub fn reschedule_after(delay: Duration) -> Self {
-        Self::new(Decision::Reschedule {
-            when: When::After(delay),
-            state: None,
-        })
-    }
-
-    /// Runs the task again at `time`. The host refuses a time more than an hour in the
-    /// past or more than ten years ahead, and fails the task with an error that says so.
-    ///
-    /// ```
-    /// let in_an_hour = recur_guest::now() + std::time::Duration::from_secs(3600);
-    /// let outcome = recur_guest::Outcome::reschedule_at(in_an_hour);
-    /// ```
-    pub fn reschedule_at(time: SystemTime) -> Self {
-        Self::new(Decision::Reschedule {
-            when: When::At(time),
-            state: None,
-        })
-    }
-
-    /// Finishes the task: it never runs again. The state is kept unless
-    /// [`with_state`](Self::with_state) gives a final one.
-    ///
-    /// ```
-    /// let outcome = recur_guest::Outcome::complete();
-    /// ```
-    pub fn complete() -> Self {
-        Self::new(Decision::Complete(None))
-    }
-
-    /// Reports a transient failure: the host retries with exponential backoff and parks
-    /// the task as failed after the tenant's maximum attempts. The state is kept.
-    ///
-    /// ```
-    /// let outcome = recur_guest::Outcome::retry("upstream timed out");
-    /// ```
-    pub fn retry(message: impl Into<String>) -> Self {
-        Self::new(Decision::Retry(message.into()))
-    }
-
-    /// Reports a permanent failure: the task is parked as failed. The state is kept.
-    ///
-    /// ```
-    /// let outcome = recur_guest::Outcome::fail("payload has no url");
-    /// ```
-    pub fn fail(message: impl Into<String>) -> Self {
-        Self::new(Decision::Fail(message.into()))
     }
 
     /// Sets the state handed to the next run (after a reschedule) or kept as the final
     /// state (after complete).
     ///
-    /// It has no effect on [`retry`](Self::retry) and [`fail`](Self::fail): the contract
-    /// has them keep the state the run started with.
+    /// It has no effect on [`retry`] and [`fail`]: the contract has them keep the state
+    /// the run started with.
     ///
     /// ```
     /// let outcome = recur_guest::complete().with_state(b"done".to_vec());
@@ -129,34 +130,31 @@ impl Outcome {
 
     /// Sets the state to `value` serialized as JSON; see [`with_state`](Self::with_state).
     ///
-    /// If `value` cannot be serialized (a map with non-string keys, say), the outcome
-    /// becomes a [`fail`](Self::fail) whose message says so, rather than a trap that the
-    /// host would retry to no avail.
+    /// Returns [`EncodeError::State`] if `value` cannot be serialized (a map with
+    /// non-string keys, say). In a handler, `?` passes it up, and the task fails with
+    /// its message.
     ///
     /// ```
-    /// let outcome = recur_guest::complete().with_state_json(&serde_json::json!({ "count": 3 }));
+    /// let outcome = recur_guest::complete().with_state_json(&serde_json::json!({ "count": 3 }))?;
+    /// # Ok::<(), recur_guest::EncodeError>(())
     /// ```
-    pub fn with_state_json<T: Serialize + ?Sized>(self, value: &T) -> Self {
-        match serde_json::to_vec(value) {
-            Ok(bytes) => self.with_state(bytes),
-            Err(e) => self.failed(format!("the state could not be serialized as JSON: {e}")),
-        }
+    pub fn with_state_json<T: Serialize + ?Sized>(self, value: &T) -> Result<Self, EncodeError> {
+        let bytes = serde_json::to_vec(value).map_err(EncodeError::State)?;
+        Ok(self.with_state(bytes))
     }
 
-    /// Adds a new task to create with this outcome.
+    /// Adds a new task to create with this outcome. Only a reschedule or a complete
+    /// creates its spawns; a run that retries or fails creates none.
     ///
     /// ```
     /// let outcome = recur_guest::complete().spawn(recur_guest::Spawn::new("noop", "child-0"));
     /// ```
-    pub fn spawn(mut self, mut spawn: Spawn) -> Self {
-        if let Some(error) = spawn.take_error() {
-            return self.failed(error);
-        }
+    pub fn spawn(mut self, spawn: Spawn) -> Self {
         self.spawns.push(spawn);
         self
     }
 
-    /// Adds several new tasks to create with this outcome.
+    /// Adds several new tasks to create with this outcome; see [`spawn`](Self::spawn).
     ///
     /// ```
     /// use recur_guest::Spawn;
@@ -164,24 +162,13 @@ impl Outcome {
     /// let outcome = recur_guest::complete()
     ///     .spawns((0..3).map(|i| Spawn::new("noop", format!("child-{i}"))));
     /// ```
-    pub fn spawns(self, spawns: impl IntoIterator<Item = Spawn>) -> Self {
-        spawns.into_iter().fold(self, Self::spawn)
-    }
-
-    /// Records the first serialization error; later ones would only repeat the cause.
-    fn failed(mut self, message: String) -> Self {
-        self.error.get_or_insert(message);
+    pub fn spawns(mut self, spawns: impl IntoIterator<Item = Spawn>) -> Self {
+        self.spawns.extend(spawns);
         self
     }
 
     /// Converts to the generated record.
     pub(crate) fn into_wit(self) -> types::Outcome {
-        if let Some(message) = self.error {
-            return types::Outcome {
-                decision: types::Decision::Fail(message),
-                spawns: Vec::new(),
-            };
-        }
         let decision = match self.decision {
             Decision::Reschedule { when, state } => {
                 types::Decision::Reschedule(types::Reschedule {
@@ -198,51 +185,6 @@ impl Outcome {
             spawns: self.spawns.into_iter().map(Spawn::into_wit).collect(),
         }
     }
-}
-
-/// Runs the task again `delay` from now; see [`Outcome::reschedule_after`].
-///
-/// ```
-/// let outcome = recur_guest::reschedule_after(std::time::Duration::from_millis(500));
-/// ```
-pub fn reschedule_after(delay: Duration) -> Outcome {
-    Outcome::reschedule_after(delay)
-}
-
-/// Runs the task again at `time`; see [`Outcome::reschedule_at`].
-///
-/// ```
-/// let outcome = recur_guest::reschedule_at(recur_guest::now());
-/// ```
-pub fn reschedule_at(time: SystemTime) -> Outcome {
-    Outcome::reschedule_at(time)
-}
-
-/// Finishes the task; see [`Outcome::complete`].
-///
-/// ```
-/// let outcome = recur_guest::complete();
-/// ```
-pub fn complete() -> Outcome {
-    Outcome::complete()
-}
-
-/// Reports a transient failure; see [`Outcome::retry`].
-///
-/// ```
-/// let outcome = recur_guest::retry("database busy");
-/// ```
-pub fn retry(message: impl Into<String>) -> Outcome {
-    Outcome::retry(message)
-}
-
-/// Reports a permanent failure; see [`Outcome::fail`].
-///
-/// ```
-/// let outcome = recur_guest::fail("unknown site");
-/// ```
-pub fn fail(message: impl Into<String>) -> Outcome {
-    Outcome::fail(message)
 }
 
 #[cfg(test)]
@@ -278,7 +220,10 @@ mod tests {
 
     #[test]
     fn complete_with_json_state() {
-        let wit = decision(complete().with_state_json(&serde_json::json!({ "count": 3 })));
+        let outcome = complete()
+            .with_state_json(&serde_json::json!({ "count": 3 }))
+            .unwrap();
+        let wit = decision(outcome);
         assert!(
             matches!(&wit, types::Decision::Complete(Some(s)) if s == br#"{"count":3}"#),
             "{wit:?}"
@@ -309,22 +254,10 @@ mod tests {
     }
 
     #[test]
-    fn unserializable_state_fails_the_outcome() {
+    fn unserializable_state_is_an_error() {
         let bad: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
-        let wit = complete()
-            .spawn(Spawn::new("noop", "a"))
-            .with_state_json(&bad)
-            .into_wit();
-        assert!(wit.spawns.is_empty());
-        assert!(matches!(&wit.decision, types::Decision::Fail(m) if m.contains("state")));
-    }
-
-    #[test]
-    fn unserializable_spawn_payload_fails_the_outcome() {
-        let bad: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
-        let wit = complete()
-            .spawn(Spawn::new("noop", "a").payload_json(&bad))
-            .into_wit();
-        assert!(matches!(&wit.decision, types::Decision::Fail(m) if m.contains("(noop, a)")));
+        let err = complete().with_state_json(&bad).unwrap_err();
+        assert!(matches!(err, EncodeError::State(_)));
+        assert!(err.to_string().contains("state"), "{err}");
     }
 }

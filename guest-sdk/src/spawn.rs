@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::bindings::recur::task::types;
+use crate::error::EncodeError;
 use crate::time::When;
 
 /// A new task to create, in the running task's tenant, when the host records the outcome
@@ -19,9 +20,10 @@ use crate::time::When;
 /// use recur_guest::Spawn;
 ///
 /// let child = Spawn::new("crawler", "https://site-1.example/page/4")
-///     .payload_json(&serde_json::json!({ "fanout": 2 }))
+///     .payload_json(&serde_json::json!({ "fanout": 2 }))?
 ///     .after(Duration::from_secs(5));
 /// let outcome = recur_guest::complete().spawn(child);
+/// # Ok::<(), recur_guest::EncodeError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spawn {
@@ -29,9 +31,6 @@ pub struct Spawn {
     key: String,
     payload: Vec<u8>,
     when: Option<When>,
-    /// Why the payload could not be serialized, if it could not; adding the spawn to an
-    /// outcome then turns the outcome into a failure that says so.
-    error: Option<String>,
 }
 
 impl Spawn {
@@ -46,7 +45,6 @@ impl Spawn {
             key: key.into(),
             payload: Vec::new(),
             when: None,
-            error: None,
         }
     }
 
@@ -62,25 +60,24 @@ impl Spawn {
 
     /// Sets the payload to `value` serialized as JSON.
     ///
-    /// If `value` cannot be serialized (a map with non-string keys, say), the outcome
-    /// this spawn is added to becomes a [`fail`](crate::fail) whose message says so,
-    /// rather than a trap that the host would retry to no avail.
+    /// Returns [`EncodeError::SpawnPayload`] if `value` cannot be serialized (a map with
+    /// non-string keys, say). In a handler, `?` passes it up, and the task fails with
+    /// its message.
     ///
     /// ```
     /// let child = recur_guest::Spawn::new("counter", "c-1")
-    ///     .payload_json(&serde_json::json!({ "runs": 5, "every_ms": 100 }));
+    ///     .payload_json(&serde_json::json!({ "runs": 5, "every_ms": 100 }))?;
+    /// # Ok::<(), recur_guest::EncodeError>(())
     /// ```
-    pub fn payload_json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+    pub fn payload_json<T: Serialize + ?Sized>(self, value: &T) -> Result<Self, EncodeError> {
         match serde_json::to_vec(value) {
-            Ok(bytes) => self.payload = bytes,
-            Err(e) => {
-                self.error = Some(format!(
-                    "the payload of spawn ({}, {}) could not be serialized as JSON: {e}",
-                    self.task_type, self.key
-                ));
-            }
+            Ok(bytes) => Ok(self.payload(bytes)),
+            Err(source) => Err(EncodeError::SpawnPayload {
+                task_type: self.task_type,
+                key: self.key,
+                source,
+            }),
         }
-        self
     }
 
     /// Makes the new task first run this long after the outcome is recorded.
@@ -108,11 +105,6 @@ impl Spawn {
         self
     }
 
-    /// Takes out the serialization error, if any, leaving the spawn valid.
-    pub(crate) fn take_error(&mut self) -> Option<String> {
-        self.error.take()
-    }
-
     /// Converts to the generated record.
     pub(crate) fn into_wit(self) -> types::Spawn {
         types::Spawn {
@@ -121,5 +113,31 @@ impl Spawn {
             payload: self.payload,
             when: self.when.map(When::to_wit),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn json_payload_is_serialized() {
+        let spawn = Spawn::new("noop", "a")
+            .payload_json(&serde_json::json!({ "n": 1 }))
+            .unwrap();
+        assert_eq!(spawn.into_wit().payload, br#"{"n":1}"#);
+    }
+
+    #[test]
+    fn unserializable_payload_is_an_error_naming_the_spawn() {
+        let bad: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+        let err = Spawn::new("noop", "a").payload_json(&bad).unwrap_err();
+        assert!(
+            matches!(&err, EncodeError::SpawnPayload { task_type, key, .. }
+                if task_type == "noop" && key == "a")
+        );
+        assert!(err.to_string().contains("(noop, a)"), "{err}");
     }
 }

@@ -1,13 +1,12 @@
-//! [`Task`], one execution of a task as the module sees it, and [`DecodeError`], what
-//! its JSON helpers return when the bytes are not what the module expects.
+//! [`Task`], one execution of a task as the module sees it, with the helpers that read
+//! its payload and state as JSON.
 
-use std::error::Error;
-use std::fmt;
 use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 
 use crate::bindings;
+use crate::error::DecodeError;
 use crate::time::from_millis;
 
 /// One execution of a task, as the host hands it to [`Handler::run`](crate::Handler::run).
@@ -121,44 +120,6 @@ impl Task {
             attempt: task.attempt,
             runs: task.runs,
             scheduled_at: from_millis(task.scheduled_at),
-        }
-    }
-}
-
-/// The payload or the state is not the JSON the module asked for.
-///
-/// Its message says which one and why, so it makes a good [`fail`](crate::fail) message:
-///
-/// ```
-/// # let task = recur_guest::Task { id: 1, tenant: "t".into(), task_type: "noop".into(),
-/// #     key: "k".into(), payload: b"not json".to_vec(), state: None,
-/// #     attempt: 1, runs: 0, scheduled_at: std::time::UNIX_EPOCH };
-/// let outcome = match task.payload_json::<serde_json::Value>() {
-///     Ok(_) => recur_guest::complete(),
-///     Err(e) => recur_guest::fail(e.to_string()),
-/// };
-/// ```
-#[derive(Debug)]
-pub enum DecodeError {
-    /// The payload is not valid JSON for the requested type.
-    Payload(serde_json::Error),
-    /// The state is not valid JSON for the requested type.
-    State(serde_json::Error),
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Payload(e) => write!(f, "the task's payload is not the expected JSON: {e}"),
-            Self::State(e) => write!(f, "the task's state is not the expected JSON: {e}"),
-        }
-    }
-}
-
-impl Error for DecodeError {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match self {
-            Self::Payload(e) | Self::State(e) => Some(e),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! grow the instance's memory.
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use recur_guest::{Handler, Outcome, Task};
+use recur_guest::{Error, Handler, Outcome, Task};
 use serde::{Deserialize, Serialize};
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -24,7 +24,7 @@ struct State {
 struct CallCount;
 
 impl Handler for CallCount {
-    fn run(task: Task) -> Outcome {
+    fn run(task: Task) -> Result<Outcome, Error> {
         let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         recur_guest::info!("call {calls} of this instance");
         let payload = task.payload_json::<Payload>().unwrap_or_default();
@@ -33,7 +33,7 @@ impl Handler for CallCount {
         }
         // Touch every page so the memory is really used, then lose it.
         std::mem::forget(vec![1u8; payload.leak_kib << 10]);
-        recur_guest::complete().with_state_json(&State { calls })
+        Ok(recur_guest::complete().with_state_json(&State { calls })?)
     }
 }
 

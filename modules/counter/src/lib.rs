@@ -3,7 +3,7 @@
 //! and otherwise runs again M milliseconds later.
 use std::time::Duration;
 
-use recur_guest::{Handler, Outcome, Task};
+use recur_guest::{Error, Handler, Outcome, Task};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
@@ -30,18 +30,16 @@ struct State {
 struct Counter;
 
 impl Handler for Counter {
-    fn run(task: Task) -> Outcome {
-        let (payload, state) = match (task.payload_json::<Payload>(), task.state_json::<State>()) {
-            (Ok(payload), Ok(state)) => (payload, state.unwrap_or_default()),
-            (Err(e), _) | (_, Err(e)) => return recur_guest::fail(e.to_string()),
-        };
+    fn run(task: Task) -> Result<Outcome, Error> {
+        let payload = task.payload_json::<Payload>()?;
+        let state = task.state_json::<State>()?.unwrap_or_default();
         let count = state.count + 1;
         let next = if count >= payload.runs {
             recur_guest::complete()
         } else {
             recur_guest::reschedule_after(Duration::from_millis(payload.every_ms))
         };
-        next.with_state_json(&State { count })
+        Ok(next.with_state_json(&State { count })?)
     }
 }
 

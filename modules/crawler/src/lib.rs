@@ -12,7 +12,7 @@
 //! `{"interval_ms": I, "visits": n, "changes": c}`.
 use std::time::Duration;
 
-use recur_guest::{Handler, Outcome, Spawn, Task};
+use recur_guest::{Error, Handler, Outcome, Spawn, Task};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
@@ -47,11 +47,9 @@ struct State {
 struct Crawler;
 
 impl Handler for Crawler {
-    fn run(task: Task) -> Outcome {
-        let (p, previous) = match (task.payload_json::<Payload>(), task.state_json::<State>()) {
-            (Ok(payload), Ok(state)) => (payload, state),
-            (Err(e), _) | (_, Err(e)) => return recur_guest::fail(e.to_string()),
-        };
+    fn run(task: Task) -> Result<Outcome, Error> {
+        let p = task.payload_json::<Payload>()?;
+        let previous = task.state_json::<State>()?;
         let mut hash = fnv1a(task.key.as_bytes(), task.runs);
         let changed = hash.is_multiple_of(3);
         let state = visit(previous, changed, &p);
@@ -62,7 +60,7 @@ impl Handler for Crawler {
         );
 
         let mut outcome = recur_guest::reschedule_after(Duration::from_millis(state.interval_ms))
-            .with_state_json(&state);
+            .with_state_json(&state)?;
         for _ in 0..p.fanout {
             hash = splitmix64(hash);
             let (x, y) = (hash >> 32, hash & 0xffff_ffff);
@@ -75,7 +73,7 @@ impl Handler for Crawler {
             outcome = outcome
                 .spawn(Spawn::new(task.task_type.as_str(), key).payload(task.payload.clone()));
         }
-        outcome
+        Ok(outcome)
     }
 }
 

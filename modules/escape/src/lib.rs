@@ -5,7 +5,7 @@
 use std::net::{TcpStream, ToSocketAddrs};
 use std::{env, fs, io};
 
-use recur_guest::{Handler, Outcome, Task};
+use recur_guest::{Error, Handler, Outcome, Task};
 
 #[derive(serde::Serialize)]
 struct Report {
@@ -20,7 +20,7 @@ struct Report {
 struct Escape;
 
 impl Handler for Escape {
-    fn run(_task: Task) -> Outcome {
+    fn run(_task: Task) -> Result<Outcome, Error> {
         let fs_list = match (fs::read_dir("/"), fs::read_dir(".")) {
             (Err(root), Err(cwd)) => format!("/: {root}; .: {cwd}"),
             _ => "ok".to_owned(),
@@ -34,7 +34,7 @@ impl Handler for Escape {
             tcp: describe(TcpStream::connect("127.0.0.1:5432")),
             dns: describe(("localhost", 0).to_socket_addrs()),
         };
-        recur_guest::complete().with_state_json(&report)
+        Ok(recur_guest::complete().with_state_json(&report)?)
     }
 }
 

@@ -4,7 +4,7 @@
 //! it completes; `state_bytes` wins when both are given.
 use std::time::Duration;
 
-use recur_guest::{Handler, Outcome, Spawn, Task};
+use recur_guest::{Error, Handler, Outcome, Spawn, Task};
 
 #[derive(serde::Deserialize)]
 struct Payload {
@@ -15,19 +15,18 @@ struct Payload {
 struct HugeOutput;
 
 impl Handler for HugeOutput {
-    fn run(task: Task) -> Outcome {
-        match task.payload_json::<Payload>() {
-            Ok(Payload {
+    fn run(task: Task) -> Result<Outcome, Error> {
+        Ok(match task.payload_json::<Payload>()? {
+            Payload {
                 state_bytes: Some(n),
                 ..
-            }) => recur_guest::reschedule_after(Duration::from_secs(1)).with_state(vec![b'x'; n]),
-            Ok(Payload {
+            } => recur_guest::reschedule_after(Duration::from_secs(1)).with_state(vec![b'x'; n]),
+            Payload {
                 spawns: Some(n), ..
-            }) => recur_guest::complete()
+            } => recur_guest::complete()
                 .spawns((0..n).map(|i| Spawn::new("noop", format!("child-{i}")))),
-            Ok(_) => recur_guest::complete(),
-            Err(e) => recur_guest::fail(e.to_string()),
-        }
+            _ => recur_guest::complete(),
+        })
     }
 }
 

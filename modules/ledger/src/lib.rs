@@ -6,7 +6,7 @@
 //! M ms later with `{"n": k+1}`, or completes with it once k+1 reaches N.
 use std::time::{Duration, UNIX_EPOCH};
 
-use recur_guest::{Handler, Outcome, Task};
+use recur_guest::{Error, Handler, Outcome, Task};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
@@ -33,14 +33,11 @@ struct State {
 struct Ledger;
 
 impl Handler for Ledger {
-    fn run(task: Task) -> Outcome {
-        let (payload, state) = match (task.payload_json::<Payload>(), task.state_json::<State>()) {
-            (Ok(payload), Ok(state)) => (payload, state.unwrap_or_default()),
-            (Err(e), _) | (_, Err(e)) => return recur_guest::fail(e.to_string()),
-        };
-        let millis = |t: std::time::SystemTime| {
-            t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
-        };
+    fn run(task: Task) -> Result<Outcome, Error> {
+        let payload = task.payload_json::<Payload>()?;
+        let state = task.state_json::<State>()?.unwrap_or_default();
+        let millis =
+            |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         recur_guest::info!(
             "ledger task={} n={} scheduled_ms={} now_ms={} attempt={}",
             task.id,
@@ -55,7 +52,7 @@ impl Handler for Ledger {
         } else {
             recur_guest::reschedule_after(Duration::from_millis(payload.every_ms))
         };
-        decision.with_state_json(&next)
+        Ok(decision.with_state_json(&next)?)
     }
 }
 

@@ -1,16 +1,16 @@
 //! Logs 10,000 info lines, far more than the host keeps for one run, then completes.
-use recur_guest::{Handler, Outcome, Task};
+use recur_guest::{Error, Handler, Outcome, Task};
 
 const LINES: u32 = 10_000;
 
 struct LogFlood;
 
 impl Handler for LogFlood {
-    fn run(_task: Task) -> Outcome {
+    fn run(_task: Task) -> Result<Outcome, Error> {
         for i in 1..=LINES {
             recur_guest::info!("line {i} of {LINES}");
         }
-        recur_guest::complete()
+        Ok(recur_guest::complete())
     }
 }
 

@@ -15,7 +15,7 @@
 //! back to catch up.
 use std::time::Duration;
 
-use recur_guest::{Handler, Outcome, Spawn, Task};
+use recur_guest::{Error, Handler, Outcome, Spawn, Task};
 
 #[derive(serde::Deserialize)]
 struct Payload {
@@ -27,11 +27,8 @@ struct Payload {
 struct Noop;
 
 impl Handler for Noop {
-    fn run(task: Task) -> Outcome {
-        let payload = match task.payload_json::<Payload>() {
-            Ok(payload) => payload,
-            Err(e) => return recur_guest::fail(e.to_string()),
-        };
+    fn run(task: Task) -> Result<Outcome, Error> {
+        let payload = task.payload_json::<Payload>()?;
         let outcome = match payload.every_ms {
             Some(ms) => {
                 let every = Duration::from_millis(ms);
@@ -47,15 +44,15 @@ impl Handler for Noop {
         let spawns = payload.spawn.unwrap_or(0);
         let new = payload.new_spawns.unwrap_or(0).min(spawns);
         if spawns == 0 {
-            return outcome;
+            return Ok(outcome);
         }
         let known = (0..spawns - new).map(|i| format!("{}/{i}", task.key));
         let fresh = (0..new).map(|i| format!("{}/run{}/{i}", task.key, task.runs));
-        outcome.spawns(
+        Ok(outcome.spawns(
             known
                 .chain(fresh)
                 .map(|key| Spawn::new(task.task_type.as_str(), key)),
-        )
+        ))
     }
 }
 

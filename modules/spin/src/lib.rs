@@ -2,12 +2,12 @@
 //! from treating the side-effect-free loop as dead code. It logs
 //! `spinning attempt=N scheduled_ms=T` first, so a test can see that a run has started,
 //! which try it is, and when the host said it was due.
-use recur_guest::{Handler, Outcome, Task};
+use recur_guest::{Error, Handler, Outcome, Task};
 
 struct Spin;
 
 impl Handler for Spin {
-    fn run(task: Task) -> Outcome {
+    fn run(task: Task) -> Result<Outcome, Error> {
         let scheduled_ms = task
             .scheduled_at
             .duration_since(std::time::UNIX_EPOCH)

@@ -1,12 +1,12 @@
 //! Recurses without end until a stack runs out, which traps: by default the wasm call
 //! stack; with a payload that says `"memory"`, Rust's shadow stack in linear memory,
 //! which a module overruns when its frames hold buffers or borrowed locals.
-use recur_guest::{Handler, Outcome, Task};
+use recur_guest::{Error, Handler, Outcome, Task};
 
 struct StackOverflow;
 
 impl Handler for StackOverflow {
-    fn run(task: Task) -> Outcome {
+    fn run(task: Task) -> Result<Outcome, Error> {
         if String::from_utf8_lossy(&task.payload).contains("memory") {
             recurse_in_memory(0);
         } else {
