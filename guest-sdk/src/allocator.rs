@@ -2,12 +2,11 @@
 //! on by default; see the crate docs, *A module without WASI*).
 //!
 //! Rust's own allocator on that target takes memory only by growing the linear memory,
-//! so every fresh instance grows its memory on its first allocation. On the host each
-//! growth, and each reset of a grown memory afterwards, changes the memory's protection
-//! under a process-wide lock: measured, a noop run took 10.4–11.2 µs that way against
-//! 5.8 µs with its allocations served from the initial memory. This allocator is the
-//! same dlmalloc, given first an arena that is part of the initial memory (zeroed
-//! `.bss`, which costs nothing until touched) and only then grown memory.
+//! so every fresh instance grows its memory on its first allocation, however little it
+//! allocates, and growing a memory is work for the host. This allocator is the same
+//! dlmalloc, given first an arena that is part of the initial memory (zeroed `.bss`,
+//! which costs nothing until touched) and only then grown memory: a run that allocates
+//! less than the arena never grows its memory.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::UnsafeCell;
@@ -16,10 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use dlmalloc::Dlmalloc;
 
-/// The arena: what a run can allocate before the memory grows at all. Its size is part of
-/// every fresh instance's memory, which the host scans for written pages after each run:
-/// measured with a 64 KiB stack, a noop run took 5.3 µs with 256 KiB and 5.5 µs with
-/// 1 MiB. A run that needs more grows the memory, as it would without the arena.
+/// The arena: what an instance can allocate before its memory grows at all. It is part
+/// of every instance's initial memory, so it is sized for the payloads, states and
+/// outcomes of a typical run, not for the largest: a run that needs more grows the
+/// memory, as it would without the arena.
 const ARENA_BYTES: usize = 256 << 10;
 /// A WebAssembly page.
 const PAGE: usize = 64 << 10;
