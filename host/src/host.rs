@@ -1,4 +1,4 @@
-//! A host: the lease -> execute -> commit pipeline over one database, run until told
+//! A host: the claim -> execute -> commit pipeline over one database, run until told
 //! to stop. Any number of hosts, in one process or on many machines, can work the same
 //! tables; they coordinate only through PostgreSQL row locks and lease tokens.
 
@@ -8,38 +8,34 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::claim::{ClaimCursor, ClaimMode, ClaimRequest, Claimer};
 use crate::commit::Committer;
 use crate::execute::{Executor, Runner};
-use crate::lease::{Claim, ClaimCursor, LeaseRequest, Leaser};
 use crate::liveness;
 use crate::maintain::{self, Vacuumed};
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::stats::{Stats, StatsSnapshot};
 
-/// Default largest lease batch. Measured with `recur bench --mode burn` on 2 cores,
-/// three batches in flight: first 500 -> 50k/s, 1000 -> 66k/s, 2000 -> 71k/s; since
-/// claims pass over the rows of their own due time (twenty-fourth measurement in
-/// BENCHMARKS.md), 1500 ran burn faster than 1000 in six interleaved pairs of eight
-/// (+5.6% between the means) and recurring in three of three on a fast turn, at lease
-/// and commit p50 about 1.4 times as long (10 and 18 ms in burn); 2000 no faster.
+/// Default largest claim. A bigger batch spreads each claim's and each commit's round
+/// trips and transaction over more tasks, and makes each statement take longer; the
+/// default is the size where `recur bench` stopped getting faster (BENCHMARKS.md has
+/// the runs that chose it).
 pub const DEFAULT_BATCH: usize = 1500;
 /// How many batches a host holds by default: one running, one waiting to run, one being
-/// committed. Two left the workers idle while a commit and the next lease were in
-/// flight (50k/s against 66k/s at batch 1000).
+/// committed. With two, the workers wait while a commit and the next claim are both in
+/// flight.
 pub const IN_FLIGHT_BATCHES: usize = 3;
-/// Default lease timeout: how long a leased task stays out of other hosts' way. It must
-/// cover the wait in the local queue plus the run; a crashed host's tasks are due again
-/// after it.
+/// Default lease timeout: how long a claimed task stays out of other hosts' way. It must
+/// cover the wait in the local queue plus the run; a crashed host's timed leases are due
+/// again after it.
 pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default pace of claims while a host keeps up with what falls due: at most one claim
 /// per this long after one came back with fewer tasks than it asked for. It bounds how
-/// late a task that falls due on a host that has caught up starts: at 20k/s offered
-/// (half this machine's maximum) 100 ms gave a p99 lag of 119 ms, 25 ms gave 65 ms. The
-/// price is up to 40 lease queries a second per idle host (LISTEN/NOTIFY would remove
-/// them); the gain is that below its maximum a host claims what gathered in 25 ms at
-/// once, instead of a few tasks per claim as fast as claims go (BENCHMARKS.md, seventh
-/// measurement).
+/// late a task that falls due on a host that has caught up starts; the price is up to
+/// one claim per idle wait per idle host, and the gain is that below its maximum a host
+/// claims what gathered in that time at once, instead of a few tasks per claim as fast
+/// as claims go.
 pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_millis(25);
 /// Default interval at which a host looks for newly deployed module versions.
 pub const DEFAULT_REGISTRY_REFRESH: Duration = Duration::from_secs(2);
@@ -49,11 +45,11 @@ pub const DEFAULT_REGISTRY_REFRESH: Duration = Duration::from_secs(2);
 pub struct HostConfig {
     /// Worker threads running tasks; defaults to the number of CPUs.
     pub concurrency: usize,
-    /// Largest lease batch.
+    /// Largest claim.
     pub batch: usize,
-    /// Most tasks held at once, leased and not yet committed; `None` means
-    /// [`IN_FLIGHT_BATCHES`] batches. The lease stage also holds fewer when runs are slow
-    /// (see lease/mod.rs), so queued tasks never wait long enough to outlive their lease.
+    /// Most tasks held at once, claimed and not yet committed (the in-flight limit);
+    /// `None` means [`IN_FLIGHT_BATCHES`] batches. The claim stage also holds fewer when
+    /// runs are slow (see claim/mod.rs), so queued tasks never outlive their claim.
     pub max_in_flight: Option<usize>,
     /// Lease timeout.
     pub lease_timeout: Duration,
@@ -68,10 +64,10 @@ pub struct HostConfig {
     pub registry_refresh: Duration,
     /// Engine-wide sandbox settings.
     pub sandbox: SandboxConfig,
-    /// What runs the tasks: the sandbox, except in `recur bench --sql-only`.
+    /// What runs the tasks: the sandbox, except where a bench measures without it.
     pub runner: Runner,
-    /// Timed leases, row locks, or either by measured run time (see lease/mod.rs).
-    pub claim: Claim,
+    /// Timed leases, locked claims, or either by measured run time (see claim/mod.rs).
+    pub claim: ClaimMode,
     /// Whether this host vacuums its tables when rows wait for a vacuum (maintain.rs).
     pub vacuum: bool,
 }
@@ -93,8 +89,132 @@ impl Default for HostConfig {
                 ..SandboxConfig::default()
             },
             runner: Runner::Sandbox,
-            claim: Claim::Auto,
+            claim: ClaimMode::Auto,
             vacuum: true,
+        }
+    }
+}
+
+impl HostConfig {
+    /// Refuses settings out of range, with what is wrong.
+    fn validate(&self) -> Result<(), HostError> {
+        if self.concurrency == 0 || self.batch == 0 {
+            return Err(HostError::Config(
+                "concurrency and batch must be at least 1".into(),
+            ));
+        }
+        if self.lease_timeout < Duration::from_millis(100) {
+            return Err(HostError::Config(
+                "the lease timeout must be at least 100 ms".into(),
+            ));
+        }
+        // No wait would claim as fast as round trips go while nothing is due.
+        if self.idle_wait < Duration::from_millis(1) || self.idle_wait > self.lease_timeout {
+            return Err(HostError::Config(
+                "the idle wait must be at least 1 ms and at most the lease timeout".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The in-flight limit: what the host may hold, claimed and not yet committed.
+    fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+            .unwrap_or(self.batch * IN_FLIGHT_BATCHES)
+            .max(self.concurrency)
+    }
+}
+
+/// What the stages of one host are built from.
+struct Pipeline<'a> {
+    pool: PgPool,
+    config: &'a HostConfig,
+    stats: Arc<Stats>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Pipeline<'_> {
+    /// Starts the claim, execute and commit stages and the background duties, wired by
+    /// their channels; `key` is the host's liveness key, `alive` says when it holds it.
+    fn start(
+        self,
+        registry: Registry,
+        sandbox: Arc<Sandbox>,
+        key: i64,
+        alive: watch::Receiver<bool>,
+    ) -> tokio::task::JoinSet<()> {
+        let config = self.config;
+        let max_in_flight = config.max_in_flight();
+        let in_flight = Arc::new(Semaphore::new(max_in_flight));
+        let (batches_tx, batches_rx) = mpsc::channel(1);
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let claimer = Claimer {
+            pool: self.pool.clone(),
+            request: ClaimRequest {
+                limit: config.batch as i64,
+                lease_timeout: config.lease_timeout,
+                types: config.types.clone(),
+                tenants: config.tenants.clone(),
+                skip: None,
+                host: key,
+            },
+            idle_wait: config.idle_wait,
+            in_flight: in_flight.clone(),
+            max_in_flight,
+            workers: config.concurrency,
+            mode: config.claim,
+            // Each locked claim in flight holds a connection; leave two for claiming,
+            // committing and loading modules.
+            locks: Arc::new(Semaphore::new(
+                (self.pool.options().get_max_connections() as usize)
+                    .saturating_sub(2)
+                    .max(1),
+            )),
+            batches: batches_tx,
+            alive,
+            shutdown: self.shutdown.clone(),
+            stats: self.stats.clone(),
+            cursor: ClaimCursor::default(),
+            compiling: registry.watch_compiling(),
+        };
+        let executor = Executor {
+            registry,
+            sandbox,
+            workers: config.concurrency,
+            runner: config.runner.clone(),
+            batches: batches_rx,
+            finished: finished_tx,
+            shutdown: self.shutdown.clone(),
+            stats: self.stats.clone(),
+        };
+        let committer = Committer {
+            pool: self.pool.clone(),
+            finished: finished_rx,
+            max_rows: config.batch.max(1000),
+            give_up_after: config.lease_timeout,
+            in_flight,
+            stats: self.stats.clone(),
+        };
+        let mut stages = tokio::task::JoinSet::new();
+        stages.spawn(claimer.run());
+        stages.spawn(executor.run());
+        stages.spawn(committer.run());
+        self.start_duties(&mut stages);
+        stages
+    }
+
+    /// Starts the duties any host does beside its pipeline (maintain.rs).
+    fn start_duties(&self, stages: &mut tokio::task::JoinSet<()>) {
+        stages.spawn(maintain::run(self.pool.clone(), self.shutdown.clone()));
+        if self.config.vacuum {
+            for table in [Vacuumed::Tasks, Vacuumed::Claims, Vacuumed::TaskKeys] {
+                stages.spawn(maintain::vacuum(
+                    self.pool.clone(),
+                    table,
+                    maintain::VACUUM_CHECK_EVERY,
+                    self.shutdown.clone(),
+                ));
+            }
         }
     }
 }
@@ -126,22 +246,7 @@ pub struct Host {
 impl Host {
     /// Starts the pipeline on the current tokio runtime.
     pub fn start(pool: PgPool, config: HostConfig) -> Result<Host, HostError> {
-        if config.concurrency == 0 || config.batch == 0 {
-            return Err(HostError::Config(
-                "concurrency and batch must be at least 1".into(),
-            ));
-        }
-        if config.lease_timeout < Duration::from_millis(100) {
-            return Err(HostError::Config(
-                "the lease timeout must be at least 100 ms".into(),
-            ));
-        }
-        // No wait would claim as fast as round trips go while nothing is due.
-        if config.idle_wait < Duration::from_millis(1) || config.idle_wait > config.lease_timeout {
-            return Err(HostError::Config(
-                "the idle wait must be at least 1 ms and at most the lease timeout".into(),
-            ));
-        }
+        config.validate()?;
         let sandbox_config = SandboxConfig {
             concurrent_runs: config.concurrency as u32,
             ..config.sandbox.clone()
@@ -149,88 +254,23 @@ impl Host {
         let sandbox = Arc::new(Sandbox::new(&sandbox_config).map_err(HostError::Sandbox)?);
         let stats = Arc::new(Stats::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let max_in_flight = config
-            .max_in_flight
-            .unwrap_or(config.batch * IN_FLIGHT_BATCHES)
-            .max(config.concurrency);
-        let slots = Arc::new(Semaphore::new(max_in_flight));
-        let (batches_tx, batches_rx) = mpsc::channel(1);
-        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let key = liveness::new_key();
         let (alive_tx, alive) = watch::channel(false);
         let mut liveness = tokio::task::JoinSet::new();
         liveness.spawn(liveness::hold(pool.clone(), key, alive_tx));
-
         let registry = Registry::new(
             pool.clone(),
             sandbox.clone(),
             sandbox_config.max_memory_bytes,
             config.registry_refresh,
         );
-        let leaser = Leaser {
-            pool: pool.clone(),
-            request: LeaseRequest {
-                limit: config.batch as i64,
-                lease_timeout: config.lease_timeout,
-                types: config.types.clone(),
-                tenants: config.tenants.clone(),
-                skip: None,
-                host: key,
-            },
-            idle_wait: config.idle_wait,
-            slots: slots.clone(),
-            max_in_flight,
-            workers: config.concurrency,
-            claim: config.claim,
-            // Each locked batch in flight holds a connection; leave two for leasing,
-            // committing and loading modules.
-            locks: Arc::new(Semaphore::new(
-                (pool.options().get_max_connections() as usize)
-                    .saturating_sub(2)
-                    .max(1),
-            )),
-            batches: batches_tx,
-            alive,
-            shutdown: shutdown_rx.clone(),
-            stats: stats.clone(),
-            cursor: ClaimCursor::default(),
-            compiling: registry.watch_compiling(),
-        };
-        let executor = Executor {
-            registry,
-            sandbox: sandbox.clone(),
-            workers: config.concurrency,
-            runner: config.runner,
-            batches: batches_rx,
-            finished: finished_tx,
-            shutdown: shutdown_rx.clone(),
-            stats: stats.clone(),
-        };
-        let sweep = maintain::run(pool.clone(), shutdown_rx.clone());
-        let vacuum_pool = pool.clone();
-        let committer = Committer {
+        let pipeline = Pipeline {
             pool,
-            finished: finished_rx,
-            max_rows: config.batch.max(1000),
-            give_up_after: config.lease_timeout,
-            slots,
+            config: &config,
             stats: stats.clone(),
+            shutdown: shutdown_rx,
         };
-        let mut stages = tokio::task::JoinSet::new();
-        stages.spawn(leaser.run());
-        stages.spawn(executor.run());
-        stages.spawn(committer.run());
-        stages.spawn(sweep);
-        if config.vacuum {
-            for table in [Vacuumed::Tasks, Vacuumed::Claims, Vacuumed::TaskKeys] {
-                stages.spawn(maintain::vacuum(
-                    vacuum_pool.clone(),
-                    table,
-                    maintain::VACUUM_CHECK_EVERY,
-                    shutdown_rx.clone(),
-                ));
-            }
-        }
+        let stages = pipeline.start(registry, sandbox.clone(), key, alive);
         Ok(Host {
             stats,
             shutdown,
@@ -272,8 +312,8 @@ impl Host {
         self.sandbox.compilations()
     }
 
-    /// Stops gracefully: no new leases; tasks already running finish and are committed;
-    /// tasks leased but not started are given back, due at their old time. Returns the
+    /// Stops gracefully: no new claims; tasks already running finish and are committed;
+    /// tasks claimed but not started are given back, due at their old time. Returns the
     /// final counters.
     pub async fn stop(mut self) -> StatsSnapshot {
         let _ = self.shutdown.send(true);

@@ -1,47 +1,55 @@
-//! recur's host: leases recurring tasks from PostgreSQL in atomic batches, runs each in
+//! recur's host: claims recurring tasks from PostgreSQL in atomic batches, runs each in
 //! the WebAssembly component its task type names, and commits what each decided.
 //!
-//! Data flows one way, lease -> execute -> commit, each stage owning its buffer and
-//! talking to the next through a channel; slots taken at lease and freed at commit
-//! bound what a host holds.
+//! Data flows one way, claim -> execute -> commit, each stage owning its buffer and
+//! talking to the next through a channel; in-flight permits taken at the claim and
+//! freed at the commit bound what a host holds. The imports follow the same direction:
+//! plain data at the bottom, each stage importing only what is below it.
 //!
 //! # Layout
 //!
-//! - `host`: wires the stages into a running host, start and graceful stop.
-//! - `lease`: claims due tasks in batches (SKIP LOCKED) and prefetches the next batch.
-//! - `execute`: the dispatcher and the worker threads that run tasks in the sandbox.
-//! - `commit`: bulk write-back of outcomes and spawns, fenced by lease token.
+//! Bottom (plain data and shared bookkeeping, importing no stage):
+//! - `task`: what a claimed task is and how its commit is fenced.
+//! - `contract`: the contract's limits and naming rule, checked against `wit/recur.wit`.
+//! - `stats`: counters, latency histograms and each module version's run times.
+//! - `sandbox`: wasmtime narrowed to what recur uses: engine, limits, epochs, imports.
 //! - `liveness`: the lock that tells a live host's lost claims from a dead host's.
-//! - `maintain`: background duties any host does: counting lost locked batches, vacuum.
-//! - `outcome`: what a run's result means for its task; the limits on what a module returns.
-//! - `sandbox`: wasmtime engine, linker, limits, epochs, host imports.
-//! - `registry`: task type -> prepared component; deploy, validate, cache, hot swap.
-//! - `enqueue`: producer API (single and bulk, unique keys).
+//!
+//! The pipeline, in the order data flows:
+//! - `claim`: the claim stage: timed leases and locked claims, and reading their results.
+//! - `registry`: task type -> prepared component; the module cache the execute stage uses.
+//! - `execute`: the dispatcher, the fair queue and the worker threads.
+//! - `commit`: commit rows decided from outcomes, and their bulk write-back.
+//! - `host`: wires the stages into a running host, start and graceful stop.
+//! - `maintain`: background duties any host does: counting lost locked claims, vacuum.
+//!
+//! Doors for producers and operators:
+//! - `db`: connecting and migrating.
+//! - `enqueue`: the producer API (single and bulk, unique keys).
+//! - `registry::deploy` (re-exported as `deploy`): deploying and listing modules.
 //! - `requeue`: putting tasks parked as failed back to work.
 //! - `status`: per tenant and type counts and lag.
-//! - `db`: connecting and migrating.
-//! - `demo`: the embedded quick start.
-//! - `bench`: `recur bench`, the throughput and latency measurements.
-//! - `scratch`: a throwaway database (a private PostgreSQL when none is around).
 //! - `examples`: the example modules compiled into the binary.
+//!
+//! The application (the `recur` command):
 //! - `cli`: argument parsing and the subcommands.
-//! - `task`, `names`, `stats`: the leased task, naming rules, counters.
+//! - `bench`: `recur bench`, the throughput and latency measurements.
+//! - `demo`: the embedded quick start.
+//! - `scratch`: a throwaway database (a private PostgreSQL when none is around).
 
-mod arrays;
 pub mod bench;
+pub mod claim;
 pub mod cli;
 pub mod commit;
+pub mod contract;
 pub mod db;
 pub mod demo;
 pub mod enqueue;
 pub mod examples;
 pub mod execute;
 pub mod host;
-pub mod lease;
 pub mod liveness;
 pub mod maintain;
-pub mod names;
-pub mod outcome;
 pub mod registry;
 pub mod requeue;
 pub mod sandbox;
@@ -50,4 +58,5 @@ pub mod stats;
 pub mod status;
 pub mod task;
 
-pub use host::{Host, HostConfig};
+pub use claim::ClaimMode;
+pub use host::{Host, HostConfig, HostError};

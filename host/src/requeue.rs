@@ -6,7 +6,7 @@
 
 use sqlx::PgPool;
 
-use crate::names::check_name;
+use crate::contract::check_name;
 use crate::task::Status;
 
 const REQUEUE_SQL: &str = "

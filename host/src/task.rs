@@ -1,26 +1,26 @@
-//! The task as the host holds it between lease and commit, how it is read from a
-//! claim's result (a locked claim's arrays, a timed lease's rows), where a locked
-//! claim's row lies, and the status codes the `tasks` table stores.
+//! What a claimed task is and how its commit is fenced: plain data at the bottom of the
+//! pipeline. The claim stage makes a [`ClaimedTask`], the execute stage runs it, the
+//! commit stage writes its outcome where its [`Fence`] still holds. This file imports
+//! nothing from the stages above it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
-use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgRow, PgTypeInfo, PgValueRef};
-use sqlx::{Column, Decode, Encode, Postgres, Row, Type};
+use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
+use sqlx::{Decode, Encode, Postgres, Transaction, Type};
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
-
-use crate::arrays::{Array, Element};
-use crate::lease::BatchLock;
 
 /// The `tasks.status` codes. They are part of the schema (see `migrations/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i16)]
 pub enum Status {
-    /// Waiting for `next_run_at`, or leased and running.
+    /// Waiting for `next_run_at`, or claimed and running.
     Scheduled = 0,
     /// Completed by its module; never runs again.
     Done = 1,
@@ -28,10 +28,34 @@ pub enum Status {
     Failed = 2,
 }
 
-/// A task claimed by a lease. It lives from the lease until its outcome is committed
-/// or given back.
+/// How many attempts past its tenant's `max_attempts` a task may reach through runs that
+/// ended without a result before it is parked unrun. A run that returns is parked at
+/// `max_attempts`; only claims lost with their host (or its connection) go further.
+/// Every task a dead host held loses its claim, not only the one it was running, so a
+/// burst of crashes must not park healthy tasks, while a task whose runs take their host
+/// down is still stopped after a bounded number of hosts.
+pub const LOST_RUN_ALLOWANCE: i32 = 5;
+
+/// What keeps a commit from overwriting a newer result: the row must still hold the
+/// claim's token, and, for a locked claim committed after its locks were lost, still be
+/// the version the claim saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease token: the commit applies only while the row still holds it. A timed
+    /// lease sets a fresh one; a locked claim keeps whatever the row held (often none),
+    /// since the row lock is its fence.
+    pub token: Option<Uuid>,
+    /// For a locked claim, the row version (xmin) it claimed: a commit made after the
+    /// claim's locks were lost applies only if nobody has written the row since.
+    pub version: Option<i64>,
+    /// For a locked claim, where the version it claimed lies (see [`RowAt`]).
+    pub row_at: Option<RowAt>,
+}
+
+/// A task taken by a claim (a timed lease or a locked claim). It lives from the claim
+/// until its outcome is committed or it is given back.
 #[derive(Debug, Clone)]
-pub struct LeasedTask {
+pub struct ClaimedTask {
     /// The task's primary key.
     pub id: i64,
     /// The tenant that owns the task; it selects the module and the limits.
@@ -44,27 +68,20 @@ pub struct LeasedTask {
     pub payload: Vec<u8>,
     /// The state the module returned last time.
     pub state: Option<Vec<u8>>,
-    /// Tries of the current run, this one included (the lease raised it).
+    /// Tries of the current run, this one included (the claim raised it).
     pub attempt: i32,
     /// Of `attempt`, the tries of dead hosts' locked claims that this claim took over
-    /// (claim.sql); 0 for a timed lease. A locked task given back unrun keeps them.
+    /// (claim_locked.sql); 0 for a timed lease. A locked task given back unrun keeps them.
     pub lost_runs: i32,
     /// Successful runs before this one.
     pub runs: i64,
-    /// When this run was due: before the lease pushed `next_run_at` out, and before any
-    /// earlier lease that ran out without a result.
+    /// When this run was due: before the claim pushed `next_run_at` out, and before any
+    /// earlier claim that ran out without a result.
     pub scheduled_at: DateTime<Utc>,
-    /// The fencing token: the commit applies only while the row still holds it. A timed
-    /// lease sets a fresh one; a locked claim keeps whatever the row held (often none),
-    /// since the row lock is its fence.
-    pub token: Option<Uuid>,
-    /// For a locked claim, the row version (xmin) it claimed: a commit made after the
-    /// claim's locks were lost applies only if nobody has written the row since.
-    pub version: Option<i64>,
-    /// For a locked claim, where the version it claimed lies (see [`RowAt`]).
-    pub row_at: Option<RowAt>,
-    /// For a task claimed under a row lock: the claim's transaction, which the task's
-    /// outcome must be committed in. `None` for a timed lease.
+    /// What the commit of its outcome is fenced by.
+    pub fence: Fence,
+    /// For a locked claim: the claim's transaction, which the task's outcome must be
+    /// committed in. `None` for a timed lease.
     pub lock: Option<Arc<BatchLock>>,
     /// When the claim runs out (the lease timeout after it was taken). A task still
     /// queued then belongs to whichever host claims it next, so it is not started here.
@@ -76,191 +93,103 @@ pub struct LeasedTask {
     pub run_by: Instant,
 }
 
-/// Where the rows of one timed lease hold a task's fields, with each column's type
-/// checked against the field it fills. Both are looked up once per lease, on its first
-/// row: the rows of one result share their columns, and by name a lookup hashes the
-/// name, so a dozen lookups and type checks for every row were about a tenth of the
-/// host's CPU in `recur bench --sql-only` (BENCHMARKS.md, eighteenth measurement). A
-/// timed lease returns rows, not arrays as a locked claim does: its `UPDATE ...
-/// RETURNING` gathered into arrays ran `--claim timed` burns 4-6% slower (twenty-fifth).
-pub struct Columns {
-    id: usize,
-    tenant: usize,
-    task_type: usize,
-    key: usize,
-    payload: usize,
-    state: usize,
-    attempt: usize,
-    runs: usize,
-    scheduled_at: usize,
+impl ClaimedTask {
+    /// Whether the task has used up its attempts without a result and must be parked
+    /// rather than run (see [`LOST_RUN_ALLOWANCE`]).
+    pub fn lost_too_often(&self, max_attempts: i32) -> bool {
+        self.attempt > max_attempts + LOST_RUN_ALLOWANCE
+    }
 }
 
-impl Columns {
-    /// The columns of the result `row` belongs to.
-    pub fn of(row: &PgRow) -> Result<Columns, sqlx::Error> {
-        Ok(Columns {
-            id: position::<i64>(row, "id")?,
-            tenant: position::<String>(row, "tenant")?,
-            task_type: position::<String>(row, "task_type")?,
-            key: position::<String>(row, "key")?,
-            payload: position::<Vec<u8>>(row, "payload")?,
-            state: position::<Vec<u8>>(row, "state")?,
-            attempt: position::<i32>(row, "attempt")?,
-            runs: position::<i64>(row, "runs")?,
-            scheduled_at: position::<DateTime<Utc>>(row, "scheduled_at")?,
-        })
-    }
-
-    /// The task in `row`, a row of the result these columns were found in, claimed at
-    /// `claimed` for `lease` (token, version and lock left for the caller to fill in).
-    pub fn task(
-        &self,
-        row: &PgRow,
-        claimed: Instant,
-        lease: Duration,
-    ) -> Result<LeasedTask, sqlx::Error> {
-        Ok(LeasedTask {
-            id: row.try_get_unchecked(self.id)?,
-            tenant: row.try_get_unchecked(self.tenant)?,
-            task_type: row.try_get_unchecked(self.task_type)?,
-            key: row.try_get_unchecked(self.key)?,
-            payload: row.try_get_unchecked(self.payload)?,
-            state: row.try_get_unchecked(self.state)?,
-            attempt: row.try_get_unchecked(self.attempt)?,
+#[cfg(test)]
+impl ClaimedTask {
+    /// A task of a timed lease, for tests that need no database.
+    pub(crate) fn sample(id: i64, attempt: i32) -> ClaimedTask {
+        let now = Instant::now();
+        ClaimedTask {
+            id,
+            tenant: "t".into(),
+            task_type: "noop".into(),
+            key: String::new(),
+            payload: Vec::new(),
+            state: None,
+            attempt,
             lost_runs: 0,
-            runs: row.try_get_unchecked(self.runs)?,
-            scheduled_at: row.try_get_unchecked(self.scheduled_at)?,
-            token: None,
-            version: None,
-            row_at: None,
+            runs: 0,
+            scheduled_at: Utc::now(),
+            fence: Fence::default(),
             lock: None,
-            deadline: claimed + lease,
-            run_by: claimed + lease * 3 / 4,
-        })
+            deadline: now,
+            run_by: now,
+        }
     }
 }
 
-/// The position of the column `name` in `row`'s result, once its type is checked to
-/// decode as `T`: its rows can then be read with `try_get_unchecked`.
-pub fn position<T: Type<Postgres>>(row: &PgRow, name: &str) -> Result<usize, sqlx::Error> {
-    let column = row.try_column(name)?;
-    let ty = column.type_info();
-    if !T::compatible(ty) {
-        return Err(sqlx::Error::ColumnDecode {
-            index: format!("{name:?}"),
-            source: sqlx::error::mismatched_types::<Postgres, T>(ty),
-        });
-    }
-    Ok(column.ordinal())
+/// The transaction that holds a locked claim's rows. Every task of the batch points to
+/// it; the commit stage writes the batch's outcomes in it once all have finished.
+pub struct BatchLock {
+    /// Distinguishes batches in the commit stage.
+    pub id: u64,
+    /// The claim's advisory lock and `claims` row (see migrations/0002): the row stays
+    /// behind if the transaction ends without committing, so the lost attempt is
+    /// counted on the batch's tasks by their next locked claim (claim_locked.sql), or
+    /// else by the sweep in `maintain.rs`.
+    pub key: i64,
+    /// Tasks claimed in it.
+    pub size: usize,
+    /// When the lease timeout ends the claim's session if it has not committed; a
+    /// commit after it fails and the batch's runs are repeated.
+    pub deadline: Instant,
+    /// Taken by the commit stage. A tokio Mutex: it is held across the commit's awaits.
+    tx: tokio::sync::Mutex<Option<Transaction<'static, Postgres>>>,
+    /// The claim stage's connection permit, returned when the lock is dropped.
+    _permit: OwnedSemaphorePermit,
 }
 
-/// A locked claim's tasks as its statement returns them: one row of arrays, a column
-/// each (claim.sql). A row per task cost the host, for each of them, a message to
-/// parse, a row to allocate and a value to wrap per column, over half of what it spent
-/// outside the sandbox (BENCHMARKS.md, twenty-fifth measurement); read in place, a task
-/// costs a few slices and the copies of its strings.
-pub struct TaskArrays<'r> {
-    id: Array<'r>,
-    tenant: Array<'r>,
-    task_type: Array<'r>,
-    key: Array<'r>,
-    payload: Array<'r>,
-    state: Array<'r>,
-    attempt: Array<'r>,
-    runs: Array<'r>,
-    scheduled_at: Array<'r>,
+impl std::fmt::Debug for BatchLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchLock")
+            .field("id", &self.id)
+            .field("size", &self.size)
+            .finish()
+    }
 }
 
-impl<'r> TaskArrays<'r> {
-    /// The tasks in `row`, with each column's type checked against the field it fills.
-    pub fn of(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        let tasks = TaskArrays {
-            id: Array::of(row, "id", Element::Int8)?,
-            tenant: Array::of(row, "tenant", Element::Text)?,
-            task_type: Array::of(row, "task_type", Element::Text)?,
-            key: Array::of(row, "key", Element::Text)?,
-            payload: Array::of(row, "payload", Element::Bytea)?,
-            state: Array::of(row, "state", Element::Bytea)?,
-            attempt: Array::of(row, "attempt", Element::Int4)?,
-            runs: Array::of(row, "runs", Element::Int8)?,
-            scheduled_at: Array::of(row, "scheduled_at", Element::Timestamptz)?,
-        };
-        tasks.check_lengths(&[
-            &tasks.tenant,
-            &tasks.task_type,
-            &tasks.key,
-            &tasks.payload,
-            &tasks.state,
-            &tasks.attempt,
-            &tasks.runs,
-            &tasks.scheduled_at,
-        ])?;
-        Ok(tasks)
-    }
-
-    /// How many tasks there are.
-    pub fn len(&self) -> usize {
-        self.id.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.id.len() == 0
-    }
-
-    /// Refuses columns that do not hold one element per task.
-    pub(crate) fn check_lengths(&self, columns: &[&Array<'_>]) -> Result<(), sqlx::Error> {
-        match columns.iter().find(|column| column.len() != self.len()) {
-            Some(column) => Err(sqlx::Error::ColumnDecode {
-                index: format!("{:?}", column.name()),
-                source: format!(
-                    "it holds {} where the claim has {} tasks",
-                    column.len(),
-                    self.len()
-                )
-                .into(),
-            }),
-            None => Ok(()),
+impl BatchLock {
+    /// The lock of a batch of `size` tasks claimed in `tx` under the advisory lock and
+    /// `claims` row `key`, until `deadline`; it holds `permit` as long as it lives.
+    pub fn new(
+        tx: Transaction<'static, Postgres>,
+        key: i64,
+        size: usize,
+        deadline: Instant,
+        permit: OwnedSemaphorePermit,
+    ) -> BatchLock {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        BatchLock {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            key,
+            size,
+            deadline,
+            tx: tokio::sync::Mutex::new(Some(tx)),
+            _permit: permit,
         }
     }
 
-    /// Task `i`, claimed at `claimed` for `lease` (token, version and lock left for the
-    /// caller to fill in).
-    pub fn task(
-        &self,
-        i: usize,
-        claimed: Instant,
-        lease: Duration,
-    ) -> Result<LeasedTask, sqlx::Error> {
-        Ok(LeasedTask {
-            id: self.id.i64(i)?,
-            tenant: self.tenant.string(i)?,
-            task_type: self.task_type.string(i)?,
-            key: self.key.string(i)?,
-            payload: self.payload.bytes(i)?,
-            state: self.state.optional_bytes(i),
-            attempt: self.attempt.i32(i)?,
-            lost_runs: 0,
-            runs: self.runs.i64(i)?,
-            scheduled_at: self.scheduled_at.time(i)?,
-            token: None,
-            version: None,
-            row_at: None,
-            lock: None,
-            deadline: claimed + lease,
-            run_by: claimed + lease * 3 / 4,
-        })
+    /// The transaction, once (the commit stage takes it to commit or roll back).
+    pub async fn take(&self) -> Option<Transaction<'static, Postgres>> {
+        self.tx.lock().await.take()
     }
 }
 
 /// Where a row version lies in the table: its `ctid`, a page and a slot on it. A locked
 /// claim's rows cannot move while its transaction holds them, so its commit finds each
-/// row by where it lies instead of through the primary key's index (commit.sql). Ordered
-/// as PostgreSQL orders `tid`s: by page, then slot.
+/// row by where it lies instead of through the primary key's index
+/// (commit_locked.sql). Ordered as PostgreSQL orders `tid`s: by page, then line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RowAt {
     page: u32,
-    slot: u16,
+    line: u16,
 }
 
 /// PostgreSQL's `tid` and `tid[]` types.
@@ -280,11 +209,11 @@ impl PgHasArrayType for RowAt {
 }
 
 impl RowAt {
-    /// A `tid` in binary: the page as four bytes, then the slot as two, big-endian.
+    /// A `tid` in binary: the page as four bytes, then the line as two, big-endian.
     pub fn from_bytes(bytes: [u8; 6]) -> RowAt {
         RowAt {
             page: u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
-            slot: u16::from_be_bytes([bytes[4], bytes[5]]),
+            line: u16::from_be_bytes([bytes[4], bytes[5]]),
         }
     }
 }
@@ -298,7 +227,25 @@ impl Decode<'_, Postgres> for RowAt {
 impl Encode<'_, Postgres> for RowAt {
     fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
         buf.extend_from_slice(&self.page.to_be_bytes());
-        buf.extend_from_slice(&self.slot.to_be_bytes());
+        buf.extend_from_slice(&self.line.to_be_bytes());
         Ok(IsNull::No)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_ats_order_by_page_then_line() {
+        let at = |page: u32, line: u16| {
+            let mut bytes = [0; 6];
+            bytes[..4].copy_from_slice(&page.to_be_bytes());
+            bytes[4..].copy_from_slice(&line.to_be_bytes());
+            RowAt::from_bytes(bytes)
+        };
+        assert!(at(1, 9) < at(2, 1));
+        assert!(at(2, 1) < at(2, 2));
+        assert_eq!(at(7, 3), RowAt { page: 7, line: 3 });
     }
 }

@@ -6,14 +6,13 @@
 //! record keeps the batch's ids.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use recur_host::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_locked_pending};
 use recur_host::commit;
 use recur_host::examples::artifacts::NOOP_COMPONENT;
-use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked, claim_locked_pending};
-use recur_host::outcome;
 use recur_host::sandbox::{Decision, Outcome, now_ms};
-use recur_host::task::{Columns, LeasedTask, TaskArrays, position};
+use recur_host::task::ClaimedTask;
 use tokio::sync::Semaphore;
 
 use crate::support::TestDb;
@@ -36,8 +35,8 @@ async fn nine_due_tasks() -> TestDb {
 }
 
 /// A claim of up to `limit` tasks of any type.
-fn request(limit: i64) -> LeaseRequest {
-    LeaseRequest {
+fn request(limit: i64) -> ClaimRequest {
+    ClaimRequest {
         limit,
         lease_timeout: Duration::from_secs(60),
         types: None,
@@ -64,7 +63,7 @@ async fn claim(db: &TestDb, cursor: &mut ClaimCursor) -> Claimed {
 
 /// Ends a batch without writing anything, as a failed commit does: its rows are free
 /// again, behind the cursor.
-async fn roll_back(tasks: Vec<LeasedTask>) {
+async fn roll_back(tasks: Vec<ClaimedTask>) {
     let lock = tasks[0].lock.clone().unwrap();
     lock.take().await.unwrap().rollback().await.unwrap();
 }
@@ -77,7 +76,7 @@ fn keys(names: &[&str]) -> Vec<String> {
 const LATE: [&str; 6] = ["k3", "k4", "k5", "k6", "k7", "k8"];
 
 /// A claim's keys, sorted, and its tasks, which hold their batch's transaction open.
-type Claimed = (Vec<String>, Vec<LeasedTask>);
+type Claimed = (Vec<String>, Vec<ClaimedTask>);
 
 /// The first two claims of [`nine_due_tasks`]: `k0` to `k2`, then, from `k2`'s due time
 /// on, where the first batch holds `k2`, three of the late tasks.
@@ -195,87 +194,6 @@ async fn a_claim_whose_record_fails_runs_nothing_and_frees_its_rows() {
     assert_eq!(db.scalar::<i64>("SELECT count(*) FROM claims").await, 1);
 }
 
-/// A timed lease finds its columns and checks their types once, on its first row, and
-/// decodes the rest unchecked: a column of another type must be refused there, by name, rather
-/// than decoded as something it is not.
-#[tokio::test]
-async fn a_timed_lease_column_of_the_wrong_type_is_refused_by_name() {
-    let db = TestDb::new().await;
-    let row = sqlx::query("SELECT 7::bigint AS id, 3::integer AS attempt")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(position::<i64>(&row, "id").unwrap(), 0);
-    assert_eq!(position::<i32>(&row, "attempt").unwrap(), 1);
-    let wrong = position::<i32>(&row, "id").unwrap_err().to_string();
-    assert!(
-        wrong.contains("\"id\"") && wrong.contains("mismatched types"),
-        "{wrong}"
-    );
-    let missing = Columns::of(&row)
-        .err()
-        .expect("a row without a task's columns is refused")
-        .to_string();
-    assert!(missing.contains("tenant"), "{missing}");
-}
-
-/// A locked claim's tasks come as one row of arrays, read from their binary form by hand: a
-/// column of another type, a missing one, or one of another length must be refused, by
-/// name, rather than read as something it is not.
-#[tokio::test]
-async fn a_locked_claim_column_of_the_wrong_type_or_length_is_refused_by_name() {
-    let db = TestDb::new().await;
-    let columns = "ARRAY['acme'] AS tenant, ARRAY['noop'] AS task_type, ARRAY['k'] AS key, \
-                   ARRAY['{}'::bytea] AS payload, ARRAY[NULL::bytea] AS state, \
-                   ARRAY[1] AS attempt, ARRAY[0::bigint] AS runs";
-    let read = |sql: String| {
-        let pool = db.pool.clone();
-        async move {
-            let row = sqlx::query(&sql).fetch_one(&pool).await.unwrap();
-            TaskArrays::of(&row).map(|tasks| {
-                (0..tasks.len())
-                    .map(|i| tasks.task(i, Instant::now(), Duration::from_secs(60)))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-        }
-    };
-    let good = read(format!(
-        "SELECT ARRAY[7::bigint] AS id, {columns}, ARRAY[now()] AS scheduled_at"
-    ))
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(
-        (good[0].id, good[0].tenant.as_str(), good[0].state.clone()),
-        (7, "acme", None)
-    );
-    let wrong = read(format!(
-        "SELECT ARRAY[7::integer] AS id, {columns}, ARRAY[now()] AS scheduled_at"
-    ))
-    .await
-    .expect_err("an id of another type is refused")
-    .to_string();
-    assert!(
-        wrong.contains("\"id\"") && wrong.contains("Int8"),
-        "{wrong}"
-    );
-    let missing = read(format!("SELECT ARRAY[7::bigint] AS id, {columns}"))
-        .await
-        .expect_err("a claim without its tasks' due times is refused")
-        .to_string();
-    assert!(missing.contains("scheduled_at"), "{missing}");
-    let short = read(format!(
-        "SELECT ARRAY[7::bigint, 8] AS id, {columns}, ARRAY[now(), now()] AS scheduled_at"
-    ))
-    .await
-    .expect_err("columns of different lengths are refused")
-    .to_string();
-    assert!(
-        short.contains("\"tenant\"") && short.contains("holds 1 where"),
-        "{short}"
-    );
-}
-
 /// A locked claim whose transaction died writes its outcomes through the pool (see
 /// `Writer::write_locked`). It finds each row where the claim saw it, so a row nobody
 /// wrote since takes its outcome, while one written since has moved and keeps the newer
@@ -299,7 +217,7 @@ async fn outcomes_written_after_the_locks_were_lost_apply_where_nobody_wrote_sin
                 decision: Decision::Complete(None),
                 spawns: Vec::new(),
             };
-            outcome::decide(task, Ok(done), 3, now_ms())
+            commit::decide(task, Ok(done), 3, now_ms())
         })
         .collect();
     let done = commit::commit(&db.pool, &writes, Some(claim_key), true)
@@ -349,7 +267,7 @@ async fn a_claims_row_keeps_its_ids_with_lz4_where_the_server_has_it() {
 async fn a_claim_computes_a_lost_batchs_remaining_ids_once() {
     let db = TestDb::new().await;
     let plan = db
-        .generic_plan(include_str!("../../host/src/sql/claim.sql"), 7)
+        .generic_plan(include_str!("../../host/src/sql/claim_locked.sql"), 7)
         .await;
     let differences = plan
         .iter()

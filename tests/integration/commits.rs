@@ -7,20 +7,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use recur_host::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
 use recur_host::commit::{self, Committer};
 use recur_host::examples::artifacts::NOOP_COMPONENT;
 use recur_host::execute::Finished;
-use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked, lease};
-use recur_host::outcome;
 use recur_host::sandbox::{Decision, Outcome, Spawn, now_ms};
 use recur_host::stats::Stats;
-use recur_host::task::LeasedTask;
+use recur_host::task::ClaimedTask;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::support::TestDb;
 
 /// `task` ran and its module completed it.
-fn completed(task: LeasedTask) -> Vec<Finished> {
+fn completed(task: ClaimedTask) -> Vec<Finished> {
     vec![Finished::Ran {
         task,
         result: Ok(Outcome {
@@ -33,8 +32,8 @@ fn completed(task: LeasedTask) -> Vec<Finished> {
 
 /// One task at a time, for 60 s, claimed outside any host (so a claim that never
 /// commits always counts as a lost try).
-fn one_task() -> LeaseRequest {
-    LeaseRequest {
+fn one_task() -> ClaimRequest {
+    ClaimRequest {
         limit: 1,
         lease_timeout: Duration::from_secs(60),
         types: None,
@@ -52,7 +51,7 @@ fn committer(db: &TestDb) -> (mpsc::UnboundedSender<Vec<Finished>>, Committer) {
         finished: from_workers,
         max_rows: 1000,
         give_up_after: Duration::from_secs(60),
-        slots: Arc::new(Semaphore::new(0)),
+        in_flight: Arc::new(Semaphore::new(0)),
         stats: Arc::new(Stats::default()),
     };
     (finished, committer)
@@ -64,7 +63,7 @@ async fn a_locked_batch_commits_while_a_timed_write_waits() {
     db.deploy("noop", NOOP_COMPONENT).await;
     assert_eq!(db.enqueue_n("noop", 2, "").await, 2);
     let request = one_task();
-    let mut timed = lease(&db.pool, &request).await.unwrap();
+    let mut timed = claim_timed(&db.pool, &request).await.unwrap();
     let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
     let mut locked = claim_locked(&db.pool, &request, &mut ClaimCursor::default(), permit)
         .await
@@ -164,9 +163,9 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
     let db = TestDb::new().await;
     db.deploy("noop", NOOP_COMPONENT).await;
     db.enqueue_n("noop", 2, "").await;
-    let parents = lease(
+    let parents = claim_timed(
         &db.pool,
-        &LeaseRequest {
+        &ClaimRequest {
             limit: 2,
             ..one_task()
         },
@@ -174,10 +173,10 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
     .await
     .unwrap();
     assert_eq!(parents.len(), 2);
-    let keys: Vec<String> = (0..outcome::MAX_SPAWNS)
+    let keys: Vec<String> = (0..recur_host::contract::MAX_SPAWNS)
         .map(|i| format!("page-{i:04}"))
         .collect();
-    let write = |parent: &LeasedTask, keys: Vec<&String>| {
+    let write = |parent: &ClaimedTask, keys: Vec<&String>| {
         let spawns = keys
             .into_iter()
             .map(|key| Spawn {
@@ -191,7 +190,7 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
             decision: Decision::Complete(None),
             spawns,
         };
-        vec![outcome::decide(parent, Ok(ran), 3, now_ms())]
+        vec![commit::decide(parent, Ok(ran), 3, now_ms())]
     };
     let forward = write(&parents[0], keys.iter().collect());
     let backward = write(&parents[1], keys.iter().rev().collect());
@@ -208,11 +207,14 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
     );
     let (a, b) = (a.expect("no deadlock"), b.expect("no deadlock"));
     assert_eq!((a.committed, b.committed), (1, 1));
-    assert_eq!(a.spawned + b.spawned, outcome::MAX_SPAWNS as u64);
+    assert_eq!(
+        a.spawned + b.spawned,
+        recur_host::contract::MAX_SPAWNS as u64
+    );
     let spawned: i64 = db
         .scalar("SELECT count(*) FROM tasks WHERE key LIKE 'page-%'")
         .await;
-    assert_eq!(spawned, outcome::MAX_SPAWNS as i64);
+    assert_eq!(spawned, recur_host::contract::MAX_SPAWNS as i64);
     db.assert_keys_match_tasks().await;
 }
 
@@ -225,7 +227,7 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
 async fn a_commits_spawns_find_the_keys_they_won_by_hash_in_the_generic_plan() {
     let db = TestDb::new().await;
     let plan = db
-        .generic_plan(include_str!("../../host/src/sql/commit.sql"), 20)
+        .generic_plan(include_str!("../../host/src/sql/commit_timed.sql"), 20)
         .await;
     // The lines of a CTE's plan: from its name to the next node at its depth.
     let cte = |name: &str| -> Vec<String> {

@@ -4,16 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use recur_host::ClaimMode;
 use recur_host::Host;
+use recur_host::claim::Compiling;
+use recur_host::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
 use recur_host::commit;
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::NOOP_COMPONENT;
-use recur_host::lease::{Claim, ClaimCursor, LeaseRequest, claim_locked, lease};
 use recur_host::maintain::Vacuumed;
-use recur_host::outcome;
-use recur_host::registry::Compiling;
 use recur_host::sandbox::{Decision, Outcome};
-use recur_host::task::LeasedTask;
+use recur_host::task::ClaimedTask;
 use tokio::sync::Semaphore;
 
 use crate::support::{TestDb, test_config, wait};
@@ -22,15 +22,15 @@ const DONE: &str = "SELECT count(*) FILTER (WHERE status = 1) = count(*) FROM ta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_split_the_work_and_never_run_a_task_twice() {
-    two_hosts_share(Claim::Timed).await;
+    two_hosts_share(ClaimMode::Timed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_claiming_under_row_locks_never_run_a_task_twice() {
-    two_hosts_share(Claim::Locked).await;
+    two_hosts_share(ClaimMode::Locked).await;
 }
 
-async fn two_hosts_share(claim: Claim) {
+async fn two_hosts_share(claim: ClaimMode) {
     let db = TestDb::new().await;
     db.deploy("noop", NOOP_COMPONENT).await;
     assert_eq!(db.enqueue_n("noop", 3000, "").await, 3000);
@@ -67,7 +67,7 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
         .await;
 
     // A "host" leases two tasks and dies before committing.
-    let request = LeaseRequest {
+    let request = ClaimRequest {
         limit: 2,
         lease_timeout: Duration::from_millis(800),
         types: None,
@@ -75,12 +75,12 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
         skip: None,
         host: 0,
     };
-    let crashed = lease(&db.pool, &request).await.unwrap();
+    let crashed = claim_timed(&db.pool, &request).await.unwrap();
     assert_eq!(crashed.len(), 2);
     // While the lease holds, nobody else gets those tasks.
-    let others = lease(
+    let others = claim_timed(
         &db.pool,
-        &LeaseRequest {
+        &ClaimRequest {
             limit: 10,
             ..request.clone()
         },
@@ -105,7 +105,7 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
     };
     let writes: Vec<_> = crashed
         .iter()
-        .map(|t| outcome::decide(t, Ok(stale.clone()), 5, 0))
+        .map(|t| commit::decide(t, Ok(stale.clone()), 5, 0))
         .collect();
     let done = commit::commit(&db.pool, &writes, None, false)
         .await
@@ -127,7 +127,7 @@ async fn a_host_dropped_mid_batch_loses_nothing() {
     config.lease_timeout = Duration::from_secs(1);
     let doomed = Host::start(db.pool.clone(), config.clone()).unwrap();
     wait(Duration::from_secs(20), "the first host to lease", || {
-        let leased = doomed.stats().leased;
+        let leased = doomed.stats().claimed;
         async move { leased > 0 }
     })
     .await;
@@ -196,7 +196,7 @@ async fn a_host_limited_to_some_types_leaves_the_others_alone() {
     )
     .await;
     let stats = host.stop().await;
-    assert_eq!(stats.leased, 1);
+    assert_eq!(stats.claimed, 1);
     let other = db.task("not-mine").await;
     assert_eq!((other.status, other.runs, other.attempt), (0, 0, 0));
 }
@@ -204,7 +204,7 @@ async fn a_host_limited_to_some_types_leaves_the_others_alone() {
 /// Through both claim paths: a timed lease and row locks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_limited_to_some_tenants_leaves_the_others_alone() {
-    for claim in [Claim::Timed, Claim::Locked] {
+    for claim in [ClaimMode::Timed, ClaimMode::Locked] {
         let db = TestDb::new().await;
         for tenant in ["acme", "globex", "initech"] {
             db.deploy_for(tenant, "noop", NOOP_COMPONENT).await;
@@ -251,7 +251,7 @@ async fn claims_leave_the_tasks_of_modules_being_compiled_alone() {
             }
         });
     enqueue::enqueue(&db.pool, &tasks).await.unwrap();
-    let request = LeaseRequest {
+    let request = ClaimRequest {
         limit: 10,
         lease_timeout: Duration::from_secs(60),
         types: None,
@@ -262,7 +262,7 @@ async fn claims_leave_the_tasks_of_modules_being_compiled_alone() {
         })),
         host: 0,
     };
-    let keys = |claimed: &[LeasedTask]| {
+    let keys = |claimed: &[ClaimedTask]| {
         let mut keys: Vec<String> = claimed.iter().map(|t| t.key.clone()).collect();
         keys.sort();
         keys
@@ -282,11 +282,11 @@ async fn claims_leave_the_tasks_of_modules_being_compiled_alone() {
         .rollback()
         .await
         .unwrap();
-    let timed = lease(&db.pool, &request).await.unwrap();
+    let timed = claim_timed(&db.pool, &request).await.unwrap();
     assert_eq!(keys(&timed), ["acme-ticker", "globex-noop"], "timed lease");
-    let rest = lease(
+    let rest = claim_timed(
         &db.pool,
-        &LeaseRequest {
+        &ClaimRequest {
             skip: None,
             ..request
         },
@@ -305,12 +305,12 @@ async fn a_crashed_host_s_locked_claims_are_due_again_at_once() {
     // expired lease, can let the survivor finish in time.
     let config = recur_host::HostConfig {
         lease_timeout: Duration::from_secs(600),
-        claim: Claim::Locked,
+        claim: ClaimMode::Locked,
         ..test_config()
     };
     let doomed = Host::start(db.another_pool().await, config.clone()).unwrap();
     wait(Duration::from_secs(20), "the first host to claim", || {
-        let leased = doomed.stats().leased;
+        let leased = doomed.stats().claimed;
         async move { leased > 0 }
     })
     .await;

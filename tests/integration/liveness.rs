@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use recur_host::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
 use recur_host::examples::artifacts::NOOP_COMPONENT;
-use recur_host::lease::{ClaimCursor, LeaseRequest, claim_locked, lease};
 use recur_host::liveness;
-use recur_host::task::LeasedTask;
+use recur_host::task::ClaimedTask;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Semaphore;
 
@@ -28,8 +28,8 @@ async fn live_host(db: &TestDb) -> (i64, PgConnection) {
     (key, conn)
 }
 
-fn request(host: i64, lease_timeout: Duration) -> LeaseRequest {
-    LeaseRequest {
+fn request(host: i64, lease_timeout: Duration) -> ClaimRequest {
+    ClaimRequest {
         limit: 10,
         lease_timeout,
         types: None,
@@ -75,7 +75,7 @@ async fn sweep(db: &TestDb) -> u64 {
         .unwrap()
 }
 
-fn attempts(tasks: &[LeasedTask]) -> Vec<i32> {
+fn attempts(tasks: &[ClaimedTask]) -> Vec<i32> {
     let mut attempts: Vec<i32> = tasks.iter().map(|t| t.attempt).collect();
     attempts.sort();
     attempts
@@ -125,18 +125,18 @@ async fn a_run_out_timed_lease_is_charged_only_if_its_host_is_gone() {
     let (alive, alive_conn) = live_host(&db).await;
     let (other, other_conn) = live_host(&db).await;
 
-    let first = lease(&db.pool, &request(alive, short)).await.unwrap();
+    let first = claim_timed(&db.pool, &request(alive, short)).await.unwrap();
     assert_eq!(attempts(&first), [1]);
     tokio::time::sleep(short * 2).await;
     // Its host lives: the repeat keeps the attempt number, under a token of its own.
-    let repeat = lease(&db.pool, &request(other, short)).await.unwrap();
+    let repeat = claim_timed(&db.pool, &request(other, short)).await.unwrap();
     assert_eq!(attempts(&repeat), [1]);
-    assert_ne!(repeat[0].token, first[0].token);
+    assert_ne!(repeat[0].fence.token, first[0].fence.token);
     // Its host dies: the next lease is a new attempt.
     drop(other_conn);
     wait_gone(&db, other).await;
     tokio::time::sleep(short * 2).await;
-    let after_death = lease(&db.pool, &request(alive, short)).await.unwrap();
+    let after_death = claim_timed(&db.pool, &request(alive, short)).await.unwrap();
     assert_eq!(attempts(&after_death), [2]);
     // A locked claim taking over from a live host's lease keeps the attempt too.
     tokio::time::sleep(short * 2).await;

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
+use recur_host::ClaimMode;
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::*;
-use recur_host::lease::Claim;
 use recur_host::registry::{self, DeployOptions};
 use recur_host::sandbox::{
-    DEFAULT_WARM_MODULES, Decision, REUSE_MAX_RUNS, RunLimits, Sandbox, SandboxConfig, Slot, Task,
+    Carryover, DEFAULT_WARM_MODULES, Decision, REUSE_MAX_RUNS, RunLimits, Sandbox, SandboxConfig,
+    Task,
 };
 use recur_host::{Host, HostConfig};
 
@@ -116,7 +117,7 @@ async fn each_misbehaving_module_fails_only_its_own_task() {
 /// claims. Left running, it would be run again elsewhere, over and over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_is_stopped_before_its_claim_runs_out() {
-    for claim in [Claim::Timed, Claim::Locked] {
+    for claim in [ClaimMode::Timed, ClaimMode::Locked] {
         let db = TestDb::new().await;
         db.deploy("spin", SPIN_COMPONENT).await;
         db.limits("default", 60_000, 1).await;
@@ -454,7 +455,7 @@ fn noop_starts_with_a_small_memory() {
     };
     let outcome = sandbox
         .run(
-            &mut Slot::default(),
+            &mut Carryover::default(),
             &noop,
             &noop_task("small"),
             limits,
@@ -491,7 +492,7 @@ fn memory_slots_stay_warm_for_as_many_modules_as_the_host_keeps() {
             };
             sandbox
                 .run(
-                    &mut Slot::default(),
+                    &mut Carryover::default(),
                     noop,
                     &noop_task("warm"),
                     limits,
@@ -543,7 +544,7 @@ fn a_compilation_cache_serves_the_next_host_and_refuses_a_shared_directory() {
         let noop = sandbox.prepare(&bytes).expect("noop is valid");
         sandbox
             .run(
-                &mut Slot::default(),
+                &mut Carryover::default(),
                 &noop,
                 &noop_task("cached"),
                 limits,

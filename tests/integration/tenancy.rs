@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use recur_host::ClaimMode;
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::*;
-use recur_host::lease::Claim;
 use recur_host::sandbox::{Sandbox, SandboxConfig};
 use recur_host::{Host, HostConfig, bench, registry};
 
@@ -267,7 +267,7 @@ async fn a_locked_batch_gives_back_the_tasks_of_modules_being_compiled() {
     let db = TestDb::new().await;
     let newcomers = deploy_newcomers(&db).await;
     let config = HostConfig {
-        claim: Claim::Locked,
+        claim: ClaimMode::Locked,
         ..test_config()
     };
     let host = Host::start(db.pool.clone(), config).unwrap();

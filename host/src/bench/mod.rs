@@ -16,6 +16,7 @@
 
 mod enqueue;
 mod load;
+mod native;
 mod probe;
 mod report;
 mod trend;
@@ -29,11 +30,11 @@ use serde::Serialize;
 
 use report::{mode_name, print_table, round};
 
+use crate::cli::ClaimArg;
 use crate::db;
 use crate::examples::example;
 use crate::execute::Runner;
 use crate::host::{DEFAULT_BATCH, Host, HostConfig};
-use crate::lease::Claim;
 use crate::registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::scratch::Scratch;
@@ -84,7 +85,7 @@ pub struct BenchArgs {
     pub idle_wait: Duration,
     /// How the host claims tasks: timed leases, row locks, or auto (locks while runs are short).
     #[arg(long, value_enum, default_value = "auto")]
-    pub claim: Claim,
+    pub claim: ClaimArg,
     /// Replace the sandbox with an in-process no-op: the ceiling of recur's SQL here.
     #[arg(long, conflicts_with = "with_ceiling")]
     pub sql_only: bool,
@@ -241,15 +242,25 @@ async fn run_enqueue(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The runner of `--sql-only`: the `noop` module's logic without the sandbox.
+fn sql_only() -> Runner {
+    Runner::Native(std::sync::Arc::new(native::NativeNoop))
+}
+
+/// Whether `runner` runs without the sandbox.
+fn is_sql_only(runner: &Runner) -> bool {
+    matches!(runner, Runner::Native(_))
+}
+
 async fn bench(scratch: &Scratch, args: &BenchArgs) -> anyhow::Result<Report> {
     let runner = if args.sql_only {
-        Runner::NativeNoop
+        sql_only()
     } else {
         Runner::Sandbox
     };
     eprintln!("timing a fresh noop alone…");
     let noop_alone_us = tokio::task::spawn_blocking(probe::noop_alone_us).await??;
-    let mut report = once(scratch, args, runner).await?;
+    let mut report = once(scratch, args, runner.clone()).await?;
     if args.with_ceiling {
         // Real, ceiling, ceiling, real, and the ratio of the sums: the machine's speed
         // drifts from one minute to the next (CPU frequency, a shared host's neighbours),
@@ -257,11 +268,11 @@ async fn bench(scratch: &Scratch, args: &BenchArgs) -> anyhow::Result<Report> {
         // real run against one ceiling run after it reads the drift as the ratio.
         let mut ceiling = [0.0; 2];
         for rate in &mut ceiling {
-            *rate = once(scratch, args, Runner::NativeNoop).await?.tasks_per_sec;
+            *rate = once(scratch, args, sql_only()).await?.tasks_per_sec;
         }
         let real = [
             report.tasks_per_sec,
-            once(scratch, args, runner).await?.tasks_per_sec,
+            once(scratch, args, runner.clone()).await?.tasks_per_sec,
         ];
         let (real_sum, ceiling_sum) = (real[0] + real[1], ceiling[0] + ceiling[1]);
         report.ceiling_tasks_per_sec = Some(round(ceiling_sum / 2.0, 0));
@@ -340,8 +351,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
 
     let mut config = HostConfig {
         batch: args.batch,
-        runner,
-        claim: args.claim,
+        runner: runner.clone(),
+        claim: args.claim.into(),
         idle_wait: args.idle_wait,
         vacuum: !args.no_vacuum,
         ..HostConfig::default()
@@ -356,7 +367,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     eprintln!(
         "running {}{} for up to {} s…",
         mode_name(args.mode),
-        if args.sql_only || runner == Runner::NativeNoop {
+        if args.sql_only || is_sql_only(&runner) {
             " (sql-only)"
         } else {
             ""
@@ -401,7 +412,7 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     let memory_reset = host.memory_reset().name();
     let executions = stats_end.committed - stats_start.committed;
     let spawned = stats_end.spawned - stats_start.spawned;
-    let leases = stats_end.leases - stats_start.leases;
+    let leases = stats_end.claims - stats_start.claims;
     let wal = wal_start.until(&probe::WalSample::take(&setup).await?);
     let total = host.stop().await;
     pool.close().await;
@@ -427,8 +438,8 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
     };
     Ok(Report {
         mode: args.mode,
-        sql_only: runner == Runner::NativeNoop,
-        reuse_instance: args.reuse_instance && runner == Runner::Sandbox,
+        sql_only: is_sql_only(&runner),
+        reuse_instance: args.reuse_instance && !is_sql_only(&runner),
         claim: format!("{:?}", args.claim).to_lowercase(),
         tasks: args.tasks,
         tenants: args.tenants,
@@ -449,14 +460,14 @@ async fn once(scratch: &Scratch, args: &BenchArgs, runner: Runner) -> anyhow::Re
         spawned_per_sec: round(spawned as f64 / window.as_secs_f64(), 0),
         executions,
         seconds: round(window.as_secs_f64(), 2),
-        lease_ms_p50: ms(&latencies.lease_us, 0.5, 1000.0),
-        lease_ms_p99: ms(&latencies.lease_us, 0.99, 1000.0),
+        lease_ms_p50: ms(&latencies.claim_us, 0.5, 1000.0),
+        lease_ms_p99: ms(&latencies.claim_us, 0.99, 1000.0),
         commit_ms_p50: ms(&latencies.commit_us, 0.5, 1000.0),
         commit_ms_p99: ms(&latencies.commit_us, 0.99, 1000.0),
         lag_ms_p50: ms(&latencies.lag_ms, 0.5, 1.0),
         lag_ms_p99: ms(&latencies.lag_ms, 0.99, 1.0),
         tasks_per_lease: round(
-            (stats_end.leased - stats_start.leased) as f64 / leases.max(1) as f64,
+            (stats_end.claimed - stats_start.claimed) as f64 / leases.max(1) as f64,
             1,
         ),
         // Set by `bench`, which measures them before the first run and after the last.

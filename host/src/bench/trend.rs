@@ -77,7 +77,7 @@ impl Trend {
         let (latencies, stats) = (host.latencies(), host.stats());
         let (committed, spawned) = (stats.committed, stats.spawned);
         let seconds = now.duration_since(self.last_at).as_secs_f64();
-        let lease = since(&latencies.lease_us, &self.last.lease_us);
+        let lease = since(&latencies.claim_us, &self.last.claim_us);
         let commit = since(&latencies.commit_us, &self.last.commit_us);
         let lag = since(&latencies.lag_ms, &self.last.lag_ms);
         let table = status::table(db, self.batch).await?;

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
+use super::ClaimArg;
 use super::time::parse_duration;
 use crate::host::{DEFAULT_BATCH, Host, HostConfig};
-use crate::lease::Claim;
 use crate::sandbox::{DEFAULT_WARM_MODULES, compile_cache_directory, max_warm_modules};
 
 /// How often a running host logs its progress.
@@ -43,7 +43,7 @@ pub struct HostArgs {
     /// `locked` row locks held until the batch commits (one write, for short runs), or
     /// `auto`: locked while the mean run is under 20 ms.
     #[arg(long, value_enum, default_value = "auto")]
-    claim: Claim,
+    claim: ClaimArg,
     /// How many distinct modules each CPU's share of the instance pool keeps a memory
     /// ready for. A run of a module with none ready maps the module in first, under a
     /// lock every run's memory reset takes too. Raise it on a host that runs more modules
@@ -69,20 +69,21 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
     config.batch = args.batch;
     config.lease_timeout = args.lease_timeout;
     config.idle_wait = args.idle_wait;
-    config.claim = args.claim;
+    config.claim = args.claim.into();
     config.vacuum = !args.no_vacuum;
     config.sandbox.warm_modules = args.warm_modules;
     config.sandbox.compile_cache = args.compile_cache.dir();
     if !args.types.is_empty() {
         for t in &args.types {
-            crate::names::check_name("task type", t)
+            crate::contract::check_name("task type", t)
                 .map_err(|e| anyhow::anyhow!("--types: {e}"))?;
         }
         config.types = Some(args.types);
     }
     if !args.tenants.is_empty() {
         for t in &args.tenants {
-            crate::names::check_name("tenant", t).map_err(|e| anyhow::anyhow!("--tenants: {e}"))?;
+            crate::contract::check_name("tenant", t)
+                .map_err(|e| anyhow::anyhow!("--tenants: {e}"))?;
         }
         config.tenants = Some(args.tenants);
     }

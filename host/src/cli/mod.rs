@@ -1,6 +1,7 @@
 //! The `recur` command line: argument parsing (clap) and dispatch to one file per
 //! subcommand. Every error reaches `main` and is printed once, on one line.
 
+mod claim;
 mod deploy;
 mod enqueue;
 mod host;
@@ -8,6 +9,7 @@ mod requeue;
 mod status;
 mod time;
 
+pub(crate) use claim::ClaimArg;
 pub(crate) use host::{CompileCacheArgs, warm_modules};
 pub(crate) use time::parse_duration;
 

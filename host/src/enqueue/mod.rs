@@ -30,8 +30,8 @@ pub use parallel::{BulkLoad, MAX_CONNECTIONS, ShardWriter};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
-use crate::names::check_name;
-use crate::outcome::{MAX_FUTURE, MAX_KEY_BYTES};
+use crate::contract::check_name;
+use crate::contract::{MAX_FUTURE, MAX_KEY_BYTES};
 
 /// The tenant used when none is given.
 pub const DEFAULT_TENANT: &str = "default";

@@ -5,51 +5,28 @@
 //! a tenant whose runs are long (a module spinning to its deadline) from occupying every
 //! worker while the other tenants have nothing queued yet, and then holding them for
 //! seconds. So a tenant may have at most `workers - 1` runs in progress of a module not
-//! yet known to be short; a module is short once it has run [`PROVEN_RUNS`] times with a
-//! mean under [`SHORT_RUN`]. Short modules use every worker: the reserve costs throughput
-//! only while a module is new or slow, which is when it protects the others.
+//! yet known to be short (see `ModuleTimes` in stats/module_times.rs). Short modules use
+//! every worker: the reserve costs throughput only while a module is new or slow, which
+//! is when it protects the others.
 //!
 //! A std Mutex and Condvar, not a channel: a worker's choice depends on every queue and
-//! on what runs, which one lock over all of it makes simple. It is held for a few
-//! hundred nanoseconds per job.
+//! on what runs, which one lock over all of it makes simple. It is held only to pick or
+//! add jobs, never while a job runs.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
 
-use super::Job;
-
-/// Below this mean run time a module may use every worker.
-pub const SHORT_RUN: Duration = Duration::from_millis(20);
-/// Runs of a module measured before it counts as short.
-pub const PROVEN_RUNS: u64 = 20;
-
-/// Run times of one module version, shared by every worker.
-#[derive(Debug, Default)]
-pub struct ModuleTimes {
-    runs: AtomicU64,
-    nanos: AtomicU64,
+/// What the queue needs to know of a job to be fair.
+pub trait Fair {
+    /// The tenant the job belongs to.
+    fn tenant(&self) -> &str;
+    /// Whether its module has proven its runs short.
+    fn is_short(&self) -> bool;
 }
 
-impl ModuleTimes {
-    /// Adds one run.
-    pub fn record(&self, took: Duration) {
-        self.runs.fetch_add(1, Relaxed);
-        self.nanos.fetch_add(took.as_nanos() as u64, Relaxed);
-    }
-
-    /// Whether the module has proven its runs short.
-    pub fn is_short(&self) -> bool {
-        let runs = self.runs.load(Relaxed);
-        runs >= PROVEN_RUNS && self.nanos.load(Relaxed) / runs < SHORT_RUN.as_nanos() as u64
-    }
-}
-
-#[derive(Default)]
-struct State {
+struct State<J> {
     /// Waiting jobs per tenant.
-    queues: HashMap<String, VecDeque<Job>>,
+    queues: HashMap<String, VecDeque<J>>,
     /// Tenants with waiting jobs, in the order workers serve them.
     turns: VecDeque<String>,
     /// Runs in progress per tenant, of modules not proven short.
@@ -58,25 +35,36 @@ struct State {
     closed: bool,
 }
 
+impl<J> Default for State<J> {
+    fn default() -> Self {
+        State {
+            queues: HashMap::new(),
+            turns: VecDeque::new(),
+            long_running: HashMap::new(),
+            closed: false,
+        }
+    }
+}
+
 /// The fair queue.
-pub struct Queue {
-    state: Mutex<State>,
+pub struct Queue<J> {
+    state: Mutex<State<J>>,
     ready: Condvar,
     /// Most runs of unproven modules one tenant may have in progress.
     cap: usize,
 }
 
 /// A job taken by a worker; give it back with [`Queue::done`] when it has run.
-pub struct Taken {
+pub struct Taken<J> {
     /// The job.
-    pub job: Job,
+    pub job: J,
     /// Whether it counts against its tenant's cap (pass it back to `done`).
     pub long: bool,
 }
 
-impl Queue {
+impl<J: Fair> Queue<J> {
     /// A queue for `workers` worker threads.
-    pub fn new(workers: usize) -> Queue {
+    pub fn new(workers: usize) -> Self {
         Queue {
             state: Mutex::default(),
             ready: Condvar::new(),
@@ -85,14 +73,14 @@ impl Queue {
     }
 
     /// Adds jobs and wakes the workers.
-    pub fn push(&self, jobs: impl IntoIterator<Item = Job>) {
+    pub fn push(&self, jobs: impl IntoIterator<Item = J>) {
         let mut state = self.state.lock().expect("queue lock poisoned");
         for job in jobs {
-            // Clone the tenant's name only when it gets a queue, not once per job.
-            if let Some(queue) = state.queues.get_mut(&job.task.tenant) {
+            // Copy the tenant's name only when it gets a queue, not once per job.
+            if let Some(queue) = state.queues.get_mut(job.tenant()) {
                 queue.push_back(job);
             } else {
-                let tenant = job.task.tenant.clone();
+                let tenant = job.tenant().to_owned();
                 state.turns.push_back(tenant.clone());
                 state.queues.insert(tenant, VecDeque::from([job]));
             }
@@ -110,8 +98,8 @@ impl Queue {
     /// The next job a worker may start, waiting for one; `None` once closed and empty.
     /// When `any` is true (the host is stopping and jobs are only handed back) the
     /// per-tenant cap does not apply. `idle` is called, without the lock, before the
-    /// worker waits: the worker sends on what it holds (see `Outbox`).
-    pub fn take(&self, any: impl Fn() -> bool, mut idle: impl FnMut()) -> Option<Taken> {
+    /// worker waits: the worker hands on what it holds (see `Handoff`).
+    pub fn take(&self, any: impl Fn() -> bool, mut idle: impl FnMut()) -> Option<Taken<J>> {
         let mut state = self.state.lock().expect("queue lock poisoned");
         let mut told = false;
         loop {
@@ -134,13 +122,13 @@ impl Queue {
     }
 
     /// The next job a worker may start now, if any.
-    fn next(&self, state: &mut State, ignore_cap: bool) -> Option<Taken> {
+    fn next(&self, state: &mut State<J>, ignore_cap: bool) -> Option<Taken<J>> {
         for turn in 0..state.turns.len() {
             let tenant = &state.turns[turn];
             let job = state.queues[tenant]
                 .front()
                 .expect("a tenant in turns has jobs");
-            let long = !job.module.run_times.is_short();
+            let long = !job.is_short();
             let busy = state.long_running.get(tenant).copied().unwrap_or(0);
             if long && busy >= self.cap && !ignore_cap {
                 continue;
@@ -183,5 +171,86 @@ impl Queue {
         }
         drop(state);
         self.ready.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job of `tenant`, numbered, short or not.
+    struct Job(&'static str, u32, bool);
+
+    impl Fair for Job {
+        fn tenant(&self) -> &str {
+            self.0
+        }
+        fn is_short(&self) -> bool {
+            self.2
+        }
+    }
+
+    fn take(queue: &Queue<Job>) -> Taken<Job> {
+        queue.take(|| false, || {}).expect("a job is queued")
+    }
+
+    #[test]
+    fn tenants_take_turns_whatever_their_backlog() {
+        let queue = Queue::new(4);
+        queue.push((0..100).map(|n| Job("big", n, true)));
+        queue.push([Job("small", 0, true), Job("small", 1, true)]);
+        let order: Vec<_> = (0..5)
+            .map(|_| take(&queue).job)
+            .map(|j| (j.0, j.1))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("big", 0),
+                ("small", 0),
+                ("big", 1),
+                ("small", 1),
+                ("big", 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tenant_of_unproven_modules_leaves_a_worker_for_the_others() {
+        let queue = Queue::new(3);
+        queue.push((0..10).map(|n| Job("slow", n, false)));
+        let first = take(&queue);
+        let second = take(&queue);
+        assert!(first.long && second.long);
+        // Both of the cap's runs are in progress: the third waits, though jobs are queued.
+        let mut state = queue.state.lock().unwrap();
+        assert!(queue.next(&mut state, false).is_none());
+        assert!(
+            queue.next(&mut state, true).is_some(),
+            "a stopping host ignores the cap"
+        );
+        drop(state);
+        queue.push([Job("other", 0, false)]);
+        assert_eq!(take(&queue).job.0, "other");
+        queue.done("slow", first.long);
+        assert_eq!(take(&queue).job.0, "slow", "a finished run frees the cap");
+    }
+
+    #[test]
+    fn short_modules_use_every_worker() {
+        let queue = Queue::new(2);
+        queue.push((0..3).map(|n| Job("fast", n, true)));
+        for _ in 0..3 {
+            assert!(!take(&queue).long);
+        }
+    }
+
+    #[test]
+    fn a_closed_queue_drains_then_ends() {
+        let queue = Queue::new(2);
+        queue.push([Job("t", 0, true)]);
+        queue.close();
+        assert_eq!(take(&queue).job.1, 0);
+        assert!(queue.take(|| false, || {}).is_none());
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 
-use crate::names::check_name;
+use crate::contract::check_name;
 use crate::sandbox::{Sandbox, ValidationError, human_bytes};
 
 /// Largest component accepted.

@@ -4,13 +4,12 @@
 //! and changed tenant limits by re-reading the small `modules` index every few seconds.
 //! Tenants that deploy the same component (by its sha256) share one compilation.
 //!
-//! Compiling takes about 0.1 s for the example modules here and seconds for a large one,
-//! so it happens in the background, one component at a time (wasmtime already spreads
-//! one compilation over the cores): [`Registry::resolve`] answers
+//! Compiling takes a large component seconds, so it happens in the background, one
+//! component at a time (wasmtime already spreads one compilation over the cores): [`Registry::resolve`] answers
 //! [`Resolved::Compiling`] for a module not compiled yet, and [`Registry::compiled`]
 //! says when it is. Meanwhile every other tenant's tasks keep running: one tenant's new
 //! deployment, or a host meeting hundreds of modules at start, holds back only the tasks
-//! that need those modules, and the lease stage stops claiming those until they are
+//! that need those modules, and the claim stage stops claiming those until they are
 //! ready ([`Registry::watch_compiling`]).
 
 mod deploy;
@@ -28,26 +27,12 @@ pub use deploy::{
     list,
 };
 
-use crate::execute::ModuleTimes;
+use crate::claim::Compiling;
 use crate::sandbox::{Prepared, RunLimits, Sandbox, ValidationError};
+use crate::stats::ModuleTimes;
 
-const ACTIVE_SQL: &str = "
-    SELECT m.tenant, m.task_type, m.version,
-           coalesce(t.memory_bytes, 67108864) AS memory_bytes,
-           coalesce(t.timeout_ms, 5000)       AS timeout_ms,
-           coalesce(t.max_attempts, 5)        AS max_attempts
-    FROM modules m LEFT JOIN tenants t ON t.name = m.tenant
-    WHERE m.active";
-
-const LOAD_SQL: &str = "
-    SELECT m.tenant, m.task_type, m.version, m.sha256, m.reuse_instance,
-           CASE WHEN m.sha256 = ANY($3::text[]) THEN NULL ELSE m.component END AS component,
-           coalesce(t.memory_bytes, 67108864) AS memory_bytes,
-           coalesce(t.timeout_ms, 5000)       AS timeout_ms,
-           coalesce(t.max_attempts, 5)        AS max_attempts
-    FROM modules m LEFT JOIN tenants t ON t.name = m.tenant
-    WHERE m.active
-      AND (m.tenant, m.task_type) IN (SELECT * FROM unnest($1::text[], $2::text[]))";
+const ACTIVE_SQL: &str = include_str!("../sql/active_modules.sql");
+const LOAD_SQL: &str = include_str!("../sql/load_modules.sql");
 
 /// (tenant, task type).
 pub type ModuleKey = (String, String);
@@ -93,19 +78,6 @@ struct Waiting {
     max_attempts: i32,
 }
 
-/// The (tenant, task type) pairs whose component a host is compiling, as the claim
-/// statements take them: side by side, a pair at each index. Their tasks are left
-/// unclaimed meanwhile: claimed, they would only wait in the host, holding its room for
-/// tasks in flight (measured, 300 tenants with their own module starting at once:
-/// 218-228 tasks/s while the host compiled, with every slot held by tasks that waited).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Compiling {
-    /// Tenants.
-    pub tenants: Vec<String>,
-    /// Their task types.
-    pub types: Vec<String>,
-}
-
 /// A finished compilation: the component's sha256 and the result.
 type Compiled = (String, Result<Prepared, ValidationError>);
 
@@ -121,10 +93,8 @@ pub struct Registry {
     /// version that deployed it. Besides the compile time, sharing keeps the pooling
     /// allocator's memory slots warm: a slot that last held the same compilation is
     /// reused with its memory image mapped, while another compilation's image must be
-    /// mapped in first. Measured, burn 200k spread over 50 tenants that all deployed
-    /// noop: `exec_us_p50` 37 µs with a compilation per tenant (each instantiation
-    /// remapping a slot, under the memory-map lock both workers contend for) against
-    /// 5.5 µs with one tenant.
+    /// mapped in first, under the process's memory-map lock, which every worker
+    /// contends for.
     compiled: HashMap<String, Prepared>,
     /// Components being compiled or queued for it, by sha256, with the keys that wait.
     waiting: HashMap<String, Vec<Waiting>>,

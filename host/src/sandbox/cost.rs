@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Prepared, RunError, RunLimits, Sandbox, Slot, Task};
+use super::{Carryover, Prepared, RunError, RunLimits, Sandbox, Task};
 
 /// One run in this many, those at the start, is not counted: the first use of the pool's
 /// slots and of the code's pages costs more than a steady run.
@@ -46,7 +46,7 @@ pub fn measure(
         runs > 0 && !modules.is_empty(),
         "measure needs runs and a module to run"
     );
-    let mut slot = Slot::default();
+    let mut carry = Carryover::default();
     let limits = RunLimits {
         memory_bytes: 64 << 20,
         timeout: Duration::from_secs(5),
@@ -67,7 +67,7 @@ pub fn measure(
             scheduled_at: 0,
         };
         let started = Instant::now();
-        let result = sandbox.run(&mut slot, &modules[which], &task, limits, reuse);
+        let result = sandbox.run(&mut carry, &modules[which], &task, limits, reuse);
         nanos.push(started.elapsed().as_nanos() as u64);
         result.map_err(|error| CostError { run, error })?;
     }

@@ -11,12 +11,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::Level;
 use super::bindings::recur::task::{host, types};
+use crate::contract::{MAX_LOG_LINE_BYTES, MAX_LOG_LINES};
 
-/// Most log lines one execution may write; later lines are counted and dropped, so a
-/// module that floods the log cannot flood the host's.
-pub const MAX_LOG_LINES: u32 = 100;
-/// Longest log line kept; longer lines are cut.
-pub const MAX_LOG_LINE_BYTES: usize = 4096;
 /// How much of the guest's stderr is kept to explain a trap (Rust prints its panic
 /// message there before aborting).
 pub const STDERR_CAPTURE_BYTES: usize = 2048;

@@ -3,14 +3,14 @@
 //! only the `recur:task` host interface and a WASI that sees nothing, a prepared
 //! component per module version, and a fresh `Store` per execution with a memory
 //! ceiling and an epoch deadline, unless the module was deployed to reuse instances
-//! (`slot.rs`, which runs executions). A trap, a timeout or a memory overrun becomes a
+//! (`carryover.rs`, which runs executions). A trap, a timeout or a memory overrun becomes a
 //! [`RunError`] for that one task; nothing a guest does unwinds the host.
 
 mod bindings;
 mod cache;
+mod carryover;
 pub mod cost;
 mod imports;
-mod slot;
 mod swap;
 
 use std::path::PathBuf;
@@ -25,9 +25,9 @@ use wasmtime::{Cache, Config, Engine, InstanceAllocationStrategy, PoolingAllocat
 pub use bindings::{Decision, Level, Outcome, Reschedule, Spawn, Task, When};
 use bindings::{TaskModule, TaskModulePre};
 pub use cache::{CacheError, directory as compile_cache_directory};
+pub use carryover::{Carryover, REUSE_MAX_GROWTH, REUSE_MAX_RUNS};
 use imports::RunState;
-pub use imports::{MAX_LOG_LINES, human_bytes, now_ms};
-pub use slot::{REUSE_MAX_GROWTH, REUSE_MAX_RUNS, Slot};
+pub use imports::{human_bytes, now_ms};
 
 /// The WIT world modules must export, as named in error messages.
 pub const WORLD: &str = "recur:task/task-module@0.1.0";
@@ -183,7 +183,7 @@ pub struct Prepared {
     /// Unique to this compilation: an instance kept for reuse serves only the `Prepared`
     /// it came from (or a clone: the registry shares one compilation among the tenants
     /// and versions that deployed the same bytes, and a kept instance is checked for its
-    /// tenant on its own, see `slot.rs`).
+    /// tenant on its own, see `carryover.rs`).
     id: u64,
     /// Where `run` is among the component's exports, looked up once.
     run: ComponentExportIndex,

@@ -13,7 +13,7 @@ WITH new AS MATERIALIZED (
 ),
 keyed AS (
     -- In key order, so that concurrent enqueues of the same keys cannot deadlock (see
-    -- commit.sql); a key repeated in the arrays goes in first with its first id, so the
+    -- commit_timed.sql); a key repeated in the arrays goes in first with its first id, so the
     -- first one stays. The ids themselves keep the arrays' order.
     INSERT INTO task_keys (tenant, task_type, key, id)
     SELECT tenant, task_type, key, id FROM new

@@ -1,7 +1,7 @@
 -- Count what claims left behind by dead locked batches that no claim has taken over:
 -- tasks since run under timed leases, or left undue. A claims row whose advisory lock
 -- nobody holds, older than $1 ms (claims take over fresh ones themselves, in step with
--- their own commit: see claim.sql), adds an attempt to each of its tasks not written
+-- their own commit: see claim_locked.sql), adds an attempt to each of its tasks not written
 -- since, if its host is gone (its liveness lock is free, see liveness.rs); a live host's
 -- row is only deleted. Tasks locked by a claim right now are skipped: their claim is
 -- running them.

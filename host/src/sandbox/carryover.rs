@@ -25,7 +25,8 @@ use wasmtime::Store;
 use wasmtime::component::{Func, TypedFunc};
 
 use super::imports::RunState;
-use super::{EPOCH_TICK, MAX_LOG_LINES, Outcome, Prepared, RunError, RunLimits, Sandbox, Task};
+use super::{EPOCH_TICK, Outcome, Prepared, RunError, RunLimits, Sandbox, Task};
+use crate::contract::MAX_LOG_LINES;
 
 /// Most runs one kept instance serves before it is dropped and the next task gets a
 /// fresh one. Instantiating from the pool is cheap (a slot kept warm, a copy-on-write
@@ -42,7 +43,7 @@ pub const REUSE_MAX_GROWTH: usize = 4 << 20;
 
 /// What one worker thread carries from run to run. Owned by the thread, never shared.
 #[derive(Default)]
-pub struct Slot {
+pub struct Carryover {
     /// The instance kept for the next task of the same module version and tenant.
     kept: Option<Kept>,
     /// The host-side state of the last fresh run, to recycle into the next fresh store
@@ -66,7 +67,7 @@ struct Kept {
     first_size: usize,
 }
 
-impl Slot {
+impl Carryover {
     /// Host-side state for a fresh store of `tenant`: the spare if it served the same
     /// tenant (the WASI context holds random generators a guest draws from, which are
     /// never handed from one tenant to another), else a new one.
@@ -84,11 +85,11 @@ impl Slot {
 impl Sandbox {
     /// Runs one execution of `task` and returns what the module decided. With `reuse`
     /// (the module was deployed with `--reuse-instance`) the run may use the instance
-    /// `slot` kept from the worker's last run and leave its own there; without it the
+    /// `carry` kept from the worker's last run and leave its own there; without it the
     /// run gets a fresh store and instance.
     pub fn run(
         &self,
-        slot: &mut Slot,
+        carry: &mut Carryover,
         module: &Prepared,
         task: &Task,
         limits: RunLimits,
@@ -98,7 +99,7 @@ impl Sandbox {
         // Whatever kept instance cannot serve this run goes before a new one is made. One
         // that holds more memory than the tenant now allows goes too, as a fresh one
         // would start below the limit.
-        let kept = slot.kept.take().filter(|kept| {
+        let kept = carry.kept.take().filter(|kept| {
             let state = kept.store.data();
             reuse
                 && kept.module == module.id
@@ -120,7 +121,7 @@ impl Sandbox {
                 (store, Ok(run), runs, first_size)
             }
             None => {
-                let mut store = Store::new(&self.engine, slot.state_for(&task.tenant));
+                let mut store = Store::new(&self.engine, carry.state_for(&task.tenant));
                 store.limiter(|state| &mut state.limiter);
                 store.epoch_deadline_trap();
                 store
@@ -162,7 +163,7 @@ impl Sandbox {
         let runs = runs + 1;
         let clean = !state.wrote_stderr();
         if reuse && clean && runs < REUSE_MAX_RUNS && size <= first_size + REUSE_MAX_GROWTH {
-            slot.kept = Some(Kept {
+            carry.kept = Some(Kept {
                 store,
                 run,
                 module: module.id,
@@ -171,7 +172,7 @@ impl Sandbox {
             });
         } else if clean {
             // Dropping the store here (inside `into_data`) resets the instance's memory.
-            slot.spare = Some(store.into_data());
+            carry.spare = Some(store.into_data());
         }
         Ok(outcome)
     }

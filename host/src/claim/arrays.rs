@@ -1,6 +1,6 @@
 //! One-dimensional PostgreSQL arrays read straight from their binary form, a column of
 //! a result at a time: how the host reads a locked claim's tasks, which come as one row
-//! of arrays (see `TaskArrays` in task.rs).
+//! of arrays (see `TaskArrays` in rows.rs).
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;

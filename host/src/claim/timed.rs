@@ -1,23 +1,27 @@
 //! Timed leases: a batch claimed by pushing its due time out by the lease timeout under
-//! a fresh token (lease.sql), and handed back unrun (give_back.sql).
+//! a fresh token (claim_timed.sql), and handed back unrun (give_back.sql).
 
 use std::time::Instant;
 
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::LeaseRequest;
+use super::ClaimRequest;
+use super::rows::Columns;
 use crate::liveness;
-use crate::task::{Columns, LeasedTask};
+use crate::task::{ClaimedTask, Fence};
 
-const LEASE_SQL: &str = include_str!("../sql/lease.sql");
+const CLAIM_TIMED_SQL: &str = include_str!("../sql/claim_timed.sql");
 const GIVE_BACK_SQL: &str = include_str!("../sql/give_back.sql");
 
 /// Claims up to `request.limit` due tasks under one fresh lease token, oldest due first.
-pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTask>, sqlx::Error> {
+pub async fn claim_timed(
+    pool: &PgPool,
+    request: &ClaimRequest,
+) -> Result<Vec<ClaimedTask>, sqlx::Error> {
     let token = liveness::lease_token(request.host);
     let claimed = Instant::now();
-    let rows = sqlx::query(LEASE_SQL)
+    let rows = sqlx::query(CLAIM_TIMED_SQL)
         .bind(request.limit)
         .bind(request.lease_timeout.as_millis() as i64)
         .bind(request.types.as_deref())
@@ -33,22 +37,25 @@ pub async fn lease(pool: &PgPool, request: &LeaseRequest) -> Result<Vec<LeasedTa
     let columns = Columns::of(first)?;
     rows.iter()
         .map(|row| {
-            Ok(LeasedTask {
-                token: Some(token),
+            Ok(ClaimedTask {
+                fence: Fence {
+                    token: Some(token),
+                    ..Fence::default()
+                },
                 ..columns.task(row, claimed, request.lease_timeout)?
             })
         })
         .collect()
 }
 
-/// Returns tasks that were leased but never ran, as if they had not been leased. Only
+/// Returns tasks of timed leases that never ran, as if they had not been claimed. Only
 /// tasks that still hold their lease are touched; returns how many were given back.
-pub async fn give_back(pool: &PgPool, tasks: &[LeasedTask]) -> Result<u64, sqlx::Error> {
+pub async fn give_back(pool: &PgPool, tasks: &[ClaimedTask]) -> Result<u64, sqlx::Error> {
     if tasks.is_empty() {
         return Ok(0);
     }
     let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
-    let tokens: Vec<Option<Uuid>> = tasks.iter().map(|t| t.token).collect();
+    let tokens: Vec<Option<Uuid>> = tasks.iter().map(|t| t.fence.token).collect();
     let due: Vec<_> = tasks.iter().map(|t| t.scheduled_at).collect();
     let done = sqlx::query(GIVE_BACK_SQL)
         .bind(ids)

@@ -1,10 +1,10 @@
--- Write back the outcomes of many executions, and the tasks they spawned, in one
--- statement. Each row applies only while the task still holds the lease token it was
--- run under, and, for a locked claim written after its locks were lost, while the row
--- is still the version it claimed: a host whose lease ran out cannot overwrite the
--- newer result of the host that took over. Spawns are written only for outcomes that
--- applied, into the spawning task's tenant, and a key that exists already (in task_keys,
--- see migrations/0005) is absorbed.
+-- Write back the outcomes of many executions of timed leases, and the tasks they
+-- spawned, in one statement. Each row applies only while the task still holds the lease
+-- token it was run under, and, for a locked claim written after its locks were lost,
+-- while the row is still the version it claimed: a host whose lease ran out cannot
+-- overwrite the newer result of the host that took over. Spawns are written only for
+-- outcomes that applied, into the spawning task's tenant, and a key that exists already
+-- (in task_keys, see migrations/0005) is absorbed.
 --
 -- Outcomes, one array element each:
 --   $1 id, $2 lease token, $3 status, $4 next run as an absolute time in ms since the
@@ -32,7 +32,7 @@ WITH outcome AS (
 ),
 released AS (
     -- SKIP LOCKED: after the claim's locks were lost, another host's claim may have
-    -- taken the row over (claim.sql); it is that claim's to settle, not worth a wait.
+    -- taken the row over (claim_locked.sql); it is that claim's to settle, not worth a wait.
     DELETE FROM claims
     WHERE key = (SELECT key FROM claims WHERE key = $18::bigint FOR UPDATE SKIP LOCKED)
 ),
@@ -44,8 +44,8 @@ unlocked AS (
 committed AS (
     UPDATE tasks AS t
     SET status      = o.status,
-        -- Milliseconds to a time by interval arithmetic, which is exact: `to_timestamp(ms
-        -- / 1000.0)` gives the same times through a numeric division, five times slower.
+        -- Milliseconds to a time by interval arithmetic, which is exact and needs no
+        -- numeric division, as `to_timestamp(ms / 1000.0)` would.
         next_run_at = CASE WHEN o.at_ms IS NOT NULL
                            THEN timestamptz 'epoch' + o.at_ms * interval '1 millisecond'
                            ELSE now() + o.delay_ms * interval '1 millisecond' END,
@@ -57,12 +57,9 @@ committed AS (
         due_at      = NULL,
         updated_at  = now()
     FROM outcome AS o
-    -- A locked claim's commit finds its rows where they lie: commit.rs puts
-    -- `t.ctid = o.row_at AND t.id = o.id` here for it, which reads each row straight
-    -- from its page instead of through the primary key's index. While the claim holds
-    -- its locks nothing can move them; after it lost them, a row written since has
-    -- moved, as its version check would refuse it anyway. A timed lease's row may be
-    -- written by others while it runs (lost.sql) and is found by id.
+    -- A timed lease's row may be written by others while it runs (lost.sql), which
+    -- moves it, so it is found by id. (commit_locked.sql finds a locked claim's rows
+    -- where they lie; the two statements differ only here.)
     WHERE t.id = o.id
       AND t.lease_token IS NOT DISTINCT FROM o.token
       AND (NOT $19::boolean
@@ -83,8 +80,7 @@ spawn AS MATERIALIZED (
     -- the insert, by a probe of its index alone: a key is written once, so once a vacuum
     -- has seen its page (hosts see to it, maintain.rs) the probe reads no row, where the
     -- insert's conflict check below reads the key's row too. A key that is new costs a
-    -- second probe for it. With a crawler's mix, three spawns of four absorbed, the
-    -- database's CPU per execution fell 11% (twenty-second measurement).
+    -- second probe for it.
     -- A key this snapshot cannot see yet (another commit's, in flight) still meets the
     -- conflict check.
     WHERE NOT EXISTS (SELECT FROM task_keys AS k
@@ -105,8 +101,7 @@ spawned AS (
     FROM spawn AS s
     -- A hashed lookup of the ids that won their keys, kept one by `IS TRUE`: a bare IN
     -- (or a join) lets the planner, which cannot know how many rows a CTE holds and
-    -- guesses one, compare every spawn with every key: 9 million comparisons, 680 ms,
-    -- for a batch of 1,000 that spawns 3,000.
+    -- guesses one, compare every spawn with every key.
     WHERE (s.id IN (SELECT id FROM keyed)) IS TRUE
     RETURNING 1
 )

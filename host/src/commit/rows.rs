@@ -1,30 +1,20 @@
-//! Turns what a run produced (an outcome, or the error that stopped it) into the row
-//! the commit writes, enforcing the limits on what a module may return. A module that
-//! breaks a limit fails its own task with a message that names the limit; nothing it
-//! returned is written.
+//! Commit rows: turns what a run produced (an outcome, or the error that stopped it)
+//! into the row the commit writes, enforcing the contract's limits on what a module may
+//! return. A module that breaks a limit fails its own task with a message that names the
+//! limit; nothing it returned is written.
 
 use std::time::Duration;
 
-use uuid::Uuid;
-
+use crate::contract::{
+    MAX_FUTURE, MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PAST, MAX_SPAWN_PAYLOAD_BYTES, MAX_SPAWNS,
+    MAX_STATE_BYTES,
+};
+#[cfg(test)]
+use crate::sandbox::Reschedule;
 use crate::sandbox::{Decision, Outcome, RunError, Spawn, When, human_bytes};
-use crate::task::{LeasedTask, RowAt, Status};
+use crate::stats::Decided;
+use crate::task::{ClaimedTask, Fence, LOST_RUN_ALLOWANCE, Status};
 
-/// Largest state a run may keep.
-pub const MAX_STATE_BYTES: usize = 256 << 10;
-/// Most tasks one run may spawn.
-pub const MAX_SPAWNS: usize = 1000;
-/// Largest payload of a spawned task.
-pub const MAX_SPAWN_PAYLOAD_BYTES: usize = 256 << 10;
-/// Longest key and task type (the schema's CHECK constraints say the same).
-pub const MAX_KEY_BYTES: usize = 2048;
-/// Longest task type.
-pub const MAX_TYPE_BYTES: usize = 200;
-/// How far in the past an absolute next time may lie (it then means "as soon as
-/// possible"); further back is almost certainly a unit or clock bug in the module.
-pub const MAX_PAST: Duration = Duration::from_secs(3600);
-/// How far ahead a next time may lie.
-pub const MAX_FUTURE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// First retry delay; each further attempt doubles it.
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
@@ -32,30 +22,12 @@ pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 /// How long a task whose type has no module waits before it is tried again.
 pub const NO_MODULE_RETRY: Duration = Duration::from_secs(30);
 
-/// What a commit row does to its task, for counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Runs again later.
-    Rescheduled,
-    /// Finished.
-    Completed,
-    /// Tried again after a backoff.
-    Retried,
-    /// Parked as failed.
-    Failed,
-    /// Waits for a module to be deployed.
-    NoModule,
-}
-
 /// The update of one task, as the commit statement's arrays want it.
 #[derive(Debug, Clone)]
 pub struct CommitRow {
     pub id: i64,
-    pub token: Option<Uuid>,
-    /// The row version a locked claim saw (see [`LeasedTask::version`]).
-    pub version: Option<i64>,
-    /// Where that version lies (see [`LeasedTask::row_at`]).
-    pub row_at: Option<RowAt>,
+    /// What the row must still hold for the update to apply.
+    pub fence: Fence,
     pub status: Status,
     /// Next run as an absolute time (ms since the epoch), or
     pub at_ms: Option<i64>,
@@ -83,7 +55,7 @@ pub struct SpawnRow {
 /// Everything one finished task writes.
 #[derive(Debug, Clone)]
 pub struct Write {
-    pub kind: Kind,
+    pub kind: Decided,
     pub row: CommitRow,
     pub spawns: Vec<SpawnRow>,
 }
@@ -91,7 +63,7 @@ pub struct Write {
 /// Decides what to write for a task that ran. `now_ms` is the host's clock, used to
 /// check absolute times; `max_attempts` is the tenant's.
 pub fn decide(
-    task: &LeasedTask,
+    task: &ClaimedTask,
     result: Result<Outcome, RunError>,
     max_attempts: i32,
     now_ms: i64,
@@ -115,9 +87,7 @@ pub fn decide(
         kind,
         row: CommitRow {
             id: task.id,
-            token: task.token,
-            version: task.version,
-            row_at: task.row_at,
+            fence: task.fence,
             status,
             at_ms,
             delay_ms,
@@ -129,10 +99,15 @@ pub fn decide(
         spawns,
     };
     match outcome.decision {
-        Decision::Reschedule(r) => {
-            success(Kind::Rescheduled, Status::Scheduled, when(&r.when), r.state)
+        Decision::Reschedule(r) => success(
+            Decided::Rescheduled,
+            Status::Scheduled,
+            when(&r.when),
+            r.state,
+        ),
+        Decision::Complete(state) => {
+            success(Decided::Completed, Status::Done, (None, Some(0)), state)
         }
-        Decision::Complete(state) => success(Kind::Completed, Status::Done, (None, Some(0)), state),
         Decision::Retry(message) => retry(task, message, max_attempts),
         Decision::Fail(message) => fail(task, message),
     }
@@ -140,15 +115,13 @@ pub fn decide(
 
 /// The write for a task that has no runnable module (none deployed for its type, or
 /// the deployed one cannot load): it stays scheduled and visible with `error`, tried
-/// again after `NO_MODULE_RETRY`, and the lease's attempt is undone.
-pub fn no_module(task: &LeasedTask, error: String) -> Write {
+/// again after `NO_MODULE_RETRY`, and the claim's attempt is undone.
+pub fn no_module(task: &ClaimedTask, error: String) -> Write {
     Write {
-        kind: Kind::NoModule,
+        kind: Decided::NoModule,
         row: CommitRow {
             id: task.id,
-            token: task.token,
-            version: task.version,
-            row_at: task.row_at,
+            fence: task.fence,
             status: Status::Scheduled,
             at_ms: None,
             delay_ms: Some(NO_MODULE_RETRY.as_millis() as i64),
@@ -161,24 +134,10 @@ pub fn no_module(task: &LeasedTask, error: String) -> Write {
     }
 }
 
-/// How many attempts past its tenant's `max_attempts` a task may reach through runs that
-/// ended without a result before it is parked unrun. A run that returns is parked at
-/// `max_attempts`; only claims lost with their host (or its connection) go further.
-/// Every task a dead host held loses its claim, not only the one it was running, so a
-/// burst of crashes must not park healthy tasks, while a task whose runs take their host
-/// down is still stopped after a bounded number of hosts.
-pub const LOST_RUN_ALLOWANCE: i32 = 5;
-
-/// Whether a claimed task has used up its attempts without a result and must be parked
-/// rather than run (see [`LOST_RUN_ALLOWANCE`]).
-pub fn exhausted(task: &LeasedTask, max_attempts: i32) -> bool {
-    task.attempt > max_attempts + LOST_RUN_ALLOWANCE
-}
-
 /// The write for a task whose claims kept ending without a result (the host running it
-/// died, or lost its lease or connection): parked unrun, since running it again may end
+/// died, or lost its claim or connection): parked unrun, since running it again may end
 /// the same way.
-pub fn lost(task: &LeasedTask, max_attempts: i32) -> Write {
+pub fn lost(task: &ClaimedTask, max_attempts: i32) -> Write {
     fail(
         task,
         format!(
@@ -190,7 +149,7 @@ pub fn lost(task: &LeasedTask, max_attempts: i32) -> Write {
 
 /// The write for a transient failure: back off exponentially, or park the task once
 /// it has used its attempts.
-fn retry(task: &LeasedTask, message: String, max_attempts: i32) -> Write {
+fn retry(task: &ClaimedTask, message: String, max_attempts: i32) -> Write {
     if task.attempt >= max_attempts {
         return fail(
             task,
@@ -199,12 +158,10 @@ fn retry(task: &LeasedTask, message: String, max_attempts: i32) -> Write {
     }
     let delay = backoff(task.id, task.attempt);
     Write {
-        kind: Kind::Retried,
+        kind: Decided::Retried,
         row: CommitRow {
             id: task.id,
-            token: task.token,
-            version: task.version,
-            row_at: task.row_at,
+            fence: task.fence,
             status: Status::Scheduled,
             at_ms: None,
             delay_ms: Some(delay.as_millis() as i64),
@@ -218,14 +175,12 @@ fn retry(task: &LeasedTask, message: String, max_attempts: i32) -> Write {
 }
 
 /// The write for a permanent failure: the task is parked with its message.
-fn fail(task: &LeasedTask, message: String) -> Write {
+fn fail(task: &ClaimedTask, message: String) -> Write {
     Write {
-        kind: Kind::Failed,
+        kind: Decided::Failed,
         row: CommitRow {
             id: task.id,
-            token: task.token,
-            version: task.version,
-            row_at: task.row_at,
+            fence: task.fence,
             status: Status::Failed,
             at_ms: None,
             delay_ms: Some(0),
@@ -284,9 +239,9 @@ fn check(outcome: &Outcome, now_ms: i64) -> Result<(), String> {
 }
 
 fn check_spawn(spawn: &Spawn, now_ms: i64) -> Result<(), String> {
-    if spawn.task_type.is_empty() || spawn.task_type.len() > MAX_TYPE_BYTES {
+    if spawn.task_type.is_empty() || spawn.task_type.len() > MAX_NAME_BYTES {
         return Err(format!(
-            "a spawn's task type must be 1 to {MAX_TYPE_BYTES} bytes, not {}",
+            "a spawn's task type must be 1 to {MAX_NAME_BYTES} bytes, not {}",
             spawn.task_type.len()
         ));
     }
@@ -380,5 +335,148 @@ mod tests {
         assert!(check_when(&When::At(now + MAX_FUTURE.as_millis() as i64 + 1), now, "t").is_err());
         assert!(check_when(&When::At(now - 1000), now, "t").is_ok());
         assert!(check_when(&When::AfterMs(u64::MAX), now, "t").is_err());
+    }
+
+    fn task(attempt: i32) -> ClaimedTask {
+        ClaimedTask::sample(42, attempt)
+    }
+
+    fn outcome(decision: Decision, spawns: usize) -> Outcome {
+        let spawns = (0..spawns)
+            .map(|i| Spawn {
+                task_type: "child".into(),
+                key: format!("k{i}"),
+                payload: Vec::new(),
+                when: None,
+            })
+            .collect();
+        Outcome { decision, spawns }
+    }
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn a_reschedule_keeps_its_time_state_and_spawns_and_counts_a_run() {
+        let reschedule = Decision::Reschedule(Reschedule {
+            when: When::At(NOW + 1000),
+            state: Some(b"s".to_vec()),
+        });
+        let write = decide(&task(2), Ok(outcome(reschedule, 2)), 5, NOW);
+        assert_eq!(write.kind, Decided::Rescheduled);
+        assert_eq!(write.row.status, Status::Scheduled);
+        assert_eq!(
+            (write.row.at_ms, write.row.delay_ms),
+            (Some(NOW + 1000), None)
+        );
+        assert_eq!(write.row.state.as_deref(), Some(&b"s"[..]));
+        assert_eq!((write.row.attempt, write.row.runs_inc), (0, 1));
+        assert_eq!(write.spawns.len(), 2);
+        assert!(
+            write
+                .spawns
+                .iter()
+                .all(|s| s.parent == 42 && s.delay_ms == Some(0))
+        );
+    }
+
+    #[test]
+    fn a_complete_is_done_at_once() {
+        let write = decide(&task(1), Ok(outcome(Decision::Complete(None), 0)), 5, NOW);
+        assert_eq!(
+            (write.kind, write.row.status),
+            (Decided::Completed, Status::Done)
+        );
+        assert_eq!(write.row.state, None, "none keeps the current state");
+    }
+
+    #[test]
+    fn a_retry_backs_off_until_the_last_attempt_then_parks() {
+        let retry = || Ok(outcome(Decision::Retry("busy".into()), 1));
+        let write = decide(&task(2), retry(), 3, NOW);
+        assert_eq!(
+            (write.kind, write.row.status),
+            (Decided::Retried, Status::Scheduled)
+        );
+        assert_eq!(write.row.delay_ms, Some(backoff(42, 2).as_millis() as i64));
+        assert_eq!(write.row.error.as_deref(), Some("busy"));
+        assert!(write.spawns.is_empty(), "a run that retries spawns nothing");
+        let last = decide(&task(3), retry(), 3, NOW);
+        assert_eq!(
+            (last.kind, last.row.status),
+            (Decided::Failed, Status::Failed)
+        );
+        assert_eq!(
+            last.row.error.as_deref(),
+            Some("busy (gave up after 3 attempts)")
+        );
+    }
+
+    #[test]
+    fn a_sandbox_fault_takes_the_retry_path() {
+        let write = decide(&task(1), Err(RunError::Timeout(1000)), 3, NOW);
+        assert_eq!(write.kind, Decided::Retried);
+        assert_eq!(write.row.error.as_deref(), Some("timed out after 1000 ms"));
+    }
+
+    #[test]
+    fn a_fail_parks_the_task_with_its_message() {
+        let write = decide(
+            &task(1),
+            Ok(outcome(Decision::Fail("no".into()), 0)),
+            3,
+            NOW,
+        );
+        assert_eq!(
+            (write.kind, write.row.status),
+            (Decided::Failed, Status::Failed)
+        );
+        assert_eq!(write.row.error.as_deref(), Some("no"));
+    }
+
+    #[test]
+    fn an_outcome_over_a_limit_fails_its_task_and_keeps_nothing() {
+        let big = Decision::Complete(Some(vec![0; MAX_STATE_BYTES + 1]));
+        let write = decide(&task(1), Ok(outcome(big, 1)), 3, NOW);
+        assert_eq!(write.kind, Decided::Failed);
+        assert!(
+            write
+                .row
+                .error
+                .unwrap()
+                .starts_with("invalid outcome: state of")
+        );
+        assert!(write.spawns.is_empty() && write.row.state.is_none());
+        let many = outcome(Decision::Complete(None), MAX_SPAWNS + 1);
+        let write = decide(&task(1), Ok(many), 3, NOW);
+        assert!(write.row.error.unwrap().contains("spawns in one run"));
+    }
+
+    #[test]
+    fn a_missing_module_undoes_the_claims_attempt() {
+        let write = no_module(&task(3), "none".into());
+        assert_eq!(
+            (write.kind, write.row.status),
+            (Decided::NoModule, Status::Scheduled)
+        );
+        assert_eq!(write.row.attempt, 2);
+        assert_eq!(write.row.delay_ms, Some(NO_MODULE_RETRY.as_millis() as i64));
+    }
+
+    #[test]
+    fn a_task_lost_too_often_is_parked_unrun() {
+        assert!(!task(5 + LOST_RUN_ALLOWANCE).lost_too_often(5));
+        assert!(task(6 + LOST_RUN_ALLOWANCE).lost_too_often(5));
+        let write = lost(&task(11), 5);
+        assert_eq!(
+            (write.kind, write.row.status),
+            (Decided::Failed, Status::Failed)
+        );
+        assert!(
+            write
+                .row
+                .error
+                .unwrap()
+                .contains("10 attempts ended without a result")
+        );
     }
 }

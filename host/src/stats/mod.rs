@@ -1,6 +1,12 @@
-//! Counters and latency histograms a host keeps while it runs: what it leased, ran,
-//! committed and gave back, and how long leases, commits, runs and due tasks took. The
-//! demo prints them, tests read them, `recur bench` reports them.
+//! Counters and latency histograms a host keeps while it runs: what it claimed, ran,
+//! committed and gave back, and how long claims, commits, runs and due tasks took, and
+//! the run times of each module version (`module_times.rs`). The demo prints them,
+//! tests read them, `recur bench` reports them. The stages all write here, and nothing
+//! here imports a stage.
+
+mod module_times;
+
+pub use module_times::{ModuleTimes, PROVEN_RUNS, SHORT_RUN};
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,9 +19,9 @@ use serde::Serialize;
 /// independent, and a snapshot only needs to be roughly simultaneous.
 #[derive(Debug, Default)]
 pub struct Stats {
-    leases: AtomicU64,
-    leased: AtomicU64,
-    lease_micros: AtomicU64,
+    claims: AtomicU64,
+    claimed: AtomicU64,
+    claim_micros: AtomicU64,
     executed: AtomicU64,
     exec_micros: AtomicU64,
     rescheduled: AtomicU64,
@@ -39,8 +45,8 @@ pub struct Stats {
 /// Latency distributions, in the unit each name ends with.
 #[derive(Debug, Clone)]
 pub struct Latencies {
-    /// Lease statements.
-    pub lease_us: Histogram<u64>,
+    /// Claim statements, of either kind.
+    pub claim_us: Histogram<u64>,
     /// Commit statements.
     pub commit_us: Histogram<u64>,
     /// One run in the sandbox: store, instantiate, call, drop.
@@ -53,7 +59,7 @@ impl Default for Latencies {
     fn default() -> Self {
         let histogram = || Histogram::new(2).expect("2 significant digits is a valid precision");
         Latencies {
-            lease_us: histogram(),
+            claim_us: histogram(),
             commit_us: histogram(),
             exec_ns: histogram(),
             lag_ms: histogram(),
@@ -64,14 +70,14 @@ impl Default for Latencies {
 impl Latencies {
     fn add(&mut self, other: &Latencies) {
         // Auto-resizing histograms accept any value, so adding cannot fail.
-        let _ = self.lease_us.add(&other.lease_us);
+        let _ = self.claim_us.add(&other.claim_us);
         let _ = self.commit_us.add(&other.commit_us);
         let _ = self.exec_ns.add(&other.exec_ns);
         let _ = self.lag_ms.add(&other.lag_ms);
     }
 
     fn clear(&mut self) {
-        self.lease_us.reset();
+        self.claim_us.reset();
         self.commit_us.reset();
         self.exec_ns.reset();
         self.lag_ms.reset();
@@ -118,19 +124,34 @@ impl RunTimes {
     }
 }
 
+/// What a commit row does to its task, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decided {
+    /// Runs again later.
+    Rescheduled,
+    /// Finished.
+    Completed,
+    /// Tried again after a backoff.
+    Retried,
+    /// Parked as failed.
+    Failed,
+    /// Waits for a module to be deployed.
+    NoModule,
+}
+
 /// A copy of the counters at one moment.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct StatsSnapshot {
-    /// Lease statements that ran.
-    pub leases: u64,
-    /// Tasks those leases claimed.
-    pub leased: u64,
+    /// Claim statements that ran, of either kind.
+    pub claims: u64,
+    /// Tasks those claims took.
+    pub claimed: u64,
     /// Executions in the sandbox (successful or not).
     pub executed: u64,
     /// Mean time one execution spent in the sandbox, in microseconds.
     pub exec_us_mean: u64,
-    /// Mean time of one lease statement, in microseconds.
-    pub lease_us_mean: u64,
+    /// Mean time of one claim statement, in microseconds.
+    pub claim_us_mean: u64,
     /// Mean time of one commit statement, in microseconds.
     pub commit_us_mean: u64,
     /// Outcomes that rescheduled their task.
@@ -141,17 +162,17 @@ pub struct StatsSnapshot {
     pub retried: u64,
     /// Outcomes that parked their task as failed.
     pub failed: u64,
-    /// Tasks leased for a type no module is deployed for.
+    /// Tasks claimed for a type no module is deployed for.
     pub no_module: u64,
     /// New tasks created by spawns (duplicates absorbed are not counted).
     pub spawned: u64,
     /// Outcomes written to the database.
     pub committed: u64,
-    /// Outcomes dropped because the task's lease had passed to another host.
+    /// Outcomes dropped because the task's claim had passed to another host.
     pub fenced_out: u64,
     /// Commit statements that ran.
     pub commits: u64,
-    /// Leased tasks returned unrun at shutdown.
+    /// Claimed tasks returned unrun at shutdown.
     pub given_back: u64,
     /// Queued tasks not started because their claim had run out.
     pub expired: u64,
@@ -161,16 +182,16 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
-    pub(crate) fn lease_done(&self, tasks: usize, took: Duration) {
-        self.leases.fetch_add(1, Relaxed);
-        self.leased.fetch_add(tasks as u64, Relaxed);
-        self.lease_micros
+    pub(crate) fn claim_done(&self, tasks: usize, took: Duration) {
+        self.claims.fetch_add(1, Relaxed);
+        self.claimed.fetch_add(tasks as u64, Relaxed);
+        self.claim_micros
             .fetch_add(took.as_micros() as u64, Relaxed);
         let _ = self
             .latencies
             .lock()
             .expect("latency lock poisoned")
-            .lease_us
+            .claim_us
             .record(took.as_micros().max(1) as u64);
     }
 
@@ -179,14 +200,13 @@ impl Stats {
         self.exec_micros.fetch_add(took.as_micros() as u64, Relaxed);
     }
 
-    pub(crate) fn decided(&self, decision: crate::outcome::Kind) {
-        use crate::outcome::Kind;
-        let counter = match decision {
-            Kind::Rescheduled => &self.rescheduled,
-            Kind::Completed => &self.completed,
-            Kind::Retried => &self.retried,
-            Kind::Failed => &self.failed,
-            Kind::NoModule => &self.no_module,
+    pub(crate) fn decided(&self, decided: Decided) {
+        let counter = match decided {
+            Decided::Rescheduled => &self.rescheduled,
+            Decided::Completed => &self.completed,
+            Decided::Retried => &self.retried,
+            Decided::Failed => &self.failed,
+            Decided::NoModule => &self.no_module,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -251,11 +271,11 @@ impl Stats {
                 .unwrap_or(0)
         };
         StatsSnapshot {
-            leases: self.leases.load(Relaxed),
-            leased: self.leased.load(Relaxed),
+            claims: self.claims.load(Relaxed),
+            claimed: self.claimed.load(Relaxed),
             executed: self.executed.load(Relaxed),
             exec_us_mean: mean(&self.exec_micros, &self.executed),
-            lease_us_mean: mean(&self.lease_micros, &self.leases),
+            claim_us_mean: mean(&self.claim_micros, &self.claims),
             commit_us_mean: mean(&self.commit_micros, &self.commits),
             rescheduled: self.rescheduled.load(Relaxed),
             completed: self.completed.load(Relaxed),

@@ -1,5 +1,5 @@
-//! A worker's outbox: finished tasks on their way to the commit stage, sent a few at a
-//! time rather than one message (and one wake-up of the commit stage) per run.
+//! A worker's handoff to the commit stage: finished tasks sent a few at a time rather
+//! than one message (and one wake-up of the commit stage) per run.
 
 use std::time::{Duration, Instant};
 
@@ -7,29 +7,28 @@ use tokio::sync::mpsc;
 
 use super::Finished;
 
-/// Most finished tasks a worker holds before it sends them on.
+/// Most finished tasks a worker holds before it hands them on.
 const SEND_EVERY: usize = 64;
-/// Longest a finished task waits in a worker's outbox while the worker keeps running
+/// Longest a finished task waits in a worker's handoff while the worker keeps running
 /// short tasks.
 const SEND_WITHIN: Duration = Duration::from_millis(2);
 
 /// A worker's finished tasks on their way to the commit stage, sent a few at a time.
 ///
-/// One message per task woke the commit stage's thread once per run, at tens of
-/// thousands of runs a second: most of the host's context switches and a fifth of its
-/// CPU (BENCHMARKS.md). A few milliseconds of holding back cost nothing against a
+/// One message per task would wake the commit stage's thread once per run, a context
+/// switch per execution. A few milliseconds of holding back cost nothing against a
 /// commit's round trip, and a worker sends what it holds before it waits for work or
 /// starts a run that may be long, so nothing is held for longer than that.
-pub struct Outbox<'a> {
+pub struct Handoff<'a> {
     to: &'a mpsc::UnboundedSender<Vec<Finished>>,
     held: Vec<Finished>,
     /// When the oldest held task arrived.
     oldest: Instant,
 }
 
-impl<'a> Outbox<'a> {
+impl<'a> Handoff<'a> {
     pub fn new(to: &'a mpsc::UnboundedSender<Vec<Finished>>) -> Self {
-        Outbox {
+        Handoff {
             to,
             held: Vec::with_capacity(SEND_EVERY),
             oldest: Instant::now(),
@@ -58,7 +57,7 @@ impl<'a> Outbox<'a> {
     }
 }
 
-impl Drop for Outbox<'_> {
+impl Drop for Handoff<'_> {
     fn drop(&mut self) {
         self.send();
     }
@@ -67,27 +66,10 @@ impl Drop for Outbox<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::LeasedTask;
+    use crate::task::ClaimedTask;
 
     fn not_run(id: i64) -> Finished {
-        Finished::NotRun(LeasedTask {
-            id,
-            tenant: "t".into(),
-            task_type: "noop".into(),
-            key: String::new(),
-            payload: Vec::new(),
-            state: None,
-            attempt: 0,
-            lost_runs: 0,
-            runs: 0,
-            scheduled_at: chrono::Utc::now(),
-            token: None,
-            version: None,
-            row_at: None,
-            lock: None,
-            deadline: Instant::now(),
-            run_by: Instant::now(),
-        })
+        Finished::NotRun(ClaimedTask::sample(id, 0))
     }
 
     fn ids(sent: Vec<Finished>) -> Vec<i64> {
@@ -100,30 +82,30 @@ mod tests {
     }
 
     #[test]
-    fn an_outbox_sends_when_full_when_its_oldest_waited_long_enough_and_when_told() {
+    fn a_handoff_sends_when_full_when_its_oldest_waited_long_enough_and_when_told() {
         let (to, mut from) = mpsc::unbounded_channel();
-        let mut outbox = Outbox::new(&to);
+        let mut handoff = Handoff::new(&to);
         for id in 0..SEND_EVERY as i64 - 1 {
-            outbox.push(not_run(id));
+            handoff.push(not_run(id));
         }
         assert!(from.try_recv().is_err(), "sent before it was full");
-        outbox.push(not_run(99));
+        handoff.push(not_run(99));
         assert_eq!(from.try_recv().unwrap().len(), SEND_EVERY);
 
-        outbox.push(not_run(1));
+        handoff.push(not_run(1));
         std::thread::sleep(SEND_WITHIN);
-        outbox.push(not_run(2));
+        handoff.push(not_run(2));
         assert_eq!(ids(from.try_recv().unwrap()), [1, 2]);
 
-        outbox.push(not_run(3));
+        handoff.push(not_run(3));
         assert!(from.try_recv().is_err());
-        outbox.send();
+        handoff.send();
         assert_eq!(ids(from.try_recv().unwrap()), [3]);
-        outbox.send();
+        handoff.send();
         assert!(from.try_recv().is_err(), "sent an empty message");
 
-        outbox.push(not_run(4));
-        drop(outbox);
+        handoff.push(not_run(4));
+        drop(handoff);
         assert_eq!(ids(from.try_recv().unwrap()), [4]);
     }
 }

@@ -5,7 +5,7 @@
 -- tasks are due again at once. A task whose timed lease ran out is due since due_at.
 -- The row version (xmin) lets a commit made after the locks are lost apply only to rows
 -- nobody has written since, and where it lies (ctid) lets the commit find each row
--- without the primary key's index (commit.sql).
+-- without the primary key's index (commit_locked.sql).
 --
 -- A locked batch that died leaves its claims row behind (see migrations/0002). The claim
 -- takes over those rows for the tasks it claims: it deletes them (putting back the other
@@ -20,7 +20,7 @@
 -- (keep_lost_runs.sql).
 -- $1 batch size, $2 task types (NULL: all), $3 and $7 the claim cursor: the due time of
 -- the last task the host's previous claim took and where that task lies (its ctid), or
--- NULL to start from the front (see ClaimCursor in lease/locked.rs), $4 tenants (NULL:
+-- NULL to start from the front (see claim/cursor.rs), $4 tenants (NULL:
 -- all), $5 and $6 the (tenant, task type) pairs not to claim, side by side (NULL: none): those
 -- whose module the host is compiling, which would only wait in the host (see
 -- registry/mod.rs).
@@ -72,7 +72,7 @@ lost_runs AS (
 )
 -- The batch as one row of arrays, a column each: the host reads them in place
 -- (arrays.rs), where a row per task cost it a message, a row and a value per column.
--- In no set order: the host puts the batch in due order itself (lease/locked.rs), for a
+-- In no set order: the host puts the batch in due order itself (claim/locked.rs), for a
 -- few microseconds a batch, where an ORDER BY here sorted copies of the whole rows.
 SELECT array_agg(c.id) AS id, array_agg(c.tenant) AS tenant,
        array_agg(c.task_type) AS task_type, array_agg(c.key) AS key,
