@@ -6,6 +6,10 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+const SCHEMA_VERSION_SQL: &str = include_str!("sql/schema_version.sql");
+
+const SCHEMA_EXISTS_SQL: &str = include_str!("sql/schema_exists.sql");
+
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
@@ -104,12 +108,12 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 /// instead of "relation does not exist".
 pub async fn check_schema(pool: &PgPool) -> Result<(), DbError> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+    let exists: bool = sqlx::query_scalar(SCHEMA_EXISTS_SQL)
         .fetch_one(pool)
         .await
         .map_err(DbError::Query)?;
     let applied: Option<i64> = if exists {
-        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+        sqlx::query_scalar(SCHEMA_VERSION_SQL)
             .fetch_one(pool)
             .await
             .map_err(DbError::Query)?

@@ -31,19 +31,13 @@
 //! - `status`: per tenant and type counts and lag.
 //! - `examples`: the example modules compiled into the binary.
 //!
-//! The application (the `recur` command):
-//! - `cli`: argument parsing and the subcommands.
-//! - `bench`: `recur bench`, the throughput and latency measurements.
-//! - `demo`: the embedded quick start.
-//! - `scratch`: a throwaway database (a private PostgreSQL when none is around).
+//! The `recur` command is an application of this library, in `src/bin/recur/`: its
+//! subcommands, `recur bench`, `recur demo` and the throwaway database they use.
 
-pub mod bench;
 pub mod claim;
-pub mod cli;
 pub mod commit;
 pub mod contract;
 pub mod db;
-pub mod demo;
 pub mod enqueue;
 pub mod examples;
 pub mod execute;
@@ -53,7 +47,6 @@ pub mod maintain;
 pub mod registry;
 pub mod requeue;
 pub mod sandbox;
-pub mod scratch;
 pub mod stats;
 pub mod status;
 pub mod task;

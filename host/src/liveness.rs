@@ -19,6 +19,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+const LIVENESS_LOCK_SQL: &str = include_str!("sql/liveness_lock.sql");
+
 /// How often the lock's connection is checked. A connection cut in between is found
 /// here and the lock taken again; until then the host's lost claims count as a dead
 /// host's, as they did before hosts held this lock.
@@ -76,7 +78,7 @@ pub async fn hold(pool: PgPool, key: i64, held: watch::Sender<bool>) {
 /// while the lock's previous connection was down.
 async fn lock(pool: &PgPool, key: i64) -> Result<PgConnection, sqlx::Error> {
     let mut conn = PgConnection::connect_with(pool.connect_options().as_ref()).await?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
+    sqlx::query(LIVENESS_LOCK_SQL)
         .bind(key)
         .execute(&mut conn)
         .await?;

@@ -25,18 +25,15 @@ use std::time::Duration;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
+const VACUUM_LOCK_SQL: &str = include_str!("sql/vacuum_lock.sql");
+
 const LOST_SQL: &str = include_str!("sql/lost.sql");
 
 /// Dead row versions in a table, rows inserted since its last vacuum, its live rows,
 /// and whether a vacuum of it is running now. Inserts are read through `to_jsonb` because
 /// servers before PostgreSQL 13 do not count them: there the count is 0, `task_keys` is
 /// left to autovacuum, and the other tables are vacuumed as before.
-const DEAD_SQL: &str = "
-    SELECT s.n_dead_tup, coalesce((to_jsonb(s) ->> 'n_ins_since_vacuum')::bigint, 0),
-           s.n_live_tup,
-           EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = s.relid) AS running
-    FROM pg_stat_user_tables s
-    WHERE s.relid = $1::regclass";
+const DEAD_SQL: &str = include_str!("sql/table_needs_vacuum.sql");
 
 /// Advisory lock key that makes one host at a time the vacuuming one (per table: the
 /// table's [`Vacuumed`] number is added).
@@ -126,7 +123,7 @@ pub async fn vacuum_if_needed(pool: &PgPool, table: Vacuumed) -> Result<Option<i
         .clone()
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(60));
     let mut conn = PgConnection::connect_with(&options).await?;
-    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+    let mine: bool = sqlx::query_scalar(VACUUM_LOCK_SQL)
         .bind(VACUUM_LOCK + table as i64)
         .fetch_one(&mut conn)
         .await?;

@@ -9,23 +9,9 @@ use sqlx::PgPool;
 use crate::contract::check_name;
 use crate::task::Status;
 
-const REQUEUE_SQL: &str = "
-    UPDATE tasks
-    SET status = 0, attempt = 0, next_run_at = now(), lease_token = NULL, due_at = NULL,
-        last_error = NULL, updated_at = now()
-    WHERE tenant = $1 AND task_type = $2 AND status = 2
-      AND ($3::text[] IS NULL
-           OR id IN (SELECT id FROM task_keys
-                     WHERE tenant = $1 AND task_type = $2 AND key = ANY($3::text[])))";
+const REQUEUE_SQL: &str = include_str!("sql/requeue.sql");
 
-const NOT_FAILED_SQL: &str = "
-    SELECT k.key, t.status
-    FROM unnest($3::text[]) AS k(key)
-    LEFT JOIN task_keys AS tk ON tk.tenant = $1 AND tk.task_type = $2 AND tk.key = k.key
-    LEFT JOIN tasks AS t ON t.id = tk.id
-    WHERE t.status IS DISTINCT FROM 2
-    ORDER BY k.key
-    LIMIT 10";
+const NOT_FAILED_SQL: &str = include_str!("sql/requeue_not_failed.sql");
 
 /// Which parked tasks to requeue.
 #[derive(Debug, Clone)]

@@ -63,18 +63,7 @@ pub struct TableStatus {
 /// worth at the host's default batch.
 pub const DUE_SAMPLE: i64 = crate::host::DEFAULT_BATCH as i64;
 
-const STATUS_SQL: &str = "
-    SELECT tenant, task_type,
-           count(*) FILTER (WHERE status = 0 AND next_run_at > now() AND lease_token IS NULL) AS scheduled,
-           count(*) FILTER (WHERE status = 0 AND next_run_at <= now())                        AS due,
-           count(*) FILTER (WHERE status = 0 AND next_run_at > now() AND lease_token IS NOT NULL) AS running,
-           count(*) FILTER (WHERE status = 2) AS failed,
-           count(*) FILTER (WHERE status = 1) AS done,
-           coalesce((extract(epoch FROM now() - min(next_run_at) FILTER (WHERE status = 0 AND next_run_at <= now())) * 1000)::bigint, 0) AS lag_ms,
-           count(*) FILTER (WHERE status = 0 AND last_error IS NOT NULL) AS erroring
-    FROM tasks
-    GROUP BY tenant, task_type
-    ORDER BY tenant, task_type";
+const STATUS_SQL: &str = include_str!("sql/status.sql");
 
 /// Counts every task. This scans the table: fine for operators and tests, not
 /// something to poll at high rate on billions of rows.
@@ -98,13 +87,4 @@ pub async fn table(pool: &PgPool, due_sample: i64) -> Result<TableStatus, sqlx::
 }
 
 // A heap page is the first number of a row's ctid, `(page,item)`, read as a point.
-const TABLE_SQL: &str = "
-    SELECT pg_relation_size('tasks') AS heap_bytes,
-           pg_indexes_size('tasks') AS index_bytes,
-           coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
-                     WHERE relid = 'tasks'::regclass), 0) AS dead_tuples,
-           coalesce((SELECT option_value::int FROM pg_class, pg_options_to_table(reloptions)
-                     WHERE oid = 'tasks'::regclass AND option_name = 'fillfactor'), 100) AS fillfactor,
-           (SELECT count(*)::float8 / nullif(count(DISTINCT (ctid::text::point)[0]), 0)
-            FROM (SELECT ctid FROM tasks WHERE status = 0 ORDER BY next_run_at LIMIT $1) AS next)
-               AS due_per_page";
+const TABLE_SQL: &str = include_str!("sql/status_table.sql");

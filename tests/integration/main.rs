@@ -2,18 +2,18 @@
 //! the local default), real components built from `modules/`, and, where a test is
 //! about the command line, the real `recur` binary.
 
+mod bad_input;
 mod bench;
 mod claims;
 mod cli;
 mod commits;
 mod deploy;
-mod doors;
 mod enqueue;
 mod faults;
 mod hosts;
-mod keys_at_once;
 mod liveness;
 mod outcomes;
+mod racing_writers;
 mod sandbox;
 mod support;
 mod tenancy;

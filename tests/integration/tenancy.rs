@@ -8,7 +8,7 @@ use recur_host::ClaimMode;
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::*;
 use recur_host::sandbox::{Sandbox, SandboxConfig};
-use recur_host::{Host, HostConfig, bench, registry};
+use recur_host::{Host, HostConfig, registry};
 
 use crate::faults::{Fleet, audit};
 use crate::support::{TestDb, test_config};
@@ -205,7 +205,7 @@ async fn deploy_newcomers(db: &TestDb) -> Vec<String> {
     let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
     let newcomers: Vec<String> = (0..30).map(|i| format!("new-{i}")).collect();
     for tenant in &newcomers {
-        let bytes = bench::marked(&noop, tenant);
+        let bytes = crate::support::distinct_component(&noop, tenant);
         registry::deploy(&db.pool, &sandbox, tenant, "noop", &bytes)
             .await
             .unwrap();

@@ -7,11 +7,11 @@
 //! held back waiting. Outcomes of a locked claim wait for the rest of their batch and are
 //! written in the claim's own transaction, which then commits and releases the locks.
 
+mod gathered;
+mod limits;
 mod rows;
 mod statement;
 mod writer;
-
-mod gathered;
 
 use std::sync::Arc;
 use std::time::Duration;

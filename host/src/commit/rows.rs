@@ -5,13 +5,8 @@
 
 use std::time::Duration;
 
-use crate::contract::{
-    MAX_FUTURE, MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PAST, MAX_SPAWN_PAYLOAD_BYTES, MAX_SPAWNS,
-    MAX_STATE_BYTES,
-};
-#[cfg(test)]
-use crate::sandbox::Reschedule;
-use crate::sandbox::{Decision, Outcome, RunError, Spawn, When, human_bytes};
+use super::limits::check;
+use crate::sandbox::{Decision, Outcome, RunError, Spawn, When};
 use crate::stats::Decided;
 use crate::task::{ClaimedTask, Fence, LOST_RUN_ALLOWANCE, Status};
 
@@ -207,83 +202,6 @@ pub fn backoff(task_id: i64, attempt: i32) -> Duration {
     delay.mul_f64(1.0 + spread as f64 / 1000.0)
 }
 
-/// Checks an outcome against the limits; the error names the first one broken.
-fn check(outcome: &Outcome, now_ms: i64) -> Result<(), String> {
-    let state = match &outcome.decision {
-        Decision::Reschedule(r) => {
-            check_when(&r.when, now_ms, "next run time")?;
-            r.state.as_ref()
-        }
-        Decision::Complete(state) => state.as_ref(),
-        Decision::Retry(_) | Decision::Fail(_) => None,
-    };
-    if let Some(state) = state
-        && state.len() > MAX_STATE_BYTES
-    {
-        return Err(format!(
-            "state of {} bytes is over the limit of {}",
-            state.len(),
-            human_bytes(MAX_STATE_BYTES)
-        ));
-    }
-    if outcome.spawns.len() > MAX_SPAWNS {
-        return Err(format!(
-            "{} spawns in one run is over the limit of {MAX_SPAWNS}",
-            outcome.spawns.len()
-        ));
-    }
-    for spawn in &outcome.spawns {
-        check_spawn(spawn, now_ms)?;
-    }
-    Ok(())
-}
-
-fn check_spawn(spawn: &Spawn, now_ms: i64) -> Result<(), String> {
-    if spawn.task_type.is_empty() || spawn.task_type.len() > MAX_NAME_BYTES {
-        return Err(format!(
-            "a spawn's task type must be 1 to {MAX_NAME_BYTES} bytes, not {}",
-            spawn.task_type.len()
-        ));
-    }
-    if spawn.key.is_empty() || spawn.key.len() > MAX_KEY_BYTES {
-        return Err(format!(
-            "a spawn's key must be 1 to {MAX_KEY_BYTES} bytes, not {}",
-            spawn.key.len()
-        ));
-    }
-    if spawn.key.contains('\0') || spawn.task_type.contains('\0') {
-        return Err("a spawn's key or task type contains a NUL character".into());
-    }
-    if spawn.payload.len() > MAX_SPAWN_PAYLOAD_BYTES {
-        return Err(format!(
-            "a spawn's payload of {} bytes is over the limit of {}",
-            spawn.payload.len(),
-            human_bytes(MAX_SPAWN_PAYLOAD_BYTES)
-        ));
-    }
-    if let Some(when) = &spawn.when {
-        check_when(when, now_ms, "spawn time")?;
-    }
-    Ok(())
-}
-
-fn check_when(when: &When, now_ms: i64, what: &str) -> Result<(), String> {
-    match *when {
-        When::At(at) if at < now_ms - MAX_PAST.as_millis() as i64 => Err(format!(
-            "{what} {} is more than an hour in the past",
-            format_ms(at)
-        )),
-        When::At(at) if at > now_ms + MAX_FUTURE.as_millis() as i64 => Err(format!(
-            "{what} {} is more than ten years ahead",
-            format_ms(at)
-        )),
-        When::AfterMs(ms) if ms > MAX_FUTURE.as_millis() as u64 => Err(format!(
-            "{what} {ms} ms from now is more than ten years ahead"
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// `(at_ms, delay_ms)` for the commit statement.
 fn when(when: &When) -> (Option<i64>, Option<i64>) {
     match *when {
@@ -304,16 +222,11 @@ fn spawn_row(parent: i64, spawn: Spawn) -> SpawnRow {
     }
 }
 
-/// An epoch-milliseconds time as RFC 3339, or the raw number if it is out of range.
-fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_else(|| format!("{ms} ms"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::{MAX_SPAWNS, MAX_STATE_BYTES};
+    use crate::sandbox::Reschedule;
 
     #[test]
     fn backoff_doubles_and_caps() {
@@ -322,19 +235,6 @@ mod tests {
         assert!((1.8..=2.2).contains(&secs(2)));
         assert!((7.2..=8.8).contains(&secs(4)));
         assert!(secs(40) <= RETRY_MAX.as_secs_f64() * 1.1);
-    }
-
-    #[test]
-    fn times_out_of_range_are_refused() {
-        let now = 1_800_000_000_000;
-        assert!(
-            check_when(&When::At(0), now, "t")
-                .unwrap_err()
-                .contains("in the past")
-        );
-        assert!(check_when(&When::At(now + MAX_FUTURE.as_millis() as i64 + 1), now, "t").is_err());
-        assert!(check_when(&When::At(now - 1000), now, "t").is_ok());
-        assert!(check_when(&When::AfterMs(u64::MAX), now, "t").is_err());
     }
 
     fn task(attempt: i32) -> ClaimedTask {

@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 
 use super::{NewTask, Row, insert_arrays};
 
+const DATABASE_NOW_SQL: &str = include_str!("../sql/database_now.sql");
+
 /// COPY data per batch, and so per savepoint. A batch that fails late has been sent for
 /// nothing, so this bounds the work a conflict can waste; a bulk enqueue keeps two in
 /// memory, the one it sends and the next.
@@ -32,7 +34,7 @@ const COPY_TRIES: u32 = 32;
 const COPY_KEYS_SQL: &str = include_str!("../sql/enqueue_copy_keys.sql");
 const COPY_TASKS_SQL: &str = include_str!("../sql/enqueue_copy.sql");
 /// Ids for a batch, in one round trip.
-const IDS_SQL: &str = "SELECT ARRAY(SELECT nextval('tasks_id_seq') FROM generate_series(1, $1))";
+const IDS_SQL: &str = include_str!("../sql/next_ids.sql");
 /// The unique index a key conflict names.
 const KEYS_INDEX: &str = "task_keys_pkey";
 
@@ -145,7 +147,7 @@ impl RowFormat {
     /// The format for the transaction open on `conn`: now() is the same for the whole
     /// transaction, so this is the value `coalesce(run_at, now())` would give.
     pub async fn of(conn: &mut PgConnection) -> Result<RowFormat, sqlx::Error> {
-        let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(conn).await?;
+        let now: DateTime<Utc> = sqlx::query_scalar(DATABASE_NOW_SQL).fetch_one(conn).await?;
         Ok(RowFormat {
             now: timestamptz(now),
         })

@@ -174,17 +174,16 @@ impl BulkLoad {
 /// live sessions.
 const SHARE_LOCK_CLASS: i32 = 0x7265_6375;
 /// Takes a connection's lock and returns its second key.
-const LOCK_SHARE_SQL: &str = "SELECT pg_backend_pid() FROM pg_advisory_lock($1, pg_backend_pid())";
+const LOCK_SHARE_SQL: &str = include_str!("../sql/share_lock.sql");
 /// Waits until every sibling has released its lock: sharing a lock blocks while another
 /// session holds it alone.
-const WAIT_FOR_SIBLINGS_SQL: &str =
-    "SELECT pg_advisory_lock_shared($1, sibling) FROM unnest($2::int4[]) AS sibling";
+const WAIT_FOR_SIBLINGS_SQL: &str = include_str!("../sql/share_wait.sql");
 /// Drops what the statements above take, once the share is sent and again once the
 /// siblings are waited for, or after an error: session locks outlive a rolled-back
 /// transaction and would stay on the pooled connection, and a lock left there would
 /// make its next load's unlock one short. Only session-level advisory locks go; recur
 /// takes none on a pool's connections but these.
-const UNLOCK_ALL_SQL: &str = "SELECT pg_advisory_unlock_all()";
+const UNLOCK_ALL_SQL: &str = include_str!("../sql/share_unlock.sql");
 
 /// Sends one connection's share of a load, then waits for its `siblings` (their locks'
 /// second keys), all in a savepoint. On an error the savepoint is rolled back before

@@ -10,6 +10,13 @@ use sqlx::{PgPool, Row};
 use crate::contract::check_name;
 use crate::sandbox::{Sandbox, ValidationError, human_bytes};
 
+const DEPLOY_LOCK_SQL: &str = include_str!("../sql/deploy_lock.sql");
+const DEPLOY_ACTIVE_SQL: &str = include_str!("../sql/deploy_active.sql");
+const DEPLOY_DEACTIVATE_SQL: &str = include_str!("../sql/deploy_deactivate.sql");
+const DEPLOY_INSERT_SQL: &str = include_str!("../sql/deploy_insert.sql");
+const DEPLOY_TENANT_SQL: &str = include_str!("../sql/deploy_tenant.sql");
+const LIST_MODULES_SQL: &str = include_str!("../sql/list_modules.sql");
+
 /// Largest component accepted.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 
@@ -116,22 +123,16 @@ pub async fn deploy_with(
     let sha256 = hex(&Sha256::digest(component));
 
     let mut tx = pool.begin().await?;
-    // Concurrent deploys of one type would race for the next version number; a
-    // transaction-scoped advisory lock on the pair serializes them without blocking
-    // deploys of other types.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7031))")
+    sqlx::query(DEPLOY_LOCK_SQL)
         .bind(tenant)
         .bind(task_type)
         .execute(&mut *tx)
         .await?;
-    let active = sqlx::query(
-        "SELECT version, sha256, reuse_instance FROM modules
-         WHERE tenant = $1 AND task_type = $2 AND active",
-    )
-    .bind(tenant)
-    .bind(task_type)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let active = sqlx::query(DEPLOY_ACTIVE_SQL)
+        .bind(tenant)
+        .bind(task_type)
+        .fetch_optional(&mut *tx)
+        .await?;
     if let Some(row) = &active
         && row.try_get::<String, _>("sha256")? == sha256
         && row.try_get::<bool, _>("reuse_instance")? == options.reuse_instance
@@ -147,27 +148,20 @@ pub async fn deploy_with(
             reuse_instance: options.reuse_instance,
         });
     }
-    sqlx::query(
-        "UPDATE modules SET active = false WHERE tenant = $1 AND task_type = $2 AND active",
-    )
-    .bind(tenant)
-    .bind(task_type)
-    .execute(&mut *tx)
-    .await?;
-    let version: i32 = sqlx::query_scalar(
-        "INSERT INTO modules (tenant, task_type, version, sha256, component, reuse_instance)
-         SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5
-         FROM modules WHERE tenant = $1 AND task_type = $2
-         RETURNING version",
-    )
-    .bind(tenant)
-    .bind(task_type)
-    .bind(&sha256)
-    .bind(component)
-    .bind(options.reuse_instance)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO tenants (name) VALUES ($1) ON CONFLICT DO NOTHING")
+    sqlx::query(DEPLOY_DEACTIVATE_SQL)
+        .bind(tenant)
+        .bind(task_type)
+        .execute(&mut *tx)
+        .await?;
+    let version: i32 = sqlx::query_scalar(DEPLOY_INSERT_SQL)
+        .bind(tenant)
+        .bind(task_type)
+        .bind(&sha256)
+        .bind(component)
+        .bind(options.reuse_instance)
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query(DEPLOY_TENANT_SQL)
         .bind(tenant)
         .execute(&mut *tx)
         .await?;
@@ -184,13 +178,7 @@ pub async fn deploy_with(
 
 /// The active module of every (tenant, task type).
 pub async fn list(pool: &PgPool) -> Result<Vec<ModuleInfo>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT tenant, task_type, version, sha256, octet_length(component) AS size_bytes,
-                reuse_instance, created_at
-         FROM modules WHERE active ORDER BY tenant, task_type",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(LIST_MODULES_SQL).fetch_all(pool).await?;
     rows.iter()
         .map(|row| {
             Ok(ModuleInfo {

@@ -231,77 +231,17 @@ impl Sandbox {
             max_warm_modules(),
             config.warm_modules
         );
-        // Resetting a run's memory is much of what a fresh instance costs. By default the
-        // pool returns pages with madvise, and on a multi-threaded host every madvise
-        // shoots down TLB entries on the other cores, interrupting every core that runs
-        // one of the process's threads, and the next run faults its pages in again. With
-        // Linux's PAGEMAP_SCAN (6.7+), wasmtime finds the pages a run touched and resets
-        // just those, keeping them resident: no madvise, and no faults after it.
-        // Copy-on-write images stay on with it: a slot that last held the same module
-        // keeps its image mapped, the pages a run dirtied are copied back from the image,
-        // and instantiating copies no data segments, where copying them in would write
-        // every segment on every run. Without PAGEMAP_SCAN the resident part is zeroed
-        // whole (see KEEP_RESIDENT).
         let cache = config
             .compile_cache
             .as_deref()
             .map(cache::open)
             .transpose()?;
-        // The scan cannot see a page swapped out during a run, which the next instance
-        // would read back: only where nothing can be swapped out (swap.rs).
-        let (engine, reset) = if swap::possible() {
-            // Debug, as every command that checks a module builds a sandbox; `recur host`
-            // names the reset in the line that says it started.
-            tracing::debug!(
-                "swap is on: resetting memory between runs with madvise, since PAGEMAP_SCAN would miss swapped-out pages"
-            );
-            (
-                Self::engine(config, cache.clone(), false)?,
-                MemoryReset::Madvise,
-            )
-        } else {
-            match Self::engine(config, cache.clone(), true) {
-                Ok(engine) => (engine, MemoryReset::PageScan),
-                Err(err) => {
-                    tracing::debug!(error = %err, "PAGEMAP_SCAN unavailable; resetting memory with madvise");
-                    (
-                        Self::engine(config, cache.clone(), false)?,
-                        MemoryReset::Madvise,
-                    )
-                }
-            }
-        };
-
+        let (engine, reset) = Self::engine_and_reset(config, cache.clone())?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         TaskModule::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |state| state)?;
-
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (ticking, stop) = (engine.clone(), ticker_stop.clone());
-        thread::Builder::new()
-            .name("recur-epoch".into())
-            .spawn(move || {
-                let mut ticks = 0_u32;
-                while !stop.load(Ordering::Relaxed) {
-                    thread::sleep(EPOCH_TICK);
-                    ticking.increment_epoch();
-                    ticks = ticks.wrapping_add(1);
-                    if reset == MemoryReset::PageScan
-                        && ticks.is_multiple_of(SWAP_CHECK_TICKS)
-                        && swap::possible()
-                    {
-                        // The engine cannot change how it resets, and from here a page
-                        // swapped out during a run would reach the next instance, perhaps
-                        // another tenant's. Exiting loses nothing: the host's tasks are
-                        // due again once its connections close, and started again it
-                        // resets with madvise.
-                        tracing::error!(
-                            "swap was turned on while this host resets memory with PAGEMAP_SCAN, which misses swapped-out pages; exiting, start the host again"
-                        );
-                        std::process::exit(EXIT_SWAP_TURNED_ON);
-                    }
-                }
-            })?;
+        start_ticker(engine.clone(), reset, ticker_stop.clone())?;
         Ok(Sandbox {
             engine,
             linker,
@@ -310,6 +250,44 @@ impl Sandbox {
             loaded: AtomicUsize::new(0),
             reset,
         })
+    }
+
+    /// The engine, with the memory reset this machine allows: PAGEMAP_SCAN where it is
+    /// there and nothing can be swapped out, madvise otherwise.
+    ///
+    /// Resetting a run's memory is much of what a fresh instance costs. By default the
+    /// pool returns pages with madvise, and on a multi-threaded host every madvise
+    /// shoots down TLB entries on the other cores, interrupting every core that runs
+    /// one of the process's threads, and the next run faults its pages in again. With
+    /// Linux's PAGEMAP_SCAN (6.7+), wasmtime finds the pages a run touched and resets
+    /// just those, keeping them resident: no madvise, and no faults after it.
+    /// Copy-on-write images stay on with it: a slot that last held the same module
+    /// keeps its image mapped, the pages a run dirtied are copied back from the image,
+    /// and instantiating copies no data segments, where copying them in would write
+    /// every segment on every run. Without PAGEMAP_SCAN the resident part is zeroed
+    /// whole (see KEEP_RESIDENT).
+    fn engine_and_reset(
+        config: &SandboxConfig,
+        cache: Option<Cache>,
+    ) -> wasmtime::Result<(Engine, MemoryReset)> {
+        // The scan cannot see a page swapped out during a run, which the next instance
+        // would read back: only where nothing can be swapped out (swap.rs).
+        if swap::possible() {
+            // Debug, as every command that checks a module builds a sandbox; `recur host`
+            // names the reset in the line that says it started.
+            tracing::debug!(
+                "swap is on: resetting memory between runs with madvise, since PAGEMAP_SCAN would miss swapped-out pages"
+            );
+            Ok((Self::engine(config, cache, false)?, MemoryReset::Madvise))
+        } else {
+            match Self::engine(config, cache.clone(), true) {
+                Ok(engine) => Ok((engine, MemoryReset::PageScan)),
+                Err(err) => {
+                    tracing::debug!(error = %err, "PAGEMAP_SCAN unavailable; resetting memory with madvise");
+                    Ok((Self::engine(config, cache, false)?, MemoryReset::Madvise))
+                }
+            }
+        }
     }
 
     /// An engine with the pooling allocator sized for `config`; `pagemap` requires the
@@ -410,6 +388,37 @@ impl Sandbox {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
+}
+
+/// Starts the thread that advances `ticking`'s epoch every [`EPOCH_TICK`] until `stop`:
+/// the clock of every run's deadline. With the PAGEMAP_SCAN `reset` it also checks that
+/// swap stays off, and ends the process if it is turned on.
+fn start_ticker(ticking: Engine, reset: MemoryReset, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name("recur-epoch".into())
+        .spawn(move || {
+            let mut ticks = 0_u32;
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(EPOCH_TICK);
+                ticking.increment_epoch();
+                ticks = ticks.wrapping_add(1);
+                if reset == MemoryReset::PageScan
+                    && ticks.is_multiple_of(SWAP_CHECK_TICKS)
+                    && swap::possible()
+                {
+                    // The engine cannot change how it resets, and from here a page
+                    // swapped out during a run would reach the next instance, perhaps
+                    // another tenant's. Exiting loses nothing: the host's tasks are
+                    // due again once its connections close, and started again it
+                    // resets with madvise.
+                    tracing::error!(
+                        "swap was turned on while this host resets memory with PAGEMAP_SCAN, which misses swapped-out pages; exiting, start the host again"
+                    );
+                    std::process::exit(EXIT_SWAP_TURNED_ON);
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// The shards wasmtime's pool splits its slots into: one per CPU, at most 16 (wasmtime's

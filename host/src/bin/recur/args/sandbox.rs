@@ -1,0 +1,63 @@
+//! Flags about the sandbox that `recur host` and `recur bench` share: the compilation
+//! cache and the number of warm modules.
+
+use std::path::PathBuf;
+
+use recur_host::sandbox::{compile_cache_directory, max_warm_modules};
+
+/// Where a host keeps the modules it compiled: `recur host` and `recur bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompileCacheArgs {
+    /// Keep compiled modules in this directory, so a restarted host (or another on this
+    /// machine) loads them instead of compiling them again (default:
+    /// $XDG_CACHE_HOME/recur/compiled, or ~/.cache/recur/compiled). Whoever can write it
+    /// can run code in the host: it must be this user's and writable by no one else.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_compile_cache")]
+    compile_cache: Option<PathBuf>,
+    /// Compile every module the host meets; keep nothing on disk.
+    #[arg(long)]
+    no_compile_cache: bool,
+}
+
+impl CompileCacheArgs {
+    /// The directory to use, if any. One given that cannot serve is refused when the
+    /// host starts; the default one is only warned about: the host runs without it.
+    pub fn dir(&self) -> Option<PathBuf> {
+        if self.no_compile_cache {
+            return None;
+        }
+        if let Some(dir) = &self.compile_cache {
+            return Some(dir.clone());
+        }
+        let dir = default_compile_cache()?;
+        match compile_cache_directory(&dir) {
+            Ok(dir) => Some(dir),
+            Err(err) => {
+                tracing::warn!("{err}; running without a compilation cache");
+                None
+            }
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/recur/compiled`, or `~/.cache/recur/compiled`; none without either.
+fn default_compile_cache() -> Option<PathBuf> {
+    let home = |var| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let base = home("XDG_CACHE_HOME").or_else(|| home("HOME").map(|h| h.join(".cache")))?;
+    Some(base.join("recur").join("compiled"))
+}
+
+/// Parses `--warm-modules`: a count up to what this machine's pool can hold.
+pub fn warm_modules(text: &str) -> Result<u32, String> {
+    let max = max_warm_modules();
+    match text.parse::<u32>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!(
+            "expected a number of modules from 0 to {max} (each costs 4 GiB of address space per CPU), not `{text}`"
+        )),
+    }
+}

@@ -1,0 +1,134 @@
+//! `recur host`: runs a host until SIGINT or SIGTERM, then stops gracefully (stops
+//! leasing, finishes what runs, gives back what waits) and exits 0.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+use crate::args::{ClaimArg, CompileCacheArgs, parse_duration, warm_modules};
+use recur_host::host::{DEFAULT_BATCH, Host, HostConfig};
+use recur_host::sandbox::DEFAULT_WARM_MODULES;
+
+/// How often a running host logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Arguments of `recur host`.
+#[derive(Debug, clap::Args)]
+pub struct HostArgs {
+    /// Worker threads running tasks (default: the number of CPUs).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Largest lease batch.
+    #[arg(long, default_value_t = DEFAULT_BATCH)]
+    batch: usize,
+    /// Only run these task types (comma-separated or repeated; default: all).
+    #[arg(long, value_delimiter = ',')]
+    types: Vec<String>,
+    /// Only run these tenants' tasks (comma-separated or repeated; default: all), to
+    /// give tenants hosts of their own or to spread many modules over a fleet.
+    #[arg(long, value_delimiter = ',')]
+    tenants: Vec<String>,
+    /// How long a leased task stays out of other hosts' way (e.g. 60s).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    lease_timeout: Duration,
+    /// While the host keeps up with what falls due, at most one claim per this long: a
+    /// task that falls due then waits up to this long to start, and each claim takes
+    /// all that gathered (e.g. 25ms; lower for less lag, higher for fewer, larger
+    /// claims).
+    #[arg(long, value_parser = parse_duration, default_value = "25ms")]
+    idle_wait: Duration,
+    /// How to claim tasks: `timed` leases (two row writes per run, any run length),
+    /// `locked` row locks held until the batch commits (one write, for short runs), or
+    /// `auto`: locked while the mean run is under 20 ms.
+    #[arg(long, value_enum, default_value = "auto")]
+    claim: ClaimArg,
+    /// How many distinct modules each CPU's share of the instance pool keeps a memory
+    /// ready for. A run of a module with none ready maps the module in first, under a
+    /// lock every run's memory reset takes too. Raise it on a host that runs more modules
+    /// than this in turn; each ready memory costs 4 GiB of address space, not memory, and
+    /// keeps the pages its last run touched resident (a few for the example modules, at
+    /// most 2 MiB).
+    #[arg(long, default_value_t = DEFAULT_WARM_MODULES, value_parser = warm_modules)]
+    warm_modules: u32,
+    #[command(flatten)]
+    compile_cache: CompileCacheArgs,
+    /// Never vacuum recur's tables from this host (by default a host vacuums `tasks` and
+    /// `claims` when dead row versions pile up, and `task_keys` when new keys do, for a
+    /// server whose autovacuum is off or behind).
+    #[arg(long)]
+    no_vacuum: bool,
+}
+
+pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
+    let mut config = HostConfig::default();
+    if let Some(concurrency) = args.concurrency {
+        config.concurrency = concurrency;
+    }
+    config.batch = args.batch;
+    config.lease_timeout = args.lease_timeout;
+    config.idle_wait = args.idle_wait;
+    config.claim = args.claim.into();
+    config.vacuum = !args.no_vacuum;
+    config.sandbox.warm_modules = args.warm_modules;
+    config.sandbox.compile_cache = args.compile_cache.dir();
+    if !args.types.is_empty() {
+        for t in &args.types {
+            recur_host::contract::check_name("task type", t)
+                .map_err(|e| anyhow::anyhow!("--types: {e}"))?;
+        }
+        config.types = Some(args.types);
+    }
+    if !args.tenants.is_empty() {
+        for t in &args.tenants {
+            recur_host::contract::check_name("tenant", t)
+                .map_err(|e| anyhow::anyhow!("--tenants: {e}"))?;
+        }
+        config.tenants = Some(args.tenants);
+    }
+    let host = Host::start(pool, config.clone())?;
+    tracing::info!(concurrency = config.concurrency, batch = config.batch, types = ?config.types,
+        tenants = ?config.tenants, memory_reset = host.memory_reset().name(), "host started");
+
+    let started = Instant::now();
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    progress.tick().await;
+    let mut last = host.stats();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            name = &mut signal => {
+                tracing::info!(signal = name?, "stopping: no new leases; finishing running tasks");
+                break;
+            }
+            _ = progress.tick() => {
+                let now = host.stats();
+                let rate = (now.executed - last.executed) as f64 / PROGRESS_EVERY.as_secs_f64();
+                tracing::info!(executed = now.executed, committed = now.committed, failed = now.failed,
+                    rate = format!("{rate:.0}/s"), "progress");
+                last = now;
+            }
+        }
+    }
+    let stats = host.stop().await;
+    tracing::info!(
+        executed = stats.executed,
+        committed = stats.committed,
+        fenced_out = stats.fenced_out,
+        given_back = stats.given_back,
+        uptime = ?started.elapsed(),
+        "host stopped"
+    );
+    Ok(())
+}
+
+/// Resolves with the signal's name on SIGINT or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,13 @@
+//! The `recur` command: an application of the `recur_host` library. The subcommands are
+//! in `cli`; `bench`, `demo` and `scratch` (a throwaway database) are what `recur bench`
+//! and `recur demo` run; `args` holds the flags more than one subcommand parses.
+
+mod args;
+mod bench;
+mod cli;
+mod demo;
+mod scratch;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

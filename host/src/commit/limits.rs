@@ -1,0 +1,110 @@
+//! Checks an outcome against the contract's limits (`contract.rs`) before anything of it
+//! is written: the error names the first limit broken, and fails the task that ran.
+
+use crate::contract::{
+    MAX_FUTURE, MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PAST, MAX_SPAWN_PAYLOAD_BYTES, MAX_SPAWNS,
+    MAX_STATE_BYTES,
+};
+use crate::sandbox::{Decision, Outcome, Spawn, When, human_bytes};
+
+/// Checks an outcome against the limits; the error names the first one broken.
+pub(super) fn check(outcome: &Outcome, now_ms: i64) -> Result<(), String> {
+    let state = match &outcome.decision {
+        Decision::Reschedule(r) => {
+            check_when(&r.when, now_ms, "next run time")?;
+            r.state.as_ref()
+        }
+        Decision::Complete(state) => state.as_ref(),
+        Decision::Retry(_) | Decision::Fail(_) => None,
+    };
+    if let Some(state) = state
+        && state.len() > MAX_STATE_BYTES
+    {
+        return Err(format!(
+            "state of {} bytes is over the limit of {}",
+            state.len(),
+            human_bytes(MAX_STATE_BYTES)
+        ));
+    }
+    if outcome.spawns.len() > MAX_SPAWNS {
+        return Err(format!(
+            "{} spawns in one run is over the limit of {MAX_SPAWNS}",
+            outcome.spawns.len()
+        ));
+    }
+    for spawn in &outcome.spawns {
+        check_spawn(spawn, now_ms)?;
+    }
+    Ok(())
+}
+
+fn check_spawn(spawn: &Spawn, now_ms: i64) -> Result<(), String> {
+    if spawn.task_type.is_empty() || spawn.task_type.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "a spawn's task type must be 1 to {MAX_NAME_BYTES} bytes, not {}",
+            spawn.task_type.len()
+        ));
+    }
+    if spawn.key.is_empty() || spawn.key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "a spawn's key must be 1 to {MAX_KEY_BYTES} bytes, not {}",
+            spawn.key.len()
+        ));
+    }
+    if spawn.key.contains('\0') || spawn.task_type.contains('\0') {
+        return Err("a spawn's key or task type contains a NUL character".into());
+    }
+    if spawn.payload.len() > MAX_SPAWN_PAYLOAD_BYTES {
+        return Err(format!(
+            "a spawn's payload of {} bytes is over the limit of {}",
+            spawn.payload.len(),
+            human_bytes(MAX_SPAWN_PAYLOAD_BYTES)
+        ));
+    }
+    if let Some(when) = &spawn.when {
+        check_when(when, now_ms, "spawn time")?;
+    }
+    Ok(())
+}
+
+fn check_when(when: &When, now_ms: i64, what: &str) -> Result<(), String> {
+    match *when {
+        When::At(at) if at < now_ms - MAX_PAST.as_millis() as i64 => Err(format!(
+            "{what} {} is more than an hour in the past",
+            format_ms(at)
+        )),
+        When::At(at) if at > now_ms + MAX_FUTURE.as_millis() as i64 => Err(format!(
+            "{what} {} is more than ten years ahead",
+            format_ms(at)
+        )),
+        When::AfterMs(ms) if ms > MAX_FUTURE.as_millis() as u64 => Err(format!(
+            "{what} {ms} ms from now is more than ten years ahead"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An epoch-milliseconds time as RFC 3339, or the raw number if it is out of range.
+fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_out_of_range_are_refused() {
+        let now = 1_800_000_000_000;
+        assert!(
+            check_when(&When::At(0), now, "t")
+                .unwrap_err()
+                .contains("in the past")
+        );
+        assert!(check_when(&When::At(now + MAX_FUTURE.as_millis() as i64 + 1), now, "t").is_err());
+        assert!(check_when(&When::At(now - 1000), now, "t").is_ok());
+        assert!(check_when(&When::AfterMs(u64::MAX), now, "t").is_err());
+    }
+}

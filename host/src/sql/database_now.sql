@@ -1,0 +1,2 @@
+-- The database's clock, which due times are compared with.
+SELECT now()

@@ -1,0 +1,2 @@
+-- Drop the session's advisory locks.
+SELECT pg_advisory_unlock_all()
