@@ -12,7 +12,7 @@
 #                      the update finds the claimed rows by their ctid instead of
 #                      through the primary key, as a locked claim's commit does
 #                      (nineteenth measurement), and BATCH=N claims N instead of 500
-#   recur-sql          recur's own claim.sql and commit.sql (host/src/sql), with its claims
+#   recur-sql          recur's own claim_locked.sql and commit_timed.sql (host/src/sql), with its claims
 #                      row, batches of 1000 rescheduled 5 s out, for 30 s; with BURN=1,
 #                      the 1,000,000 tasks all due and completed, worked to zero
 #
@@ -140,7 +140,7 @@ import os, re, sys
 def statement(name):
     lines = open(f"{sys.argv[1]}/{name}").read().split("\n")
     return " ".join(l.split("--")[0] for l in lines if not l.lstrip().startswith("--"))
-claim = statement("claim.sql")
+claim = statement("claim_locked.sql")
 for param, value in [("$1", "1000"), ("$2::text[]", "NULL::text[]"), ("$3::timestamptz", "NULL::timestamptz"),
                      ("$4::text[]", "NULL::text[]"), ("$5::text[]", "NULL::text[]"), ("$6::text[]", "NULL::text[]"),
                      ("$7::tid", "NULL::tid")]:
@@ -155,7 +155,7 @@ values = {1: ":ids", 2: f"array_fill(NULL::uuid, {n})", 3: f"array_fill({status}
           10: f"array_fill(NULL::text, {n})", 11: "'{}'", 12: "'{}'", 13: "'{}'", 14: "'{}'", 15: "'{}'",
           16: "'{}'", 17: f"array_fill(NULL::bigint, {n})", 18: ":client_id", 19: "false",
           20: f"array_fill(NULL::tid, {n})"}
-commit = re.sub(r"\$(\d+)", lambda m: values[int(m.group(1))], statement("commit.sql"))
+commit = re.sub(r"\$(\d+)", lambda m: values[int(m.group(1))], statement("commit_timed.sql"))
 print("BEGIN;")
 print("SELECT set_config('idle_in_transaction_session_timeout', '60000ms', true), pg_advisory_xact_lock(:client_id);")
 print(claim + " \\gset")

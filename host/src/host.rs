@@ -301,6 +301,15 @@ impl Host {
         self.sandbox.warm_memories()
     }
 
+    /// Resolves once the host's sandbox has halted (see `Sandbox::halted`): no run
+    /// starts here any more, and the process must be started again. Never resolves
+    /// while the sandbox can go on.
+    pub async fn halted(&self) {
+        let mut halted = self.sandbox.watch_halted();
+        // The sender lives in the sandbox, which this host holds: it cannot close.
+        let _ = halted.wait_for(|halted| *halted).await;
+    }
+
     /// How its sandbox resets a memory between runs.
     pub fn memory_reset(&self) -> crate::sandbox::MemoryReset {
         self.sandbox.memory_reset()

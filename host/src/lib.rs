@@ -32,7 +32,7 @@
 //! - `examples`: the example modules compiled into the binary.
 //!
 //! The `recur` command is an application of this library, in `src/bin/recur/`: its
-//! subcommands, `recur bench`, `recur demo` and the throwaway database they use.
+//! subcommands, `recur bench`, `recur demo` and the throwaway database they use (`throwaway`).
 
 pub mod claim;
 pub mod commit;

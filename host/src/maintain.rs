@@ -9,7 +9,7 @@
 //! of its own so that a long vacuum of `tasks` never holds it up. So does `task_keys`,
 //! which gains a row per new task and loses few: a vacuum marks its pages all-visible,
 //! which is what lets a commit drop a spawn of a known key by a probe of the index
-//! alone (commit.sql). Autovacuum does that for tables that are only inserted into;
+//! alone (commit_timed.sql). Autovacuum does that for tables that are only inserted into;
 //! with it off, nothing else would.
 //!
 //! And counting the attempts of locked batches that never committed. A
@@ -17,7 +17,7 @@
 //! leaves no trace on them; its `claims` row (see migrations/0002) is the trace. Counting
 //! it is what lets `max_attempts` park a task whose runs keep taking hosts down, instead
 //! of letting it take down every host in turn. The next locked claim of such a task
-//! counts it itself (claim.sql); this sweep counts what no claim took over, such as
+//! counts it itself (claim_locked.sql); this sweep counts what no claim took over, such as
 //! tasks run since under timed leases.
 
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub const VACUUM_CHECK_EVERY: Duration = Duration::from_secs(15);
 /// live rows (autovacuum's default is a fifth; a queue's table churns faster than most).
 pub const VACUUM_DEAD_MIN: i64 = 50_000;
 /// The same for `claims`, which stays a few dozen rows but leaves one dead row per locked
-/// batch, and which every locked claim scans whole (claim.sql): left alone, it grows by
+/// batch, and which every locked claim scans whole (claim_locked.sql): left alone, it grows by
 /// tens of thousands of dead rows a minute.
 pub const CLAIMS_DEAD_MIN: i64 = 1_000;
 /// The same for `task_keys`, counting the rows inserted since its last vacuum with its

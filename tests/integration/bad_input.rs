@@ -2,6 +2,9 @@
 //! Each mistake gets one line that names the problem and what to do, a non-zero exit,
 //! and changes nothing. (cli.rs, deploy.rs and enqueue.rs cover the first cases of each
 //! door; this file is the long tail.)
+//!
+//! Longer than most files: it is the catalogue of refused input, one short test per door
+//! and mistake, and reads best in one place.
 
 use std::process::Output;
 

@@ -82,7 +82,7 @@ async fn a_locked_batch_commits_while_a_timed_write_waits() {
     let (finished, committer) = committer(&db);
     let committing = tokio::spawn(committer.run());
     finished.send(completed(timed)).unwrap();
-    // (`query` is cut at 1 kB, inside commit.sql's opening comment.)
+    // (`query` is cut at 1 kB, inside commit_timed.sql's opening comment.)
     db.wait_for(
         "SELECT count(*) = 1 FROM pg_stat_activity
          WHERE datname = current_database() AND wait_event_type = 'Lock'

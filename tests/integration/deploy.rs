@@ -149,7 +149,7 @@ async fn tenants_that_deploy_the_same_component_share_its_compilation() {
         "resolve queues compilations instead of waiting for them"
     );
     let compiling = registry.watch_compiling();
-    let pairs = compiling.borrow().clone().expect("the lease stage is told");
+    let pairs = compiling.borrow().clone().expect("the claim stage is told");
     let mut told: Vec<ModuleKey> = pairs
         .tenants
         .iter()

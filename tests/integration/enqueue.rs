@@ -1,6 +1,9 @@
 //! Enqueue: unique keys, bulk loads (the array insert and COPY alike, from the library
 //! and the command line), and the SQL function for other languages. Keys live in
 //! `task_keys` (migrations/0005), and every test checks that it agrees with `tasks`.
+//!
+//! Longer than most files: each door (library, command line, SQL) has its own tests of
+//! the same key rules, kept together so that they stay alike.
 
 use recur_host::db;
 use recur_host::enqueue::{self, NewTask};

@@ -1,5 +1,8 @@
-//! Many hosts, one table: disjoint leases, every due task run, and crashes that lose
+//! Many hosts, one table: disjoint claims, every due task run, and crashes that lose
 //! nothing.
+//!
+//! Longer than most files: each behaviour is tested under both kinds of claim, and the
+//! pairs stay side by side.
 
 use std::sync::Arc;
 use std::time::Duration;

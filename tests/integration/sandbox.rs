@@ -2,6 +2,9 @@
 //! well-behaved tasks of the same batch succeed; a module gets nothing the contract does
 //! not grant; an instance reused between tasks gives the same results as fresh ones,
 //! serves one tenant only and ends after a trap, a growth or a number of runs.
+//!
+//! Longer than most files: one test per way a module can misbehave, each standing alone,
+//! so that the list of what the sandbox holds against reads in one place.
 
 use std::time::Duration;
 

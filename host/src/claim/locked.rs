@@ -23,8 +23,9 @@ const RECORD_CLAIM_SQL: &str = include_str!("../sql/record_claim.sql");
 ///
 /// The row is written outside the claim's transaction, so that it outlives a crash, and
 /// before any of the claim's tasks runs, so that a run that takes the host down has its
-/// attempt counted. Writing it takes a connection and a round trip of its own; the lease
-/// stage does it beside its next claim ([`Claimer`](super::Claimer)) rather than in its way.
+/// attempt counted. Writing it takes a connection and a round trip of its own; the claim
+/// stage does it beside its next claim ([`Claimer`](super::Claimer)) rather than in its
+/// way.
 #[derive(Debug)]
 pub struct PendingClaim {
     tasks: Vec<ClaimedTask>,

@@ -230,7 +230,7 @@ struct Row<'a> {
 impl Row<'_> {
     /// The order keys go into `task_keys` in when one statement or one batch writes
     /// several: every writer of keys takes them in this order, so two that write some of
-    /// the same keys cannot each wait for a key the other wrote (commit.sql). By bytes, as
+    /// the same keys cannot each wait for a key the other wrote (commit_timed.sql). By bytes, as
     /// `COLLATE "C"` orders them there; a repeated key's first id first.
     fn key_order(&self, other: &Row<'_>) -> std::cmp::Ordering {
         (self.tenant, self.task_type, self.key, self.id).cmp(&(

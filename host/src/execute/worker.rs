@@ -65,13 +65,13 @@ impl Worker<'_> {
         times.flush(self.stats);
     }
 
-    /// Whether a task may start: not while the host stops, and only with enough time
-    /// left before `run_by` for its tenant's timeout or at least the last quarter of the
-    /// claim. Past that, the host stalled (paused, starved): another host may be running
-    /// this task already, and a run cut short would be charged to the task for the
-    /// host's trouble.
+    /// Whether a task may start: not while the host stops or its sandbox has halted
+    /// (`Sandbox::halted`), and only with enough time left before `run_by` for its
+    /// tenant's timeout or at least the last quarter of the claim. Past that, the host
+    /// stalled (paused, starved): another host may be running this task already, and a
+    /// run cut short would be charged to the task for the host's trouble.
     fn may_start(&self, task: &ClaimedTask, module: &Loaded) -> bool {
-        if self.stopping.load(Ordering::Relaxed) {
+        if self.stopping.load(Ordering::Relaxed) || self.sandbox.halted() {
             return false;
         }
         let needs = module.limits.timeout.min(task.deadline - task.run_by);

@@ -43,7 +43,7 @@ pub struct DeployOptions {
     /// Let a worker keep an instance for the tenant's next task of this version instead of
     /// instantiating afresh for every task. Faster, but the guest's statics and heap then
     /// carry over between the tenant's tasks (never another tenant's); see
-    /// sandbox/slot.rs. Off by default.
+    /// sandbox/carryover.rs. Off by default.
     pub reuse_instance: bool,
 }
 

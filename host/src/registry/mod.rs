@@ -51,7 +51,7 @@ pub struct Loaded {
     pub max_attempts: i32,
     /// Whether a worker may keep an instance of this version for the same tenant's next
     /// task instead of instantiating afresh (`recur module deploy --reuse-instance`; see
-    /// sandbox/slot.rs for the isolation this gives up). Fixed per version.
+    /// sandbox/carryover.rs for the isolation this gives up). Fixed per version.
     pub reuse_instance: bool,
     /// How long its runs take, which decides how many workers one tenant's runs of it
     /// may hold (see execute/queue.rs). Kept across limit changes.
@@ -102,7 +102,7 @@ pub struct Registry {
     queued: VecDeque<(String, Vec<u8>)>,
     /// The compilation in progress, if any: at most one.
     compiling: JoinSet<Compiled>,
-    /// The keys in `waiting`, for the lease stage (`None` when there are none).
+    /// The keys in `waiting`, for the claim stage (`None` when there are none).
     compiling_keys: watch::Sender<Option<Arc<Compiling>>>,
     /// How often to look for new deployments; also how long "no module" is believed.
     refresh_every: Duration,
@@ -225,12 +225,12 @@ impl Registry {
         keys
     }
 
-    /// Follows the (tenant, task type) pairs being compiled, for the lease stage.
+    /// Follows the (tenant, task type) pairs being compiled, for the claim stage.
     pub fn watch_compiling(&self) -> watch::Receiver<Option<Arc<Compiling>>> {
         self.compiling_keys.subscribe()
     }
 
-    /// Tells the lease stage what is being compiled now.
+    /// Tells the claim stage what is being compiled now.
     fn publish_compiling(&self) {
         let keys = self.waiting.values().flatten().map(|w| &w.key);
         let compiling = keys.fold(Compiling::default(), |mut pairs, (tenant, task_type)| {

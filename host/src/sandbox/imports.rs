@@ -18,7 +18,7 @@ use crate::contract::{MAX_LOG_LINE_BYTES, MAX_LOG_LINES};
 pub const STDERR_CAPTURE_BYTES: usize = 2048;
 
 /// The state inside a `Store`. A fresh store gets a new one (or one recycled from the
-/// same tenant's last fresh run, see `slot.rs`); a kept instance keeps its own. Either
+/// same tenant's last fresh run, see `carryover.rs`); a kept instance keeps its own. Either
 /// way [`RunState::begin`] resets everything that belongs to one run before each call.
 pub struct RunState {
     /// The WASI context: deny-by-default, see [`deny_all_wasi`]. Made on the guest's
@@ -29,7 +29,7 @@ pub struct RunState {
     /// Resources (streams) the WASI implementation hands to the guest.
     table: ResourceTable,
     /// The guest's stderr, kept to explain a trap. Never cleared: a store whose guest
-    /// wrote to it is not used again (see `slot.rs`), so it only ever holds one run's.
+    /// wrote to it is not used again (see `carryover.rs`), so it only ever holds one run's.
     pub(super) stderr: MemoryOutputPipe,
     /// Memory ceiling, whether the guest hit it, and how much memory the store holds.
     pub(super) limiter: MemoryCeiling,

@@ -10,6 +10,7 @@ mod bindings;
 mod cache;
 mod carryover;
 pub mod cost;
+mod errors;
 mod imports;
 mod swap;
 
@@ -19,13 +20,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
-use wasmtime::{Cache, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Trap};
+use wasmtime::{Cache, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use bindings::{Decision, Level, Outcome, Reschedule, Spawn, Task, When};
 use bindings::{TaskModule, TaskModulePre};
 pub use cache::{CacheError, directory as compile_cache_directory};
 pub use carryover::{Carryover, REUSE_MAX_GROWTH, REUSE_MAX_RUNS};
+pub use errors::{RunError, ValidationError};
+use errors::{classify, one_line};
 use imports::RunState;
 pub use imports::{human_bytes, now_ms};
 
@@ -62,8 +66,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// PAGEMAP_SCAN checks that swap is still off (see `swap.rs`).
 const SWAP_CHECK_TICKS: u32 = 500;
 
-/// The exit status of a host that found swap turned on under it (EX_TEMPFAIL: started
-/// again, it resets memory in the way that is safe with swap).
+/// The exit status of a host whose sandbox halted because swap was turned on under it
+/// (EX_TEMPFAIL: started again, it resets memory in the way that is safe with swap).
 pub const EXIT_SWAP_TURNED_ON: i32 = 75;
 
 /// How a sandbox returns a memory to its initial state between runs.
@@ -124,58 +128,6 @@ pub struct RunLimits {
     pub timeout: Duration,
 }
 
-/// Why a component was refused at deploy (or when a host loads it).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ValidationError {
-    /// The bytes are not WebAssembly at all.
-    #[error(
-        "the file is not WebAssembly (it does not start with the \\0asm header); pass the .wasm component your build produced"
-    )]
-    NotWasm,
-    /// A core module, not a component.
-    #[error(
-        "the file is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
-    )]
-    CoreModule,
-    /// The component does not compile.
-    #[error("the component is not valid: {0}")]
-    Invalid(String),
-    /// It imports something the host does not grant.
-    #[error(
-        "the component imports something recur does not grant (it may grant only recur:task/host@0.1.0 and WASI): {0}"
-    )]
-    Imports(String),
-    /// It does not export the task world.
-    #[error("the component does not export the {WORLD} world (`run: func(task) -> outcome`): {0}")]
-    Exports(String),
-}
-
-/// Why an execution produced no outcome.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RunError {
-    /// The run used up its time budget.
-    #[error("timed out after {0} ms")]
-    Timeout(u64),
-    /// The run was stopped where its host's claim on it was about to run out, before the
-    /// tenant's timeout: left running, it would be run again elsewhere.
-    #[error(
-        "stopped after {0} ms, at the end of its lease; give the hosts a --lease-timeout well above the tenant's timeout"
-    )]
-    PastLease(u64),
-    /// The run tried to grow memory past its ceiling.
-    #[error("memory limit of {} exceeded", human_bytes(*.0))]
-    Memory(usize),
-    /// The run recursed past the wasm stack.
-    #[error("stack overflow")]
-    StackOverflow,
-    /// The guest trapped (a Rust panic ends here), with what it printed to stderr.
-    #[error("trapped: {0}")]
-    Trap(String),
-    /// The instance could not be created (for instance the pool is exhausted).
-    #[error("could not instantiate the module: {0}")]
-    Instantiate(String),
-}
-
 /// A module version compiled and linked, ready to instantiate cheaply per task.
 #[derive(Clone)]
 pub struct Prepared {
@@ -201,6 +153,30 @@ pub struct Sandbox {
     loaded: AtomicUsize,
     /// How the engine resets a memory between runs.
     reset: MemoryReset,
+    /// Set, for good, when no run may start any more (see [`Sandbox::halted`]).
+    halt: Arc<Halt>,
+}
+
+/// A sandbox's stop for new runs, set by its ticker thread: a flag for the workers and
+/// a watch for whoever awaits it.
+#[derive(Debug)]
+struct Halt {
+    flag: AtomicBool,
+    watch: watch::Sender<bool>,
+}
+
+impl Halt {
+    fn new() -> Self {
+        Halt {
+            flag: AtomicBool::new(false),
+            watch: watch::Sender::new(false),
+        }
+    }
+
+    fn set(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+        self.watch.send_replace(true);
+    }
 }
 
 /// How the modules a sandbox prepared were compiled.
@@ -222,8 +198,8 @@ impl Prepared {
 
 impl Sandbox {
     /// Builds the engine and linker and starts the epoch ticker. A sandbox that resets
-    /// memory with PAGEMAP_SCAN ends the process with [`EXIT_SWAP_TURNED_ON`] if swap is
-    /// turned on while it lives (see [`MemoryReset`]): the process must not go on.
+    /// memory with PAGEMAP_SCAN halts if swap is turned on while it lives (see
+    /// [`MemoryReset`] and [`Sandbox::halted`]).
     pub fn new(config: &SandboxConfig) -> anyhow::Result<Sandbox> {
         anyhow::ensure!(
             config.warm_modules <= max_warm_modules(),
@@ -241,7 +217,8 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         TaskModule::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |state| state)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        start_ticker(engine.clone(), reset, ticker_stop.clone())?;
+        let halt = Arc::new(Halt::new());
+        start_ticker(engine.clone(), reset, ticker_stop.clone(), halt.clone())?;
         Ok(Sandbox {
             engine,
             linker,
@@ -249,6 +226,7 @@ impl Sandbox {
             cache,
             loaded: AtomicUsize::new(0),
             reset,
+            halt,
         })
     }
 
@@ -332,6 +310,21 @@ impl Sandbox {
         Engine::new(&wasm)
     }
 
+    /// Whether the sandbox has halted: swap was turned on under a sandbox that resets
+    /// memory with PAGEMAP_SCAN, which would miss a page swapped out during a run and
+    /// hand it to the next instance, perhaps another tenant's. The engine cannot change
+    /// how it resets, so no run may start here any more: the process must be started
+    /// again (it then resets with madvise). `recur host` exits with
+    /// [`EXIT_SWAP_TURNED_ON`].
+    pub fn halted(&self) -> bool {
+        self.halt.flag.load(Ordering::Relaxed)
+    }
+
+    /// Follows [`Sandbox::halted`].
+    pub fn watch_halted(&self) -> watch::Receiver<bool> {
+        self.halt.watch.subscribe()
+    }
+
     /// How the engine resets a memory between runs.
     pub fn memory_reset(&self) -> MemoryReset {
         self.reset
@@ -392,8 +385,13 @@ impl Sandbox {
 
 /// Starts the thread that advances `ticking`'s epoch every [`EPOCH_TICK`] until `stop`:
 /// the clock of every run's deadline. With the PAGEMAP_SCAN `reset` it also checks that
-/// swap stays off, and ends the process if it is turned on.
-fn start_ticker(ticking: Engine, reset: MemoryReset, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+/// swap stays off, and sets `halt` if it is turned on.
+fn start_ticker(
+    ticking: Engine,
+    reset: MemoryReset,
+    stop: Arc<AtomicBool>,
+    halt: Arc<Halt>,
+) -> std::io::Result<()> {
     thread::Builder::new()
         .name("recur-epoch".into())
         .spawn(move || {
@@ -403,18 +401,17 @@ fn start_ticker(ticking: Engine, reset: MemoryReset, stop: Arc<AtomicBool>) -> s
                 ticking.increment_epoch();
                 ticks = ticks.wrapping_add(1);
                 if reset == MemoryReset::PageScan
+                    && !halt.flag.load(Ordering::Relaxed)
                     && ticks.is_multiple_of(SWAP_CHECK_TICKS)
                     && swap::possible()
                 {
-                    // The engine cannot change how it resets, and from here a page
-                    // swapped out during a run would reach the next instance, perhaps
-                    // another tenant's. Exiting loses nothing: the host's tasks are
-                    // due again once its connections close, and started again it
-                    // resets with madvise.
+                    // From here a page swapped out during a run would reach the next
+                    // instance (see `Sandbox::halted`). The ticker goes on: the runs in
+                    // progress still need their deadlines.
                     tracing::error!(
-                        "swap was turned on while this host resets memory with PAGEMAP_SCAN, which misses swapped-out pages; exiting, start the host again"
+                        "swap was turned on while this host resets memory with PAGEMAP_SCAN, which misses swapped-out pages; no run starts here any more: start the host again"
                     );
-                    std::process::exit(EXIT_SWAP_TURNED_ON);
+                    halt.set();
                 }
             }
         })?;
@@ -442,64 +439,4 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// Names what went wrong in a run, in words an operator can act on.
-fn classify(
-    err: wasmtime::Error,
-    instantiating: bool,
-    state: &RunState,
-    limits: RunLimits,
-) -> RunError {
-    if state.limiter.hit {
-        return RunError::Memory(state.limiter.limit());
-    }
-    match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => RunError::Timeout(limits.timeout.as_millis() as u64),
-        Some(Trap::StackOverflow) => RunError::StackOverflow,
-        Some(trap) => {
-            // Rust (like C's wasm toolchains) puts a module's own stack at the bottom of
-            // its linear memory, so running past its end is an out-of-bounds access, not
-            // a stack overflow trap. The trap alone does not suggest that; say it.
-            let trap = match trap {
-                Trap::MemoryOutOfBounds => format!(
-                    "{trap} (a module that outgrows its stack ends this way too: the stack sits at the bottom of its memory; link a larger one, see the guest SDK's docs, \"A smaller stack\")"
-                ),
-                other => other.to_string(),
-            };
-            let stderr = state.stderr.contents();
-            let stderr = squeeze(&String::from_utf8_lossy(&stderr));
-            // A module without WASI has no stderr; with `forward_panics` the guest SDK
-            // logs its panic's message instead.
-            let logged = state.last_error.as_deref().map(squeeze);
-            match (stderr.is_empty(), logged) {
-                (false, _) => RunError::Trap(format!("{trap}; the module wrote: {stderr}")),
-                (true, Some(line)) => RunError::Trap(format!("{trap}; the module logged: {line}")),
-                (true, None) => RunError::Trap(trap),
-            }
-        }
-        None if instantiating => RunError::Instantiate(one_line(&err)),
-        None => RunError::Trap(one_line(&err)),
-    }
-}
-
-/// What a module wrote, on one line and cut to a length fit for a task's error.
-fn squeeze(text: &str) -> String {
-    truncate(&text.split_whitespace().collect::<Vec<_>>().join(" "), 500)
-}
-
-/// An error and its causes on one line.
-fn one_line(err: &wasmtime::Error) -> String {
-    truncate(&format!("{err:#}").replace('\n', " "), 1000)
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &text[..cut])
 }

@@ -71,7 +71,7 @@ lost_runs AS (
     GROUP BY l.id
 )
 -- The batch as one row of arrays, a column each: the host reads them in place
--- (arrays.rs), where a row per task cost it a message, a row and a value per column.
+-- (claim/arrays.rs), where a row per task cost it a message, a row and a value per column.
 -- In no set order: the host puts the batch in due order itself (claim/locked.rs), for a
 -- few microseconds a batch, where an ORDER BY here sorted copies of the whole rows.
 SELECT array_agg(c.id) AS id, array_agg(c.tenant) AS tenant,

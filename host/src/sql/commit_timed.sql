@@ -1,10 +1,11 @@
 -- Write back the outcomes of many executions of timed leases, and the tasks they
 -- spawned, in one statement. Each row applies only while the task still holds the lease
--- token it was run under, and, for a locked claim written after its locks were lost,
--- while the row is still the version it claimed: a host whose lease ran out cannot
--- overwrite the newer result of the host that took over. Spawns are written only for
--- outcomes that applied, into the spawning task's tenant, and a key that exists already
--- (in task_keys, see migrations/0005) is absorbed.
+-- token it was run under: a host whose lease ran out cannot overwrite the newer result
+-- of the host that took over. Spawns are written only for outcomes that applied, into
+-- the spawning task's tenant, and a key that exists already (in task_keys, see
+-- migrations/0005) is absorbed. This is commit_locked.sql but for how it finds rows: the
+-- row versions, the claims row and $19 below serve locked claims, and are NULL, NULL and
+-- false here.
 --
 -- Outcomes, one array element each:
 --   $1 id, $2 lease token, $3 status, $4 next run as an absolute time in ms since the

@@ -12,7 +12,7 @@ use crate::support::TestDb;
 
 /// The log filter the hosts run with: every guest line (the ledger) and the host's own
 /// info lines (start, stop, reconnect warnings), nothing else below warn.
-const LOG_FILTER: &str = "warn,recur::guest=info,recur_host=info";
+const LOG_FILTER: &str = "warn,recur::guest=info,recur::cli=info,recur_host=info";
 
 /// One `recur host` process, started by the fleet.
 pub struct HostProc {

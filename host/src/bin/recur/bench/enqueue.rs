@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::report::{print_cpu, round};
 use super::{Mode, probe};
-use crate::scratch::Scratch;
+use crate::throwaway::Throwaway;
 use recur_host::db;
 use recur_host::enqueue::{self, NewTask};
 
@@ -33,13 +33,13 @@ pub struct EnqueueReport {
     pub server: String,
 }
 
-/// Enqueues `tasks` tasks twice over `connections` connections on the scratch database.
+/// Enqueues `tasks` tasks twice over `connections` connections on the throwaway database.
 pub async fn run(
-    scratch: &Scratch,
+    throwaway: &Throwaway,
     tasks: usize,
     connections: usize,
 ) -> anyhow::Result<EnqueueReport> {
-    let pool = db::connect(&scratch.url, connections as u32 + 1).await?;
+    let pool = db::connect(&throwaway.url, connections as u32 + 1).await?;
     db::migrate(&pool).await?;
     sqlx::query("TRUNCATE tasks, task_keys, claims")
         .execute(&pool)
@@ -81,7 +81,7 @@ pub async fn run(
         host_cpu_pct: round(host_cpu, 0),
         db_cpu_pct: db_cpu.map(|c| round(c, 0)),
         table_rows,
-        database: scratch.description.clone(),
+        database: throwaway.description.clone(),
         server,
     })
 }

@@ -146,7 +146,7 @@ pub async fn load(
     sqlx::query("ANALYZE tasks").execute(&mut *conn).await?;
     let took = started.elapsed();
     // The keys' pages all-visible, as a vacuum leaves a table whose keys came in long
-    // ago: a commit's probe of a known key then reads the index alone (commit.sql).
+    // ago: a commit's probe of a known key then reads the index alone (commit_timed.sql).
     // Otherwise the hosts' vacuum of task_keys (maintain.rs) would run inside the
     // measured window of every run, after the load's million new keys. Not timed: it is
     // no part of loading.

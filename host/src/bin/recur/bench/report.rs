@@ -154,7 +154,18 @@ pub(super) fn print_cpu(host_cpu_pct: f64, db_cpu_pct: Option<f64>) {
     );
 }
 
+/// Prints a report as a table, a section at a time.
 pub(super) fn print_table(r: &Report) {
+    print_heading(r);
+    print_rates(r);
+    print_latencies(r);
+    print_machine(r);
+    print_host(r);
+    print_table_state(r);
+}
+
+/// What ran: the mode, the tasks and the host's settings.
+fn print_heading(r: &Report) {
     println!();
     println!(
         "recur bench: {} {}, {} tasks{}{}, concurrency {}, batch {}, on {}",
@@ -181,6 +192,10 @@ pub(super) fn print_table(r: &Report) {
         r.batch,
         r.database
     );
+}
+
+/// Executions and spawns per second, and the ceiling when measured.
+fn print_rates(r: &Report) {
     println!(
         "  tasks/s               {:>12.0}   ({} executions in {:.1} s)",
         r.tasks_per_sec, r.executions, r.seconds
@@ -206,6 +221,10 @@ pub(super) fn print_table(r: &Report) {
             real[0], sql_only[0], sql_only[1], real[1]
         );
     }
+}
+
+/// Claim, commit, lag and run latencies, and how long the workers waited.
+fn print_latencies(r: &Report) {
     println!(
         "  lease ms p50 / p99    {:>12.2} / {:.2}",
         r.lease_ms_p50, r.lease_ms_p99
@@ -224,6 +243,10 @@ pub(super) fn print_table(r: &Report) {
         r.exec_us_p50, r.exec_us_p99, r.noop_alone_us, r.noop_alone_after_us
     );
     println!("  workers idle %        {:>12.1}", r.workers_idle_pct);
+}
+
+/// What the database wrote and what the machine spent per execution.
+fn print_machine(r: &Report) {
     println!("  row writes per task   {:>12.2}", r.db_writes_per_task);
     println!(
         "  WAL bytes per task    {:>12.0}   ({:.3} full pages per task, {} checkpoints)",
@@ -243,6 +266,10 @@ pub(super) fn print_table(r: &Report) {
         r.db_cpu_us_per_task
             .map_or("n/a".to_owned(), |us| format!("{us:.1}"))
     );
+}
+
+/// The host's memory and its modules.
+fn print_host(r: &Report) {
     println!("  host peak rss MB      {:>12.1}", r.host_rss_mb);
     println!(
         "  warm memories         {:>12}   ({:.1} MB resident; --warm-modules {})",
@@ -253,6 +280,10 @@ pub(super) fn print_table(r: &Report) {
         "  modules compiled      {:>12}   ({} from the compilation cache)",
         r.modules_compiled, r.modules_cached
     );
+}
+
+/// The tasks table before and after the window.
+fn print_table_state(r: &Report) {
     println!("  load tasks/s          {:>12.0}", r.load_tasks_per_sec);
     println!(
         "  dead tuples / index   {:>12} / {} MB   (at the start of the window: {} / {} MB)",

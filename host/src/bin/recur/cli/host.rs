@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use crate::args::{ClaimArg, CompileCacheArgs, parse_duration, warm_modules};
 use recur_host::host::{DEFAULT_BATCH, Host, HostConfig};
-use recur_host::sandbox::DEFAULT_WARM_MODULES;
+use recur_host::sandbox::{DEFAULT_WARM_MODULES, EXIT_SWAP_TURNED_ON};
 
 /// How often a running host logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -95,10 +95,16 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
     let mut last = host.stats();
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    let mut exit = None;
     loop {
         tokio::select! {
             name = &mut signal => {
-                tracing::info!(signal = name?, "stopping: no new leases; finishing running tasks");
+                tracing::info!(signal = name?, "stopping: no new claims; finishing running tasks");
+                break;
+            }
+            _ = host.halted() => {
+                tracing::error!("stopping: the sandbox halted; exiting for a restart");
+                exit = Some(EXIT_SWAP_TURNED_ON);
                 break;
             }
             _ = progress.tick() => {
@@ -119,6 +125,9 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
         uptime = ?started.elapsed(),
         "host stopped"
     );
+    if let Some(code) = exit {
+        std::process::exit(code);
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! `recur demo`: the quick start in one command. It gets a fresh `recur_demo` database
-//! (see `scratch`: on DATABASE_URL's server, else localhost:5432, else a private
+//! (see `throwaway`: on DATABASE_URL's server, else localhost:5432, else a private
 //! cluster), deploys the example modules, enqueues N tasks across them, runs a host for
 //! S seconds and prints what happened.
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::scratch::Scratch;
+use crate::throwaway::Throwaway;
 use recur_host::db;
 use recur_host::enqueue::{self, DEFAULT_TENANT, NewTask};
 use recur_host::examples::EXAMPLES;
@@ -84,15 +84,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 /// Runs the demo and returns its summary and a status table of the end state.
 pub async fn demo(args: &DemoArgs) -> anyhow::Result<(Summary, String)> {
-    let scratch = Scratch::create(DEMO_DATABASE).await?;
+    let throwaway = Throwaway::create(DEMO_DATABASE).await?;
     // Ctrl-C anywhere in the demo must still stop and remove a private cluster, so the
     // whole run races the signal instead of leaving SIGINT's default (exit at once).
     let result = tokio::select! {
-        result = work(&scratch.url, args) => result,
+        result = work(&throwaway.url, args) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    let (database, cluster_dir) = (scratch.description.clone(), scratch.cluster_dir());
-    drop(scratch);
+    let (database, cluster_dir) = (throwaway.description.clone(), throwaway.cluster_dir());
+    drop(throwaway);
     let (mut summary, table) = result?;
     summary.database = database;
     summary.cluster_dir = cluster_dir;

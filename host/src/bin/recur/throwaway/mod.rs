@@ -1,7 +1,7 @@
 //! A throwaway database for the demo and the bench. The server is DATABASE_URL's if
 //! set, else a PostgreSQL on localhost:5432 if one answers, else a private cluster
 //! started for the occasion (see `cluster.rs`); on it a database of the given name is
-//! dropped and created afresh. Dropping the [`Scratch`] stops and removes a private
+//! dropped and created afresh. Dropping the [`Throwaway`] stops and removes a private
 //! cluster; a database on a real server is left for inspection.
 
 mod cluster;
@@ -20,7 +20,7 @@ pub const FORCE_PRIVATE_ENV: &str = "RECUR_DEMO_PRIVATE_CLUSTER";
 const LOCAL_SERVER: &str = "postgres://postgres@localhost:5432/postgres";
 
 /// A fresh database, and the private cluster holding it, if one was started.
-pub struct Scratch {
+pub struct Throwaway {
     /// The fresh database's URL.
     pub url: String,
     /// Where the server came from, for people: `DATABASE_URL`, localhost, or the
@@ -29,10 +29,10 @@ pub struct Scratch {
     cluster: Option<PrivateCluster>,
 }
 
-impl Scratch {
+impl Throwaway {
     /// Finds or starts a server and creates database `name` on it, replacing one of that
     /// name.
-    pub async fn create(name: &str) -> anyhow::Result<Scratch> {
+    pub async fn create(name: &str) -> anyhow::Result<Throwaway> {
         let forced = std::env::var(FORCE_PRIVATE_ENV).is_ok_and(|v| v == "1");
         let mut cluster = None;
         let (server, description) = if forced {
@@ -48,7 +48,7 @@ impl Scratch {
             start_private(&mut cluster)?
         };
         let url = fresh_database(&server, name).await?;
-        Ok(Scratch {
+        Ok(Throwaway {
             url,
             description,
             cluster,
