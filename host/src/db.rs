@@ -58,7 +58,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError>
 
 /// [`connect`] for a host's pipeline, whose every claim and commit acquires a
 /// connection: sqlx's default ping on each acquire would be a round trip before each of
-/// them, on the lease loop's serial path, where nothing overlaps it. Without it, a
+/// them, on the claim loop's serial path, where nothing overlaps it. Without it, a
 /// connection that died while idle fails its next statement, where the host's stages
 /// retry (sqlx still pings a connection when it goes back to the pool, off that path).
 /// Code that does not retry keeps the ping: [`connect`].
@@ -84,7 +84,7 @@ async fn connect_with(
         url: shown.clone(),
         source,
     })?;
-    // Statement logging at INFO would print every lease and commit.
+    // Statement logging at INFO would print every claim and commit.
     let options = options
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(slow, Duration::from_secs(1));

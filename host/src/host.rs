@@ -231,7 +231,7 @@ pub enum HostError {
 }
 
 /// A running host. Dropping it without [`Host::stop`] aborts it like a crash: nothing
-/// is committed or given back, and its tasks run again when their leases run out.
+/// is committed or given back, and its tasks run again when their claims run out.
 pub struct Host {
     stats: Arc<Stats>,
     shutdown: watch::Sender<bool>,

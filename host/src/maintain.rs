@@ -3,7 +3,7 @@
 //!
 //! Two duties. Vacuuming the tasks table when PostgreSQL's autovacuum is off or behind:
 //! every execution leaves a dead row version behind, and on a server where nothing
-//! reclaims them the due index fills with dead entries and every lease gets slower. One
+//! reclaims them the due index fills with dead entries and every claim gets slower. One
 //! host at a time does it (an advisory lock), and only past a threshold. The small
 //! `claims` table gets the same, for the dead row each locked batch leaves, in a loop
 //! of its own so that a long vacuum of `tasks` never holds it up. So does `task_keys`,

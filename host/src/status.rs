@@ -14,11 +14,11 @@ pub struct TypeStatus {
     pub tenant: String,
     /// Task type.
     pub task_type: String,
-    /// Waiting for a future time, not leased.
+    /// Waiting for a future time, not under a timed lease.
     pub scheduled: i64,
-    /// Due now and not held by a live lease (an expired lease counts here).
+    /// Due now and not held by a live timed lease (an expired one counts here).
     pub due: i64,
-    /// Held by a live lease.
+    /// Held by a live timed lease.
     pub running: i64,
     /// Parked as failed.
     pub failed: i64,

@@ -175,7 +175,7 @@ impl<'r> ClaimArrays<'r> {
         row_at: RowAt,
         lock: &Arc<BatchLock>,
         claimed: Instant,
-        lease: Duration,
+        lease_timeout: Duration,
     ) -> Result<ClaimedTask, sqlx::Error> {
         Ok(ClaimedTask {
             fence: Fence {
@@ -185,7 +185,7 @@ impl<'r> ClaimArrays<'r> {
             },
             lost_runs: self.lost_runs.i32(i)?,
             lock: Some(lock.clone()),
-            ..self.tasks.task(i, claimed, lease)?
+            ..self.tasks.task(i, claimed, lease_timeout)?
         })
     }
 }

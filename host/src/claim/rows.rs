@@ -45,12 +45,12 @@ impl Columns {
     }
 
     /// The task in `row`, a row of the result these columns were found in, claimed at
-    /// `claimed` for `lease` (fence and lock left for the caller to fill in).
+    /// `claimed` for `lease_timeout` (fence and lock left for the caller to fill in).
     pub fn task(
         &self,
         row: &PgRow,
         claimed: Instant,
-        lease: Duration,
+        lease_timeout: Duration,
     ) -> Result<ClaimedTask, sqlx::Error> {
         Ok(ClaimedTask {
             id: row.try_get_unchecked(self.id)?,
@@ -65,8 +65,8 @@ impl Columns {
             scheduled_at: row.try_get_unchecked(self.scheduled_at)?,
             fence: Fence::default(),
             lock: None,
-            deadline: claimed + lease,
-            run_by: claimed + lease * 3 / 4,
+            deadline: claimed + lease_timeout,
+            run_by: claimed + lease_timeout * 3 / 4,
         })
     }
 }
@@ -149,13 +149,13 @@ impl<'r> TaskArrays<'r> {
         }
     }
 
-    /// Task `i`, claimed at `claimed` for `lease` (fence and lock left for the caller to
+    /// Task `i`, claimed at `claimed` for `lease_timeout` (fence and lock left for the caller to
     /// fill in).
     pub fn task(
         &self,
         i: usize,
         claimed: Instant,
-        lease: Duration,
+        lease_timeout: Duration,
     ) -> Result<ClaimedTask, sqlx::Error> {
         Ok(ClaimedTask {
             id: self.id.i64(i)?,
@@ -170,8 +170,8 @@ impl<'r> TaskArrays<'r> {
             scheduled_at: self.scheduled_at.time(i)?,
             fence: Fence::default(),
             lock: None,
-            deadline: claimed + lease,
-            run_by: claimed + lease * 3 / 4,
+            deadline: claimed + lease_timeout,
+            run_by: claimed + lease_timeout * 3 / 4,
         })
     }
 }

@@ -125,7 +125,7 @@ impl Executor {
         let threads = self.start_workers(&jobs, &stopping);
 
         let mut shutdown = self.shutdown.clone();
-        // Timed-lease tasks whose module is being compiled, queued once it is (see
+        // Tasks of timed leases whose module is being compiled, queued once it is (see
         // registry/mod.rs).
         let mut parked = Parked::new();
         loop {

@@ -18,7 +18,7 @@ pub struct HostArgs {
     /// Worker threads running tasks (default: the number of CPUs).
     #[arg(long)]
     concurrency: Option<usize>,
-    /// Largest lease batch.
+    /// Largest claim: most tasks one claim takes.
     #[arg(long, default_value_t = DEFAULT_BATCH)]
     batch: usize,
     /// Only run these task types (comma-separated or repeated; default: all).
@@ -28,7 +28,7 @@ pub struct HostArgs {
     /// give tenants hosts of their own or to spread many modules over a fleet.
     #[arg(long, value_delimiter = ',')]
     tenants: Vec<String>,
-    /// How long a leased task stays out of other hosts' way (e.g. 60s).
+    /// How long a claimed task stays out of other hosts' way (e.g. 60s).
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     lease_timeout: Duration,
     /// While the host keeps up with what falls due, at most one claim per this long: a
