@@ -14,7 +14,7 @@ use crate::execute::{Executor, Runner};
 use crate::liveness;
 use crate::maintain::{self, Vacuumed};
 use crate::registry::Registry;
-use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::sandbox::{Sandbox, SandboxConfig, SandboxError};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// Default largest claim. A bigger batch spreads each claim's and each commit's round
@@ -226,8 +226,8 @@ pub enum HostError {
     #[error("invalid host setting: {0}")]
     Config(String),
     /// The wasm engine could not be built.
-    #[error("cannot start the sandbox: {0:#}")]
-    Sandbox(anyhow::Error),
+    #[error("cannot start the sandbox: {0}")]
+    Sandbox(#[from] SandboxError),
 }
 
 /// A running host. Dropping it without [`Host::stop`] aborts it like a crash: nothing
@@ -251,7 +251,7 @@ impl Host {
             concurrent_runs: config.concurrency as u32,
             ..config.sandbox.clone()
         };
-        let sandbox = Arc::new(Sandbox::new(&sandbox_config).map_err(HostError::Sandbox)?);
+        let sandbox = Arc::new(Sandbox::new(&sandbox_config)?);
         let stats = Arc::new(Stats::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let key = liveness::new_key();

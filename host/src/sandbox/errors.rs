@@ -1,10 +1,34 @@
-//! Why a component was refused ([`ValidationError`]) and why a run produced no outcome
-//! ([`RunError`]), with the words an operator or a module author can act on.
+//! Why a sandbox could not start ([`SandboxError`]), why a component was refused
+//! ([`ValidationError`]) and why a run produced no outcome ([`RunError`]), with the words
+//! an operator or a module author can act on.
 
 use wasmtime::Trap;
 
+use super::cache::CacheError;
 use super::imports::{RunState, human_bytes};
 use super::{RunLimits, WORLD};
+
+/// Why a sandbox could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// More warm modules were asked for than this machine's pool can hold.
+    #[error("warm modules must be at most {max} on this machine, not {asked}")]
+    WarmModules {
+        /// The most this machine allows (`max_warm_modules`).
+        max: u32,
+        /// What was asked for.
+        asked: u32,
+    },
+    /// The compilation cache cannot be used.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// wasmtime refused the engine's settings or the linker's imports.
+    #[error("{0:#}")]
+    Engine(wasmtime::Error),
+    /// The thread that keeps time for deadlines could not start.
+    #[error("cannot start the epoch ticker: {0}")]
+    Ticker(#[from] std::io::Error),
+}
 
 /// Why a component was refused at deploy (or when a host loads it).
 #[derive(Debug, Clone, thiserror::Error)]

@@ -28,7 +28,7 @@ pub use bindings::{Decision, Level, Outcome, Reschedule, Spawn, Task, When};
 use bindings::{TaskModule, TaskModulePre};
 pub use cache::{CacheError, directory as compile_cache_directory};
 pub use carryover::{Carryover, REUSE_MAX_GROWTH, REUSE_MAX_RUNS};
-pub use errors::{RunError, ValidationError};
+pub use errors::{RunError, SandboxError, ValidationError};
 use errors::{classify, one_line};
 use imports::RunState;
 pub use imports::{human_bytes, now_ms};
@@ -200,22 +200,24 @@ impl Sandbox {
     /// Builds the engine and linker and starts the epoch ticker. A sandbox that resets
     /// memory with PAGEMAP_SCAN halts if swap is turned on while it lives (see
     /// [`MemoryReset`] and [`Sandbox::halted`]).
-    pub fn new(config: &SandboxConfig) -> anyhow::Result<Sandbox> {
-        anyhow::ensure!(
-            config.warm_modules <= max_warm_modules(),
-            "warm modules must be at most {} on this machine, not {}",
-            max_warm_modules(),
-            config.warm_modules
-        );
+    pub fn new(config: &SandboxConfig) -> Result<Sandbox, SandboxError> {
+        if config.warm_modules > max_warm_modules() {
+            return Err(SandboxError::WarmModules {
+                max: max_warm_modules(),
+                asked: config.warm_modules,
+            });
+        }
         let cache = config
             .compile_cache
             .as_deref()
             .map(cache::open)
             .transpose()?;
-        let (engine, reset) = Self::engine_and_reset(config, cache.clone())?;
+        let (engine, reset) =
+            Self::engine_and_reset(config, cache.clone()).map_err(SandboxError::Engine)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        TaskModule::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |state| state)?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(SandboxError::Engine)?;
+        TaskModule::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |state| state)
+            .map_err(SandboxError::Engine)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let halt = Arc::new(Halt::new());
         start_ticker(engine.clone(), reset, ticker_stop.clone(), halt.clone())?;
