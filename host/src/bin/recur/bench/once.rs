@@ -258,34 +258,9 @@ async fn measure(
 
 /// The report of one run.
 fn report(args: &BenchArgs, runner: &Runner, loaded: &Loaded, m: Measured) -> Report {
-    let Measured {
-        concurrency,
-        window,
-        machine_start,
-        machine_end,
-        latencies,
-        stats_start,
-        stats_end,
-        total,
-        warm_memories,
-        warm_bytes,
-        compilations,
-        memory_reset,
-        executions,
-        spawned,
-        leases,
-        wal,
-        writes,
-        table_rows,
-        before,
-        after,
-        keys_bytes,
-        server,
-        trend,
-    } = m;
-    let (host_cpu, db_cpu) = machine_start.percent_until(&machine_end);
-    let (host_secs, db_secs) = machine_start.seconds_until(&machine_end);
-    let per_task_us = |secs: f64| round(secs * 1e6 / executions.max(1) as f64, 2);
+    let (host_cpu, db_cpu) = m.machine_start.percent_until(&m.machine_end);
+    let (host_secs, db_secs) = m.machine_start.seconds_until(&m.machine_end);
+    let per_task_us = |secs: f64| round(secs * 1e6 / m.executions.max(1) as f64, 2);
     let layout = loaded.layout;
     let load_time = loaded.load_time;
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64, per_ms: f64| {
@@ -299,78 +274,80 @@ fn report(args: &BenchArgs, runner: &Runner, loaded: &Loaded, m: Measured) -> Re
         tasks: args.tasks,
         tenants: args.tenants,
         distinct_modules: args.distinct_modules,
-        concurrency,
+        concurrency: m.concurrency,
         batch: args.batch,
         layout: (args.mode == Mode::Recurring).then_some(layout),
-        fillfactor: after.fillfactor,
+        fillfactor: m.after.fillfactor,
         warm_modules: args.warm_modules,
-        warm_memories,
-        warm_resident_mb: round(warm_bytes as f64 / (1 << 20) as f64, 1),
-        memory_reset,
-        modules_compiled: compilations.compiled,
-        modules_cached: compilations.cached,
+        warm_memories: m.warm_memories,
+        warm_resident_mb: round(m.warm_bytes as f64 / (1 << 20) as f64, 1),
+        memory_reset: m.memory_reset,
+        modules_compiled: m.compilations.compiled,
+        modules_cached: m.compilations.cached,
         spawns: args.spawns,
         new_spawns: args.new_spawns,
-        tasks_per_sec: round(executions as f64 / window.as_secs_f64(), 0),
-        spawned_per_sec: round(spawned as f64 / window.as_secs_f64(), 0),
-        executions,
-        seconds: round(window.as_secs_f64(), 2),
-        lease_ms_p50: ms(&latencies.claim_us, 0.5, 1000.0),
-        lease_ms_p99: ms(&latencies.claim_us, 0.99, 1000.0),
-        commit_ms_p50: ms(&latencies.commit_us, 0.5, 1000.0),
-        commit_ms_p99: ms(&latencies.commit_us, 0.99, 1000.0),
-        lag_ms_p50: ms(&latencies.lag_ms, 0.5, 1.0),
-        lag_ms_p99: ms(&latencies.lag_ms, 0.99, 1.0),
+        tasks_per_sec: round(m.executions as f64 / m.window.as_secs_f64(), 0),
+        spawned_per_sec: round(m.spawned as f64 / m.window.as_secs_f64(), 0),
+        executions: m.executions,
+        seconds: round(m.window.as_secs_f64(), 2),
+        lease_ms_p50: ms(&m.latencies.claim_us, 0.5, 1000.0),
+        lease_ms_p99: ms(&m.latencies.claim_us, 0.99, 1000.0),
+        commit_ms_p50: ms(&m.latencies.commit_us, 0.5, 1000.0),
+        commit_ms_p99: ms(&m.latencies.commit_us, 0.99, 1000.0),
+        lag_ms_p50: ms(&m.latencies.lag_ms, 0.5, 1.0),
+        lag_ms_p99: ms(&m.latencies.lag_ms, 0.99, 1.0),
         tasks_per_lease: round(
-            (stats_end.claimed - stats_start.claimed) as f64 / leases.max(1) as f64,
+            (m.stats_end.claimed - m.stats_start.claimed) as f64 / m.leases.max(1) as f64,
             1,
         ),
         // Set by `bench`, which measures them before the first run and after the last.
         noop_alone_us: 0.0,
         noop_alone_after_us: 0.0,
-        exec_us_p50: ms(&latencies.exec_ns, 0.5, 1000.0),
-        exec_us_p99: ms(&latencies.exec_ns, 0.99, 1000.0),
+        exec_us_p50: ms(&m.latencies.exec_ns, 0.5, 1000.0),
+        exec_us_p99: ms(&m.latencies.exec_ns, 0.99, 1000.0),
         // A wait is counted when it ends, whole: one that began before the window can
         // take a mostly idle host's share past 100.
         workers_idle_pct: round(
-            ((stats_end.idle_us - stats_start.idle_us) as f64
-                / (concurrency as f64 * window.as_micros() as f64)
+            ((m.stats_end.idle_us - m.stats_start.idle_us) as f64
+                / (m.concurrency as f64 * m.window.as_micros() as f64)
                 * 100.0)
                 .min(100.0),
             1,
         ),
-        db_writes_per_task: round(writes as f64 / total.executed.max(1) as f64, 2),
-        wal_bytes_per_task: round(wal.bytes as f64 / executions.max(1) as f64, 0),
-        wal_full_pages_per_task: round(wal.full_pages as f64 / executions.max(1) as f64, 3),
-        checkpoints: wal.checkpoints,
-        table_rows,
+        db_writes_per_task: round(m.writes as f64 / m.total.executed.max(1) as f64, 2),
+        wal_bytes_per_task: round(m.wal.bytes as f64 / m.executions.max(1) as f64, 0),
+        wal_full_pages_per_task: round(m.wal.full_pages as f64 / m.executions.max(1) as f64, 3),
+        checkpoints: m.wal.checkpoints,
+        table_rows: m.table_rows,
         host_cpu_pct: round(host_cpu, 0),
         db_cpu_pct: db_cpu.map(|c| round(c, 0)),
-        steal_pct: machine_start
-            .steal_pct_until(&machine_end)
+        steal_pct: m
+            .machine_start
+            .steal_pct_until(&m.machine_end)
             .map(|s| round(s, 1)),
-        refaults_per_sec: machine_start
-            .refaults_per_sec_until(&machine_end)
+        refaults_per_sec: m
+            .machine_start
+            .refaults_per_sec_until(&m.machine_end)
             .map(|r| round(r, 0)),
         host_cpu_us_per_task: per_task_us(host_secs),
         db_cpu_us_per_task: db_secs.map(per_task_us),
         host_rss_mb: round(probe::peak_rss_mb(), 1),
         load_tasks_per_sec: round(args.tasks as f64 / load_time.as_secs_f64(), 0),
-        dead_tuples_before: before.dead_tuples,
-        index_bytes_before: before.index_bytes,
-        dead_tuples_after: after.dead_tuples,
-        index_bytes_after: after.index_bytes,
-        due_per_page_before: before.due_per_page.map(|x| round(x, 1)),
-        due_per_page_after: after.due_per_page.map(|x| round(x, 1)),
-        heap_bytes_before: before.heap_bytes,
-        heap_bytes_after: after.heap_bytes,
-        keys_bytes,
-        intervals: trend.map(|t| t.intervals).unwrap_or_default(),
+        dead_tuples_before: m.before.dead_tuples,
+        index_bytes_before: m.before.index_bytes,
+        dead_tuples_after: m.after.dead_tuples,
+        index_bytes_after: m.after.index_bytes,
+        due_per_page_before: m.before.due_per_page.map(|x| round(x, 1)),
+        due_per_page_after: m.after.due_per_page.map(|x| round(x, 1)),
+        heap_bytes_before: m.before.heap_bytes,
+        heap_bytes_after: m.after.heap_bytes,
+        keys_bytes: m.keys_bytes,
+        intervals: m.trend.map(|t| t.intervals).unwrap_or_default(),
         ceiling_tasks_per_sec: None,
         ratio_to_ceiling: None,
         real_runs_per_sec: None,
         ceiling_runs_per_sec: None,
         database: String::new(),
-        server,
+        server: m.server,
     }
 }
