@@ -1,9 +1,9 @@
 -- Task keys move out of the tasks table. A unique index on tasks made every execution
 -- pay for it: each run rewrites next_run_at, which the due index holds, so no update of
 -- a task is HOT, and each new row version was entered into the unique index too, with a
--- uniqueness check against the old version. Measured, that index cost a third of the
--- recurring throughput (BENCHMARKS.md). Keys now live in task_keys, written only when a
--- task is created, and tasks keep a copy of their key for the runs to read.
+-- uniqueness check against the old version, on every run. Keys now live in task_keys,
+-- written only when a task is created, and tasks keep a copy of their key for the runs
+-- to read.
 
 -- One row per task ever enqueued: its key, unique per tenant and type, and its id.
 -- Every door that creates tasks (recur_enqueue, the library's enqueue and bulk enqueue,

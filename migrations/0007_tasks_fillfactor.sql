@@ -5,7 +5,6 @@
 -- lock and the update dirty two pages instead of one, and until a vacuum frees the old
 -- versions the table grows by a row per execution. A tenth of each page kept free holds
 -- the next versions of its rows; pruning (by any scan that finds the page nearly full)
--- frees the dead ones for the versions after. Measured in BENCHMARKS.md (ninth
--- measurement). Pages written from now on keep the room; existing ones gain it when a
--- vacuum or an update frees space on them.
+-- frees the dead ones for the versions after. Pages written from now on keep the room;
+-- existing ones gain it when a vacuum or an update frees space on them.
 ALTER TABLE tasks SET (fillfactor = 90);

@@ -12,6 +12,7 @@ mod enqueue;
 mod faults;
 mod hosts;
 mod liveness;
+mod migrations;
 mod outcomes;
 mod racing_writers;
 mod sandbox;

@@ -1,4 +1,7 @@
-//! Connecting to PostgreSQL and applying the embedded migrations.
+//! Connecting to PostgreSQL and applying the embedded migrations (`reworded.rs`: those
+//! whose comments changed after they shipped).
+
+mod reworded;
 
 use std::time::Duration;
 
@@ -6,9 +9,9 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-const SCHEMA_VERSION_SQL: &str = include_str!("sql/schema_version.sql");
+const SCHEMA_VERSION_SQL: &str = include_str!("../sql/schema_version.sql");
 
-const SCHEMA_EXISTS_SQL: &str = include_str!("sql/schema_exists.sql");
+const SCHEMA_EXISTS_SQL: &str = include_str!("../sql/schema_exists.sql");
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -100,6 +103,15 @@ async fn connect_with(
 /// Applies every migration not applied yet. Idempotent; safe to run from several hosts
 /// at once (sqlx takes an advisory lock).
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    let migrated: bool = sqlx::query_scalar(SCHEMA_EXISTS_SQL)
+        .fetch_one(pool)
+        .await
+        .map_err(DbError::Query)?;
+    if migrated {
+        reworded::record(pool, &MIGRATOR)
+            .await
+            .map_err(DbError::Query)?;
+    }
     MIGRATOR.run(pool).await?;
     Ok(())
 }
