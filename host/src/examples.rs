@@ -14,6 +14,20 @@ pub mod artifacts {
     include!(concat!(env!("OUT_DIR"), "/modules.rs"));
 }
 
+/// `component` with a custom section that holds `mark`: the same code under other bytes
+/// and another sha256, so that a host compiles it on its own, as it would a module of
+/// another author (the bench's `--distinct-modules`, and tests of many modules).
+pub fn marked(component: &[u8], mark: &str) -> Vec<u8> {
+    use wasm_encoder::ComponentSection;
+    let mut bytes = component.to_vec();
+    wasm_encoder::CustomSection {
+        name: "recur-mark".into(),
+        data: mark.as_bytes().into(),
+    }
+    .append_to_component(&mut bytes);
+    bytes
+}
+
 /// An example module, embedded in the binary.
 #[derive(Debug)]
 pub struct Example {

@@ -371,16 +371,3 @@ pub fn test_config() -> HostConfig {
         ..defaults
     }
 }
-
-/// `component` with a custom section that holds `tenant`: the same code, other bytes and
-/// another sha256, so a host compiles it on its own.
-pub fn distinct_component(component: &[u8], tenant: &str) -> Vec<u8> {
-    use wasm_encoder::ComponentSection;
-    let mut bytes = component.to_vec();
-    wasm_encoder::CustomSection {
-        name: "recur-test".into(),
-        data: tenant.as_bytes().into(),
-    }
-    .append_to_component(&mut bytes);
-    bytes
-}

@@ -205,7 +205,7 @@ async fn deploy_newcomers(db: &TestDb) -> Vec<String> {
     let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
     let newcomers: Vec<String> = (0..30).map(|i| format!("new-{i}")).collect();
     for tenant in &newcomers {
-        let bytes = crate::support::distinct_component(&noop, tenant);
+        let bytes = recur_host::examples::marked(&noop, tenant);
         registry::deploy(&db.pool, &sandbox, tenant, "noop", &bytes)
             .await
             .unwrap();

@@ -56,10 +56,7 @@ impl Worker<'_> {
             if long {
                 handoff.send();
             }
-            let finished = self.run(&mut kept, &mut times, task, &module);
-            if let Finished::Ran { task, .. } = &finished {
-                self.jobs.done(&task.tenant, long);
-            }
+            let finished = self.run(&mut kept, &mut times, task, &module, long);
             handoff.push(finished);
         }
         times.flush(self.stats);
@@ -82,13 +79,14 @@ impl Worker<'_> {
         true
     }
 
-    /// Runs one task and says how it finished.
+    /// Runs one task, taken from the queue as `long` or not, and says how it finished.
     fn run(
         &self,
         kept: &mut Carryover,
         times: &mut RunTimes,
         mut task: ClaimedTask,
         module: &Loaded,
+        long: bool,
     ) -> Finished {
         let mut input = run_input(&mut task);
         let lag_ms = now_ms() - input.scheduled_at;
@@ -113,6 +111,7 @@ impl Worker<'_> {
         let took = started.elapsed();
         times.record(self.stats, took, lag_ms);
         module.run_times.record(took);
+        self.jobs.done(&task.tenant, long);
         if let Err(err) = &result {
             tracing::debug!(task = task.id, tenant = task.tenant, task_type = task.task_type, error = %err, "run failed");
         }

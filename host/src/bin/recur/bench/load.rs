@@ -64,19 +64,6 @@ pub fn tenants(count: u32) -> Vec<String> {
     (0..count).map(|i| format!("bench-{i}")).collect()
 }
 
-/// `component` with a custom section named `recur-bench` that holds `tenant`: the same
-/// code, other bytes, so the host compiles it on its own.
-pub fn marked(component: &[u8], tenant: &str) -> Vec<u8> {
-    use wasm_encoder::ComponentSection;
-    let mut bytes = component.to_vec();
-    wasm_encoder::CustomSection {
-        name: "recur-bench".into(),
-        data: tenant.as_bytes().into(),
-    }
-    .append_to_component(&mut bytes);
-    bytes
-}
-
 /// Loads `tasks` `noop` tasks with keys `t0..`, task `i` in tenant `i % tenants.len()`,
 /// payload `payload`, the first due at the database's now and the rest spread evenly
 /// over `spread` (zero: all due now) as `layout` says. Returns how long the load took.

@@ -65,7 +65,7 @@ async fn load_tasks(throwaway: &Throwaway, args: &BenchArgs) -> anyhow::Result<L
     let tenants = load::tenants(args.tenants);
     for tenant in &tenants {
         let component = if args.distinct_modules {
-            load::marked(noop.component, tenant)
+            recur_host::examples::marked(noop.component, tenant)
         } else {
             noop.component.to_vec()
         };
