@@ -31,25 +31,43 @@
 //! - `status`: per tenant and type counts and lag.
 //! - `examples`: the example modules compiled into the binary.
 //!
+//! # Public API
+//!
+//! The doors above, [`Host`] and its configuration, the sandbox's settings and the
+//! types a run decides (`sandbox`), the contract's limits (`contract`), and the
+//! in-process [`Runner`] the bench measures the pipeline with. The stages are private:
+//! the engine's tests of them are in `src/tests/`, the rest go through this API.
+//!
 //! The `recur` command is an application of this library, in `src/bin/recur/`: its
 //! subcommands, `recur bench`, `recur demo` and the throwaway database they use (`throwaway`).
 
-pub mod claim;
-pub mod commit;
+mod claim;
+mod commit;
 pub mod contract;
 pub mod db;
 pub mod enqueue;
 pub mod examples;
-pub mod execute;
-pub mod host;
-pub mod liveness;
-pub mod maintain;
-pub mod registry;
+mod execute;
+mod host;
+mod liveness;
+mod maintain;
+mod registry;
 pub mod requeue;
 pub mod sandbox;
-pub mod stats;
+mod stats;
 pub mod status;
-pub mod task;
+mod task;
 
 pub use claim::ClaimMode;
-pub use host::{Host, HostConfig, HostError};
+pub use execute::{NativeLogic, Runner};
+pub use host::{DEFAULT_BATCH, Host, HostConfig, HostError};
+pub use registry::deploy;
+pub use stats::{Latencies, StatsSnapshot};
+pub use task::LOST_RUN_ALLOWANCE;
+
+// The engine's own tests share the integration suite's support module, which names this
+// crate `recur_host` as the suite does.
+#[cfg(test)]
+extern crate self as recur_host;
+#[cfg(test)]
+mod tests;

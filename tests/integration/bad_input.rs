@@ -8,9 +8,9 @@
 
 use std::process::Output;
 
+use recur_host::deploy;
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::*;
-use recur_host::registry;
 use recur_host::sandbox::{Sandbox, SandboxConfig};
 
 use crate::support::{TestDb, recur};
@@ -418,7 +418,7 @@ async fn concurrent_deploys_of_one_type_get_distinct_versions_and_one_is_active(
             std::fs::read(path).unwrap(),
         );
         tokio::spawn(async move {
-            registry::deploy(&pool, &sandbox, "default", "contested", &bytes).await
+            deploy::deploy(&pool, &sandbox, "default", "contested", &bytes).await
         })
     });
     // The same bytes deployed four times at once: one version, three "unchanged".
@@ -429,7 +429,7 @@ async fn concurrent_deploys_of_one_type_get_distinct_versions_and_one_is_active(
             std::fs::read(NOOP_COMPONENT).unwrap(),
         );
         tokio::spawn(
-            async move { registry::deploy(&pool, &sandbox, "default", "same", &bytes).await },
+            async move { deploy::deploy(&pool, &sandbox, "default", "same", &bytes).await },
         )
     });
     let mut versions = Vec::new();

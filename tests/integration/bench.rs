@@ -61,13 +61,13 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
         let report = support::json_report(&output);
         for key in [
             "tasks_per_sec",
-            "lease_ms_p50",
-            "lease_ms_p99",
+            "claim_ms_p50",
+            "claim_ms_p99",
             "commit_ms_p50",
             "commit_ms_p99",
             "lag_ms_p50",
             "lag_ms_p99",
-            "tasks_per_lease",
+            "tasks_per_claim",
             "exec_us_p50",
             "workers_idle_pct",
             "db_writes_per_task",
@@ -151,7 +151,7 @@ async fn the_bench_runs_both_workloads_and_reports_every_figure() {
                 for key in [
                     "tasks_per_sec",
                     "spawned_per_sec",
-                    "lease_ms_p50",
+                    "claim_ms_p50",
                     "dead_tuples",
                 ] {
                     assert!(interval.get(key).is_some(), "{interval}");

@@ -1,24 +1,19 @@
 //! Deploy validates before it stores: a refused component leaves no trace. Instance
-//! reuse is chosen per deployed version and shown by `recur module list`. A host
-//! compiles a component once however many tenants deploy it, in the background.
+//! reuse is chosen per deployed version and shown by `recur module list`.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
-
-use recur_host::examples::artifacts::{COUNTER_COMPONENT, NOOP_COMPONENT, WRONG_WORLD_COMPONENT};
-use recur_host::registry::{self, DeployError, DeployOptions, ModuleKey, Registry, Resolved};
+use recur_host::deploy::{self, DeployError, DeployOptions};
+use recur_host::examples::artifacts::{NOOP_COMPONENT, WRONG_WORLD_COMPONENT};
 use recur_host::sandbox::{Sandbox, SandboxConfig, ValidationError};
 
 use crate::support::{self, TestDb};
 
-async fn deploy(db: &TestDb, bytes: &[u8]) -> Result<registry::Deployed, DeployError> {
+async fn deploy(db: &TestDb, bytes: &[u8]) -> Result<deploy::Deployed, DeployError> {
     let sandbox = Sandbox::new(&SandboxConfig {
         concurrent_runs: 1,
         ..SandboxConfig::default()
     })
     .unwrap();
-    registry::deploy(&db.pool, &sandbox, "default", "thing", bytes).await
+    deploy::deploy(&db.pool, &sandbox, "default", "thing", bytes).await
 }
 
 #[tokio::test]
@@ -61,7 +56,7 @@ async fn redeploying_makes_a_new_active_version_and_the_same_bytes_change_nothin
     let counter = std::fs::read(recur_host::examples::artifacts::COUNTER_COMPONENT).unwrap();
     let second = deploy(&db, &counter).await.unwrap();
     assert_eq!((second.version, second.unchanged), (2, false));
-    let listed = registry::list(&db.pool).await.unwrap();
+    let listed = deploy::list(&db.pool).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (listed[0].version, listed[0].sha256.clone()),
@@ -80,7 +75,7 @@ async fn reuse_is_a_setting_of_the_deployed_version() {
     .unwrap();
     let deploy = |reuse_instance| {
         let options = DeployOptions { reuse_instance };
-        registry::deploy_with(&db.pool, &sandbox, "default", "thing", &noop, options)
+        deploy::deploy_with(&db.pool, &sandbox, "default", "thing", &noop, options)
     };
     let fresh = deploy(false).await.unwrap();
     assert_eq!((fresh.version, fresh.reuse_instance), (1, false));
@@ -91,7 +86,7 @@ async fn reuse_is_a_setting_of_the_deployed_version() {
         (2, false, true)
     );
     assert!(deploy(true).await.unwrap().unchanged);
-    assert!(registry::list(&db.pool).await.unwrap()[0].reuse_instance);
+    assert!(deploy::list(&db.pool).await.unwrap()[0].reuse_instance);
     assert_eq!(deploy(false).await.unwrap().version, 3);
 }
 
@@ -124,71 +119,4 @@ async fn module_list_shows_whether_instances_are_reused() {
     assert!(line("other").contains(" fresh "), "{listed}");
     let json = recur(&["module", "list", "--json"]);
     assert!(json.contains(r#""reuse_instance":true"#), "{json}");
-}
-
-/// Tenants that deploy the same component share its compilation (and so the pool's warm
-/// memory slots); another component, or a tenant's next version with other bytes, gets
-/// its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_that_deploy_the_same_component_share_its_compilation() {
-    let db = TestDb::new().await;
-    db.deploy_for("acme", "noop", NOOP_COMPONENT).await;
-    db.deploy_for("globex", "ticker", NOOP_COMPONENT).await;
-    db.deploy_for("initech", "noop", COUNTER_COMPONENT).await;
-    let sandbox = Arc::new(Sandbox::new(&SandboxConfig::default()).unwrap());
-    let mut registry = Registry::new(db.pool.clone(), sandbox, 64 << 20, Duration::from_secs(60));
-    let keys = [("acme", "noop"), ("globex", "ticker"), ("initech", "noop")];
-    let keys: HashSet<ModuleKey> = keys
-        .iter()
-        .map(|(t, k)| (t.to_string(), k.to_string()))
-        .collect();
-    // Two components to compile, one at a time: the first resolve queues both.
-    let first = registry.resolve(keys.clone()).await.unwrap();
-    assert!(
-        first.values().all(|r| matches!(r, Resolved::Compiling)),
-        "resolve queues compilations instead of waiting for them"
-    );
-    let compiling = registry.watch_compiling();
-    let pairs = compiling.borrow().clone().expect("the claim stage is told");
-    let mut told: Vec<ModuleKey> = pairs
-        .tenants
-        .iter()
-        .cloned()
-        .zip(pairs.types.clone())
-        .collect();
-    told.sort();
-    let mut expected: Vec<ModuleKey> = keys.iter().cloned().collect();
-    expected.sort();
-    assert_eq!(told, expected, "the pairs whose tasks to leave unclaimed");
-    let mut done = registry.compiled().await;
-    done.extend(registry.compiled().await);
-    done.sort();
-    let mut expected: Vec<ModuleKey> = keys.iter().cloned().collect();
-    expected.sort();
-    assert_eq!(
-        done, expected,
-        "each compilation names the keys it resolved"
-    );
-    let resolved = registry.resolve(keys).await.unwrap();
-    let compilation = |tenant: &str, task_type: &str| match &resolved
-        [&(tenant.to_owned(), task_type.to_owned())]
-    {
-        Resolved::Ready(loaded) => loaded.prepared.compilation(),
-        Resolved::Unavailable(error) => panic!("{tenant}/{task_type}: {error}"),
-        Resolved::Compiling => panic!("{tenant}/{task_type}: still compiling"),
-    };
-    assert_eq!(compilation("acme", "noop"), compilation("globex", "ticker"));
-    assert_ne!(compilation("acme", "noop"), compilation("initech", "noop"));
-
-    // A fourth tenant deploying noop too is ready at once: nothing to compile.
-    db.deploy_for("hooli", "noop", NOOP_COMPONENT).await;
-    let key = ("hooli".to_owned(), "noop".to_owned());
-    let resolved = registry
-        .resolve(HashSet::from([key.clone()]))
-        .await
-        .unwrap();
-    assert!(
-        matches!(resolved[&key], Resolved::Ready(_)),
-        "shares the compilation"
-    );
 }

@@ -4,14 +4,11 @@
 
 mod bad_input;
 mod bench;
-mod claims;
 mod cli;
-mod commits;
 mod deploy;
 mod enqueue;
 mod faults;
 mod hosts;
-mod liveness;
 mod migrations;
 mod outcomes;
 mod racing_writers;

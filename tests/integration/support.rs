@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use recur_host::enqueue::{self, NewTask};
 use recur_host::sandbox::{Sandbox, SandboxConfig};
-use recur_host::{HostConfig, db, registry};
+use recur_host::{HostConfig, db, deploy};
 use sqlx::{Connection, PgConnection, PgPool};
 
 /// A database created for one test and dropped when the test ends (even if it fails).
@@ -112,7 +112,7 @@ impl TestDb {
             ..SandboxConfig::default()
         })
         .unwrap();
-        registry::deploy(&self.pool, &sandbox, tenant, task_type, &bytes)
+        deploy::deploy(&self.pool, &sandbox, tenant, task_type, &bytes)
             .await
             .unwrap();
     }
@@ -167,7 +167,9 @@ impl TestDb {
 
     /// The plan a connection settles on for `sql` after five executions (the generic
     /// plan, which cannot see its parameters' values), as `EXPLAIN (VERBOSE)` prints it
-    /// for all `params` parameters NULL, one line a row.
+    /// for all `params` parameters NULL, one line a row. Used by the engine's tests of its
+    /// claim and commit statements (host/src/tests/), which share this file.
+    #[allow(dead_code)]
     pub async fn generic_plan(&self, sql: &str, params: usize) -> Vec<String> {
         let mut conn = self.pool.acquire().await.unwrap();
         sqlx::raw_sql(&format!(
@@ -291,7 +293,11 @@ pub struct TaskRow {
 pub fn recur(url: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
+    // Set by cargo for the integration suite only, which is all that runs the binary.
+    let Some(binary) = option_env!("CARGO_BIN_EXE_recur") else {
+        panic!("only the integration suite runs `recur`");
+    };
+    let mut child = Command::new(binary)
         .args(args)
         .env("DATABASE_URL", url)
         .env_remove("RECUR_LOG")

@@ -8,7 +8,7 @@ use recur_host::ClaimMode;
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::*;
 use recur_host::sandbox::{Sandbox, SandboxConfig};
-use recur_host::{Host, HostConfig, registry};
+use recur_host::{Host, HostConfig, deploy};
 
 use crate::faults::{Fleet, audit};
 use crate::support::{TestDb, test_config};
@@ -206,7 +206,7 @@ async fn deploy_newcomers(db: &TestDb) -> Vec<String> {
     let newcomers: Vec<String> = (0..30).map(|i| format!("new-{i}")).collect();
     for tenant in &newcomers {
         let bytes = recur_host::examples::marked(&noop, tenant);
-        registry::deploy(&db.pool, &sandbox, tenant, "noop", &bytes)
+        deploy::deploy(&db.pool, &sandbox, tenant, "noop", &bytes)
             .await
             .unwrap();
     }

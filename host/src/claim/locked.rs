@@ -65,6 +65,9 @@ impl PendingClaim {
 /// Claims up to `limit` due tasks under row locks in a new transaction, which stays open
 /// in the returned tasks' [`BatchLock`] until their outcomes are committed in it, and
 /// records the claim. The claim starts at `cursor` and moves it past the rows it took.
+/// The claim stage records a claim only once its compiling modules' tasks are given back
+/// ([`claim_locked_pending`]); the engine's tests claim in one step.
+#[cfg(test)]
 pub async fn claim_locked(
     pool: &PgPool,
     request: &ClaimRequest,

@@ -38,7 +38,9 @@ mod rows;
 mod timed;
 
 pub use cursor::ClaimCursor;
-pub use locked::{PendingClaim, claim_locked, claim_locked_pending};
+#[cfg(test)]
+pub use locked::claim_locked;
+pub use locked::{PendingClaim, claim_locked_pending};
 pub use timed::{claim_timed, give_back};
 
 use std::sync::Arc;

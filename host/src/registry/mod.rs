@@ -12,7 +12,7 @@
 //! that need those modules, and the claim stage stops claiming those until they are
 //! ready ([`Registry::watch_compiling`]).
 
-mod deploy;
+pub mod deploy;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -21,11 +21,6 @@ use std::time::{Duration, Instant};
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-
-pub use deploy::{
-    DeployError, DeployOptions, Deployed, MAX_COMPONENT_BYTES, ModuleInfo, deploy, deploy_with,
-    list,
-};
 
 use crate::claim::Compiling;
 use crate::sandbox::{Prepared, RunLimits, Sandbox, ValidationError};

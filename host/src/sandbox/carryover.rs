@@ -87,7 +87,7 @@ impl Sandbox {
     /// (the module was deployed with `--reuse-instance`) the run may use the instance
     /// `carry` kept from the worker's last run and leave its own there; without it the
     /// run gets a fresh store and instance.
-    pub fn run(
+    pub(crate) fn run(
         &self,
         carry: &mut Carryover,
         module: &Prepared,

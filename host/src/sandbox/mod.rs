@@ -27,8 +27,10 @@ use wasmtime::{Cache, Config, Engine, InstanceAllocationStrategy, PoolingAllocat
 pub use bindings::{Decision, Level, Outcome, Reschedule, Spawn, Task, When};
 use bindings::{TaskModule, TaskModulePre};
 pub use cache::{CacheError, directory as compile_cache_directory};
-pub use carryover::{Carryover, REUSE_MAX_GROWTH, REUSE_MAX_RUNS};
-pub use errors::{RunError, SandboxError, ValidationError};
+pub(crate) use carryover::Carryover;
+pub use carryover::{REUSE_MAX_GROWTH, REUSE_MAX_RUNS};
+pub(crate) use errors::RunError;
+pub use errors::{SandboxError, ValidationError};
 use errors::{classify, one_line};
 use imports::RunState;
 pub use imports::{human_bytes, now_ms};
@@ -121,7 +123,7 @@ impl Default for SandboxConfig {
 
 /// The limits one execution runs under (from its tenant).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunLimits {
+pub(crate) struct RunLimits {
     /// Linear memory ceiling in bytes.
     pub memory_bytes: usize,
     /// Wall-clock budget.

@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
+use recur_host::LOST_RUN_ALLOWANCE;
 use recur_host::examples::artifacts::SPIN_COMPONENT;
-use recur_host::task::LOST_RUN_ALLOWANCE;
 
 use super::SERIAL;
 use super::fleet::Fleet;

@@ -34,8 +34,8 @@ use report::{print_table, round};
 
 use crate::args::ClaimArg;
 use crate::throwaway::Throwaway;
-use recur_host::execute::Runner;
-use recur_host::host::DEFAULT_BATCH;
+use recur_host::DEFAULT_BATCH;
+use recur_host::Runner;
 
 /// The database the bench creates (and recreates) on the server it finds.
 pub const BENCH_DATABASE: &str = "recur_bench";

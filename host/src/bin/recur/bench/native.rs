@@ -2,7 +2,7 @@
 //! without any sandbox, so that `recur bench --sql-only` measures the ceiling the
 //! database and the pipeline allow around the sandbox. Never for real work.
 
-use recur_host::execute::NativeLogic;
+use recur_host::NativeLogic;
 use recur_host::sandbox::{Decision, Outcome, Reschedule, Spawn, Task, When, now_ms};
 
 /// The `noop` module's logic, natively: reschedule every `every_ms` on the task's phase,

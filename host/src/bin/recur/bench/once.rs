@@ -4,14 +4,14 @@
 
 use std::time::{Duration, Instant};
 
+use recur_host::Runner;
 use recur_host::db;
+use recur_host::deploy;
 use recur_host::examples::example;
-use recur_host::execute::Runner;
-use recur_host::host::{Host, HostConfig};
-use recur_host::registry;
 use recur_host::sandbox::{Sandbox, SandboxConfig};
-use recur_host::stats::{Latencies, StatsSnapshot};
 use recur_host::status;
+use recur_host::{Host, HostConfig};
+use recur_host::{Latencies, StatsSnapshot};
 
 use super::report::{Report, mode_name, round};
 use super::{BenchArgs, Layout, Mode, is_sql_only, load, probe, trend};
@@ -59,7 +59,7 @@ async fn load_tasks(throwaway: &Throwaway, args: &BenchArgs) -> anyhow::Result<L
         concurrent_runs: 1,
         ..SandboxConfig::default()
     })?;
-    let options = registry::DeployOptions {
+    let options = deploy::DeployOptions {
         reuse_instance: args.reuse_instance,
     };
     let tenants = load::tenants(args.tenants);
@@ -69,7 +69,7 @@ async fn load_tasks(throwaway: &Throwaway, args: &BenchArgs) -> anyhow::Result<L
         } else {
             noop.component.to_vec()
         };
-        registry::deploy_with(&setup, &sandbox, tenant, "noop", &component, options).await?;
+        deploy::deploy_with(&setup, &sandbox, tenant, "noop", &component, options).await?;
     }
     drop(sandbox);
 
@@ -195,7 +195,14 @@ async fn measure(
         .report_every
         .map(|secs| trend::Trend::new(Duration::from_secs(secs), args.batch as i64, &host));
     loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            // The host runs nothing more: figures from here on would mean nothing.
+            _ = host.halted() => anyhow::bail!(
+                "the sandbox halted (swap was turned on) and the host stopped running tasks; \
+                 run the bench again (started with swap on, it uses the memory reset safe with swap)"
+            ),
+        }
         if let Some(trend) = &mut trend {
             trend.tick(&host, &loaded.setup).await?;
         }
@@ -290,13 +297,13 @@ fn report(args: &BenchArgs, runner: &Runner, loaded: &Loaded, m: Measured) -> Re
         spawned_per_sec: round(m.spawned as f64 / m.window.as_secs_f64(), 0),
         executions: m.executions,
         seconds: round(m.window.as_secs_f64(), 2),
-        lease_ms_p50: ms(&m.latencies.claim_us, 0.5, 1000.0),
-        lease_ms_p99: ms(&m.latencies.claim_us, 0.99, 1000.0),
+        claim_ms_p50: ms(&m.latencies.claim_us, 0.5, 1000.0),
+        claim_ms_p99: ms(&m.latencies.claim_us, 0.99, 1000.0),
         commit_ms_p50: ms(&m.latencies.commit_us, 0.5, 1000.0),
         commit_ms_p99: ms(&m.latencies.commit_us, 0.99, 1000.0),
         lag_ms_p50: ms(&m.latencies.lag_ms, 0.5, 1.0),
         lag_ms_p99: ms(&m.latencies.lag_ms, 0.99, 1.0),
-        tasks_per_lease: round(
+        tasks_per_claim: round(
             (m.stats_end.claimed - m.stats_start.claimed) as f64 / m.leases.max(1) as f64,
             1,
         ),

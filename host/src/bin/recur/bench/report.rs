@@ -47,8 +47,8 @@ pub struct Report {
     /// Executions committed in the window, and its length.
     pub executions: u64,
     pub seconds: f64,
-    pub lease_ms_p50: f64,
-    pub lease_ms_p99: f64,
+    pub claim_ms_p50: f64,
+    pub claim_ms_p99: f64,
     pub commit_ms_p50: f64,
     pub commit_ms_p99: f64,
     /// Due time to start of execution.
@@ -56,7 +56,7 @@ pub struct Report {
     pub lag_ms_p99: f64,
     /// Tasks claimed per lease statement over the window, empty ones included: below
     /// the host's maximum rate each claim takes what fell due since the last one.
-    pub tasks_per_lease: f64,
+    pub tasks_per_claim: f64,
     /// A fresh noop instance alone, measured before the run on an idle machine and again
     /// after it: how fast the machine ran the sandbox at the time, and whether that
     /// changed during the run (see `probe::noop_alone_us`).
@@ -226,8 +226,8 @@ fn print_rates(r: &Report) {
 /// Claim, commit, lag and run latencies, and how long the workers waited.
 fn print_latencies(r: &Report) {
     println!(
-        "  lease ms p50 / p99    {:>12.2} / {:.2}",
-        r.lease_ms_p50, r.lease_ms_p99
+        "  claim ms p50 / p99    {:>12.2} / {:.2}",
+        r.claim_ms_p50, r.claim_ms_p99
     );
     println!(
         "  commit ms p50 / p99   {:>12.2} / {:.2}",
@@ -237,7 +237,7 @@ fn print_latencies(r: &Report) {
         "  lag ms p50 / p99      {:>12.1} / {:.1}",
         r.lag_ms_p50, r.lag_ms_p99
     );
-    println!("  tasks per lease       {:>12.1}", r.tasks_per_lease);
+    println!("  tasks per claim       {:>12.1}", r.tasks_per_claim);
     println!(
         "  exec us p50 / p99     {:>12.1} / {:.1}   (a fresh noop alone before / after: {:.2} / {:.2})",
         r.exec_us_p50, r.exec_us_p99, r.noop_alone_us, r.noop_alone_after_us

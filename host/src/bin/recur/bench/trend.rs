@@ -1,5 +1,5 @@
 //! The bench over time: with `--report-every S`, one line per interval with that
-//! interval's throughput and its own lease, commit and lag latencies (not the run's totals),
+//! interval's throughput and its own claim, commit and lag latencies (not the run's totals),
 //! and the tasks table's dead tuples, index size and due tasks per heap page. A long
 //! recurring run shows whether latency creeps up as the table bloats, or the layout
 //! drifts, which a single average would hide.
@@ -11,8 +11,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::probe;
-use recur_host::host::Host;
-use recur_host::stats::Latencies;
+use recur_host::Host;
+use recur_host::Latencies;
 use recur_host::status;
 
 /// One interval's figures.
@@ -24,8 +24,8 @@ pub struct Interval {
     /// New tasks created by spawns per second (with `--spawns`): whether the run is
     /// still creating its spawned tasks or absorbing spawns of keys that exist.
     pub spawned_per_sec: f64,
-    pub lease_ms_p50: f64,
-    pub lease_ms_p99: f64,
+    pub claim_ms_p50: f64,
+    pub claim_ms_p99: f64,
     pub commit_ms_p50: f64,
     pub commit_ms_p99: f64,
     /// From due time to start of run, for the runs that started in the interval.
@@ -77,7 +77,7 @@ impl Trend {
         let (latencies, stats) = (host.latencies(), host.stats());
         let (committed, spawned) = (stats.committed, stats.spawned);
         let seconds = now.duration_since(self.last_at).as_secs_f64();
-        let lease = since(&latencies.claim_us, &self.last.claim_us);
+        let claim = since(&latencies.claim_us, &self.last.claim_us);
         let commit = since(&latencies.commit_us, &self.last.commit_us);
         let lag = since(&latencies.lag_ms, &self.last.lag_ms);
         let table = status::table(db, self.batch).await?;
@@ -87,8 +87,8 @@ impl Trend {
             at_secs: (now.duration_since(self.started).as_secs_f64() * 10.0).round() / 10.0,
             tasks_per_sec: ((committed - self.last_committed) as f64 / seconds).round(),
             spawned_per_sec: ((spawned - self.last_spawned) as f64 / seconds).round(),
-            lease_ms_p50: ms(&lease, 0.5),
-            lease_ms_p99: ms(&lease, 0.99),
+            claim_ms_p50: ms(&claim, 0.5),
+            claim_ms_p99: ms(&claim, 0.99),
             commit_ms_p50: ms(&commit, 0.5),
             commit_ms_p99: ms(&commit, 0.99),
             lag_ms_p99: lag.value_at_quantile(0.99) as f64,
@@ -103,11 +103,11 @@ impl Trend {
             String::new()
         };
         eprintln!(
-            "  {:>7.1} s  {:>9.0} tasks/s  lease p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  lag p99 {:>6.0} ms  dead tuples {:>10}  index {:>8.1} MB  heap {:>8.1} MB  due per page {:>5}{spawning}",
+            "  {:>7.1} s  {:>9.0} tasks/s  claim p50 {:>6.2} p99 {:>7.2} ms  commit p50 {:>6.2} p99 {:>7.2} ms  lag p99 {:>6.0} ms  dead tuples {:>10}  index {:>8.1} MB  heap {:>8.1} MB  due per page {:>5}{spawning}",
             interval.at_secs,
             interval.tasks_per_sec,
-            interval.lease_ms_p50,
-            interval.lease_ms_p99,
+            interval.claim_ms_p50,
+            interval.claim_ms_p99,
             interval.commit_ms_p50,
             interval.commit_ms_p99,
             interval.lag_ms_p99,

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use sqlx::PgPool;
 
+use recur_host::deploy::{self, DeployOptions, MAX_COMPONENT_BYTES};
 use recur_host::enqueue::DEFAULT_TENANT;
 use recur_host::examples::{EXAMPLES, example};
-use recur_host::registry::{self, DeployOptions, MAX_COMPONENT_BYTES};
 use recur_host::sandbox::{Sandbox, SandboxConfig, human_bytes};
 
 /// `recur module ...`
@@ -75,7 +75,7 @@ pub async fn run(pool: &PgPool, command: ModuleCommand) -> anyhow::Result<()> {
             })?;
             let options = DeployOptions { reuse_instance };
             let deployed =
-                registry::deploy_with(pool, &sandbox, &tenant, &task_type, &component, options)
+                deploy::deploy_with(pool, &sandbox, &tenant, &task_type, &component, options)
                     .await
                     .with_context(|| {
                         format!(
@@ -105,7 +105,7 @@ pub async fn run(pool: &PgPool, command: ModuleCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ModuleCommand::List { json } => {
-            let modules = registry::list(pool).await?;
+            let modules = deploy::list(pool).await?;
             if json {
                 for module in &modules {
                     println!("{}", serde_json::to_string(module)?);

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use crate::args::{ClaimArg, CompileCacheArgs, parse_duration, warm_modules};
-use recur_host::host::{DEFAULT_BATCH, Host, HostConfig};
 use recur_host::sandbox::{DEFAULT_WARM_MODULES, EXIT_SWAP_TURNED_ON};
+use recur_host::{DEFAULT_BATCH, Host, HostConfig};
 
 /// How often a running host logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);

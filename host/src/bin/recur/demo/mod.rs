@@ -9,11 +9,11 @@ use serde::Serialize;
 
 use crate::throwaway::Throwaway;
 use recur_host::db;
+use recur_host::deploy;
 use recur_host::enqueue::{self, DEFAULT_TENANT, NewTask};
 use recur_host::examples::EXAMPLES;
-use recur_host::host::{Host, HostConfig};
-use recur_host::registry;
 use recur_host::sandbox::{Sandbox, SandboxConfig};
+use recur_host::{Host, HostConfig};
 
 /// The database the demo creates (and recreates on each run) on a server it finds.
 pub const DEMO_DATABASE: &str = "recur_demo";
@@ -107,7 +107,7 @@ async fn work(url: &str, args: &DemoArgs) -> anyhow::Result<(Summary, String)> {
         ..SandboxConfig::default()
     })?;
     for example in EXAMPLES {
-        registry::deploy(
+        deploy::deploy(
             &pool,
             &sandbox,
             DEFAULT_TENANT,
@@ -126,7 +126,13 @@ async fn work(url: &str, args: &DemoArgs) -> anyhow::Result<(Summary, String)> {
 
     let started = Instant::now();
     let host = Host::start(pool.clone(), HostConfig::default())?;
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(args.seconds)) => {}
+        _ = host.halted() => anyhow::bail!(
+            "the sandbox halted (swap was turned on) and the host stopped running tasks; \
+             run the demo again"
+        ),
+    }
     let stats = host.stop().await;
     let seconds = started.elapsed().as_secs_f64();
     let status = recur_host::status::status(&pool).await?;

@@ -7,14 +7,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use recur_host::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
-use recur_host::examples::artifacts::NOOP_COMPONENT;
-use recur_host::liveness;
-use recur_host::task::ClaimedTask;
+use crate::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
+use crate::examples::artifacts::NOOP_COMPONENT;
+use crate::liveness;
+use crate::task::ClaimedTask;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Semaphore;
 
-use crate::support::TestDb;
+use super::support::TestDb;
 
 /// A live host, as far as the database can tell: its liveness lock, held.
 async fn live_host(db: &TestDb) -> (i64, PgConnection) {
@@ -70,7 +70,7 @@ async fn wait_gone(db: &TestDb, host: i64) {
 
 /// The claims sweep, for claims of any age; returns the tasks it charged.
 async fn sweep(db: &TestDb) -> u64 {
-    recur_host::maintain::count_lost_claims(&db.pool, Duration::ZERO)
+    crate::maintain::count_lost_claims(&db.pool, Duration::ZERO)
         .await
         .unwrap()
 }

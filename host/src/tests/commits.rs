@@ -7,16 +7,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use recur_host::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
-use recur_host::commit::{self, Committer};
-use recur_host::examples::artifacts::NOOP_COMPONENT;
-use recur_host::execute::Finished;
-use recur_host::sandbox::{Decision, Outcome, Spawn, now_ms};
-use recur_host::stats::Stats;
-use recur_host::task::ClaimedTask;
+use crate::Host;
+use crate::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
+use crate::commit::{self, Committer};
+use crate::examples::artifacts::NOOP_COMPONENT;
+use crate::execute::Finished;
+use crate::sandbox::{Decision, Outcome, Spawn, now_ms};
+use crate::stats::Stats;
+use crate::task::ClaimedTask;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::support::TestDb;
+use super::support::{TestDb, test_config};
+
+const DONE: &str = "SELECT count(*) FILTER (WHERE status = 1) = count(*) FROM tasks";
 
 /// `task` ran and its module completed it.
 fn completed(task: ClaimedTask) -> Vec<Finished> {
@@ -173,7 +176,7 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
     .await
     .unwrap();
     assert_eq!(parents.len(), 2);
-    let keys: Vec<String> = (0..recur_host::contract::MAX_SPAWNS)
+    let keys: Vec<String> = (0..crate::contract::MAX_SPAWNS)
         .map(|i| format!("page-{i:04}"))
         .collect();
     let write = |parent: &ClaimedTask, keys: Vec<&String>| {
@@ -207,14 +210,11 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
     );
     let (a, b) = (a.expect("no deadlock"), b.expect("no deadlock"));
     assert_eq!((a.committed, b.committed), (1, 1));
-    assert_eq!(
-        a.spawned + b.spawned,
-        recur_host::contract::MAX_SPAWNS as u64
-    );
+    assert_eq!(a.spawned + b.spawned, crate::contract::MAX_SPAWNS as u64);
     let spawned: i64 = db
         .scalar("SELECT count(*) FROM tasks WHERE key LIKE 'page-%'")
         .await;
-    assert_eq!(spawned, recur_host::contract::MAX_SPAWNS as i64);
+    assert_eq!(spawned, crate::contract::MAX_SPAWNS as i64);
     db.assert_keys_match_tasks().await;
 }
 
@@ -227,7 +227,7 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
 async fn a_commits_spawns_find_the_keys_they_won_by_hash_in_the_generic_plan() {
     let db = TestDb::new().await;
     let plan = db
-        .generic_plan(include_str!("../../host/src/sql/commit_timed.sql"), 20)
+        .generic_plan(include_str!("../sql/commit_timed.sql"), 20)
         .await;
     // The lines of a CTE's plan: from its name to the next node at its depth.
     let cte = |name: &str| -> Vec<String> {
@@ -268,4 +268,62 @@ async fn a_commits_spawns_find_the_keys_they_won_by_hash_in_the_generic_plan() {
                 .any(|line| line.contains("Index Only Scan using task_keys_pkey")),
         "{plan}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_nothing() {
+    let db = TestDb::new().await;
+    db.deploy("noop", NOOP_COMPONENT).await;
+    db.enqueue(&[("noop", "a", ""), ("noop", "b", ""), ("noop", "c", "")])
+        .await;
+
+    // A "host" leases two tasks and dies before committing.
+    let request = ClaimRequest {
+        limit: 2,
+        lease_timeout: Duration::from_millis(800),
+        types: None,
+        tenants: None,
+        skip: None,
+        host: 0,
+    };
+    let crashed = claim_timed(&db.pool, &request).await.unwrap();
+    assert_eq!(crashed.len(), 2);
+    // While the lease holds, nobody else gets those tasks.
+    let others = claim_timed(
+        &db.pool,
+        &ClaimRequest {
+            limit: 10,
+            ..request.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(others.len(), 1);
+    assert!(crashed.iter().all(|c| c.id != others[0].id));
+
+    let host = Host::start(db.pool.clone(), test_config()).unwrap();
+    db.wait_for(DONE, Duration::from_secs(20)).await;
+    host.stop().await;
+    for task in &crashed {
+        let row = db.task(&task.key).await;
+        assert_eq!((row.status, row.runs), (1, 1), "{}: {row:?}", task.key);
+    }
+
+    // The dead host's late commit (old token) must not touch the newer result.
+    let stale = Outcome {
+        decision: Decision::Fail("stale".into()),
+        spawns: vec![],
+    };
+    let writes: Vec<_> = crashed
+        .iter()
+        .map(|t| commit::decide(t, Ok(stale.clone()), 5, 0))
+        .collect();
+    let done = commit::commit(&db.pool, &writes, None, false)
+        .await
+        .unwrap();
+    assert_eq!(done.committed, 0);
+    for task in &crashed {
+        let row = db.task(&task.key).await;
+        assert_eq!((row.status, row.error), (1, None));
+    }
 }

@@ -8,14 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use recur_host::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_locked_pending};
-use recur_host::commit;
-use recur_host::examples::artifacts::NOOP_COMPONENT;
-use recur_host::sandbox::{Decision, Outcome, now_ms};
-use recur_host::task::ClaimedTask;
+use crate::claim::{
+    ClaimCursor, ClaimRequest, Compiling, claim_locked, claim_locked_pending, claim_timed,
+};
+use crate::commit;
+use crate::enqueue::{self, NewTask};
+use crate::examples::artifacts::NOOP_COMPONENT;
+use crate::sandbox::{Decision, Outcome, now_ms};
+use crate::task::ClaimedTask;
 use tokio::sync::Semaphore;
 
-use crate::support::TestDb;
+use super::support::TestDb;
 
 /// Nine due tasks, `k0` to `k8`: `k0`, `k1` and `k2` due one after the other, then `k3`
 /// to `k8` all due at one later time, as a batch rescheduled by one commit is. A claim
@@ -267,11 +270,69 @@ async fn a_claims_row_keeps_its_ids_with_lz4_where_the_server_has_it() {
 async fn a_claim_computes_a_lost_batchs_remaining_ids_once() {
     let db = TestDb::new().await;
     let plan = db
-        .generic_plan(include_str!("../../host/src/sql/claim_locked.sql"), 7)
+        .generic_plan(include_str!("../sql/claim_locked.sql"), 7)
         .await;
     let differences = plan
         .iter()
         .filter(|line| line.contains("SetOp Except"))
         .count();
     assert_eq!(differences, 1, "{}", plan.join("\n"));
+}
+
+/// Both claim statements leave alone the (tenant, task type) pairs the host is compiling
+/// a module for, and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_leave_the_tasks_of_modules_being_compiled_alone() {
+    let db = TestDb::new().await;
+    let tasks =
+        [("acme", "noop"), ("acme", "ticker"), ("globex", "noop")].map(|(tenant, task_type)| {
+            NewTask {
+                tenant: tenant.into(),
+                ..NewTask::new(task_type, format!("{tenant}-{task_type}"))
+            }
+        });
+    enqueue::enqueue(&db.pool, &tasks).await.unwrap();
+    let request = ClaimRequest {
+        limit: 10,
+        lease_timeout: Duration::from_secs(60),
+        types: None,
+        tenants: None,
+        skip: Some(Arc::new(Compiling {
+            tenants: vec!["acme".into()],
+            types: vec!["noop".into()],
+        })),
+        host: 0,
+    };
+    let keys = |claimed: &[ClaimedTask]| {
+        let mut keys: Vec<String> = claimed.iter().map(|t| t.key.clone()).collect();
+        keys.sort();
+        keys
+    };
+    let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+    let locked = claim_locked(&db.pool, &request, &mut ClaimCursor::default(), permit)
+        .await
+        .unwrap();
+    assert_eq!(keys(&locked), ["acme-ticker", "globex-noop"], "row locks");
+    locked[0]
+        .lock
+        .clone()
+        .unwrap()
+        .take()
+        .await
+        .unwrap()
+        .rollback()
+        .await
+        .unwrap();
+    let timed = claim_timed(&db.pool, &request).await.unwrap();
+    assert_eq!(keys(&timed), ["acme-ticker", "globex-noop"], "timed lease");
+    let rest = claim_timed(
+        &db.pool,
+        &ClaimRequest {
+            skip: None,
+            ..request
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(keys(&rest), ["acme-noop"], "unclaimed, and due");
 }
