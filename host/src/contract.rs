@@ -24,6 +24,9 @@ pub const MAX_FUTURE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const MAX_LOG_LINES: u32 = 100;
 /// Longest log line a run may write; longer lines are cut.
 pub const MAX_LOG_LINE_BYTES: usize = 4096;
+/// Longest retry or fail message a run may return. The host's own errors about a task
+/// are cut to it too, so that every error a task keeps fits.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 10;
 
 /// Checks a tenant name or task type: 1 to [`MAX_NAME_BYTES`] bytes of ASCII letters,
 /// digits and `. _ - : /`, starting with a letter or digit, so that a task can always be
@@ -76,6 +79,10 @@ mod tests {
             format!(
                 "a state over {}; more than {MAX_SPAWNS} spawns",
                 kib(MAX_STATE_BYTES)
+            ),
+            format!(
+                "a retry or fail message over {} or holding a NUL character",
+                kib(MAX_MESSAGE_BYTES)
             ),
             format!(
                 "at most {MAX_LOG_LINES} lines of at most {} each",

@@ -14,6 +14,7 @@
 //! - `stats`: counters, latency histograms and each module version's run times.
 //! - `sandbox`: wasmtime narrowed to what recur uses: engine, limits, epochs, imports.
 //! - `liveness`: the lock that tells a live host's lost claims from a dead host's.
+//! - `text`: a module's text made fit for the host's log and for PostgreSQL.
 //!
 //! The pipeline, in the order data flows:
 //! - `claim`: the claim stage: timed leases and locked claims, and reading their results.
@@ -57,6 +58,7 @@ pub mod sandbox;
 mod stats;
 pub mod status;
 mod task;
+mod text;
 
 pub use claim::ClaimMode;
 pub use execute::{NativeLogic, Runner};

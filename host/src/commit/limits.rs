@@ -2,10 +2,11 @@
 //! is written: the error names the first limit broken, and fails the task that ran.
 
 use crate::contract::{
-    MAX_FUTURE, MAX_KEY_BYTES, MAX_NAME_BYTES, MAX_PAST, MAX_SPAWN_PAYLOAD_BYTES, MAX_SPAWNS,
-    MAX_STATE_BYTES,
+    MAX_FUTURE, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_PAST,
+    MAX_SPAWN_PAYLOAD_BYTES, MAX_SPAWNS, MAX_STATE_BYTES,
 };
 use crate::sandbox::{Decision, Outcome, Spawn, When, human_bytes};
+use crate::text;
 
 /// Checks an outcome against the limits; the error names the first one broken.
 pub(super) fn check(outcome: &Outcome, now_ms: i64) -> Result<(), String> {
@@ -15,7 +16,14 @@ pub(super) fn check(outcome: &Outcome, now_ms: i64) -> Result<(), String> {
             r.state.as_ref()
         }
         Decision::Complete(state) => state.as_ref(),
-        Decision::Retry(_) | Decision::Fail(_) => None,
+        Decision::Retry(message) => {
+            check_message(message, "retry")?;
+            None
+        }
+        Decision::Fail(message) => {
+            check_message(message, "fail")?;
+            None
+        }
     };
     if let Some(state) = state
         && state.len() > MAX_STATE_BYTES
@@ -34,6 +42,27 @@ pub(super) fn check(outcome: &Outcome, now_ms: i64) -> Result<(), String> {
     }
     for spawn in &outcome.spawns {
         check_spawn(spawn, now_ms)?;
+    }
+    Ok(())
+}
+
+/// A retry or fail message is kept as the task's error, in a `text` column: PostgreSQL
+/// refuses a NUL byte there, and would refuse the whole commit statement with it.
+fn check_message(message: &str, what: &str) -> Result<(), String> {
+    let start = || text::escaped(&text::cut(message, 200)).into_owned();
+    if let Some(at) = message.find('\0') {
+        return Err(format!(
+            "its {what} message holds a NUL character at byte {at}, which PostgreSQL cannot store; it began: \"{}\"",
+            start()
+        ));
+    }
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(format!(
+            "its {what} message of {} bytes is over the limit of {}; it began: \"{}\"",
+            message.len(),
+            human_bytes(MAX_MESSAGE_BYTES),
+            start()
+        ));
     }
     Ok(())
 }
@@ -94,6 +123,22 @@ fn format_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_postgresql_cannot_store_are_refused_with_what_is_wrong() {
+        let fail = |message: String| Outcome {
+            decision: Decision::Fail(message),
+            spawns: Vec::new(),
+        };
+        let err = check(&fail("bad\0byte\nforged".into()), 0).unwrap_err();
+        assert!(
+            err.contains("NUL character at byte 3") && err.contains(r"bad\0byte\nforged"),
+            "{err}"
+        );
+        let err = check(&fail("x".repeat(MAX_MESSAGE_BYTES + 1)), 0).unwrap_err();
+        assert!(err.contains("over the limit of 16 KiB"), "{err}");
+        assert!(check(&fail("x".repeat(MAX_MESSAGE_BYTES)), 0).is_ok());
+    }
 
     #[test]
     fn times_out_of_range_are_refused() {

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 pub(crate) use rows::decide;
 #[cfg(test)]
 pub(crate) use statement::commit;
-use writer::Writer;
+pub(crate) use writer::Writer;
 
 use crate::execute::Finished;
 use crate::sandbox::now_ms;

@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use super::limits::check;
+use crate::contract::MAX_MESSAGE_BYTES;
 use crate::sandbox::{Decision, Outcome, RunError, Spawn, When};
 use crate::stats::Decided;
 use crate::task::{ClaimedTask, Fence, LOST_RUN_ALLOWANCE, Status};
+use crate::text;
 
 /// First retry delay; each further attempt doubles it.
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
@@ -123,7 +125,7 @@ pub fn no_module(task: &ClaimedTask, error: String) -> Write {
             state: None,
             attempt: (task.attempt - 1).max(0),
             runs_inc: 0,
-            error: Some(error),
+            error: Some(storable(error)),
         },
         spawns: Vec::new(),
     }
@@ -163,7 +165,7 @@ fn retry(task: &ClaimedTask, message: String, max_attempts: i32) -> Write {
             state: None,
             attempt: task.attempt,
             runs_inc: 0,
-            error: Some(message),
+            error: Some(storable(message)),
         },
         spawns: Vec::new(),
     }
@@ -182,10 +184,36 @@ fn fail(task: &ClaimedTask, message: String) -> Write {
             state: None,
             attempt: task.attempt,
             runs_inc: 0,
-            error: Some(message),
+            error: Some(storable(message)),
         },
         spawns: Vec::new(),
     }
+}
+
+/// The write that replaces `write` when the database refused to store it: the task is
+/// parked as failed with the database's reason, and nothing the run returned is kept.
+pub fn refused(write: &Write, error: &sqlx::Error) -> Write {
+    Write {
+        kind: Decided::Failed,
+        row: CommitRow {
+            status: Status::Failed,
+            at_ms: None,
+            delay_ms: Some(0),
+            state: None,
+            runs_inc: 0,
+            error: Some(storable(format!(
+                "the database refused to store this run's outcome: {error}"
+            ))),
+            ..write.row.clone()
+        },
+        spawns: Vec::new(),
+    }
+}
+
+/// A task's error as the commit can always store it. An outcome's own message was
+/// checked already; this covers the host's errors, which quote what a module wrote.
+fn storable(message: String) -> String {
+    text::storable(message, MAX_MESSAGE_BYTES)
 }
 
 /// The delay before attempt `attempt + 1`: `RETRY_BASE * 2^(attempt-1)`, capped at

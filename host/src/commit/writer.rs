@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use super::gathered::LockedBatch;
-use super::rows::Write;
+use super::rows::{self, Write};
 use super::statement::commit;
 use crate::claim;
 use crate::stats::Stats;
@@ -17,7 +17,7 @@ const KEEP_LOST_RUNS_SQL: &str = include_str!("../sql/keep_lost_runs.sql");
 
 /// What the commit stage's writes need, shared with the tasks that commit locked
 /// batches.
-pub(super) struct Writer {
+pub(crate) struct Writer {
     /// The pool writes run on when not in a claim's transaction.
     pub pool: PgPool,
     /// How long to keep retrying a failed write (the lease timeout).
@@ -33,7 +33,7 @@ impl Writer {
     /// versions the claim saw, so that every run no other host has taken over since
     /// still counts. (The lost tries of tasks given back need nothing then: the
     /// rollback put back the dead batches' claims rows that hold them.)
-    pub async fn write_locked(&self, batch: LockedBatch) {
+    pub(super) async fn write_locked(&self, batch: LockedBatch) {
         let Some(mut tx) = batch.lock.take().await else {
             return;
         };
@@ -86,9 +86,39 @@ impl Writer {
         }
     }
 
-    /// Writes through the pool, retrying with backoff until the leases would have run
-    /// out (after that the fences would skip every row anyway).
+    /// Writes through the pool. A statement PostgreSQL refuses for what an outcome holds
+    /// is split in halves until the outcome it refuses stands alone, so that every other
+    /// outcome is written at once; that one is replaced by the task's failure.
     async fn write_fenced(&self, writes: &[Write], claim: Option<i64>) {
+        let mut parts = vec![writes];
+        while let Some(part) = parts.pop() {
+            let Err(refused) = self.write_retrying(part, claim).await else {
+                continue;
+            };
+            if part.len() > 1 {
+                let (first, second) = part.split_at(part.len() / 2);
+                parts.extend([second, first]);
+                continue;
+            }
+            tracing::warn!(task = part[0].row.id, error = %refused,
+                "the database refused a task's outcome; parking the task as failed");
+            let failed = [rows::refused(&part[0], &refused)];
+            if let Err(err) = self.write_retrying(&failed, claim).await {
+                tracing::error!(task = part[0].row.id, error = %err,
+                    "the database refused a task's failure too; it runs again when its claim runs out");
+            }
+        }
+    }
+
+    /// Writes `writes` in one statement, retrying with backoff until the leases would
+    /// have run out (after that the fences would skip every row anyway). An error that
+    /// says what the statement carries is wrong is returned at once: writing the same
+    /// again cannot succeed.
+    async fn write_retrying(
+        &self,
+        writes: &[Write],
+        claim: Option<i64>,
+    ) -> Result<(), sqlx::Error> {
         let first_try = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -101,8 +131,9 @@ impl Writer {
                         done.spawned,
                         started.elapsed(),
                     );
-                    return;
+                    return Ok(());
                 }
+                Err(err) if refused_for_its_data(&err) => return Err(err),
                 Err(err) if first_try.elapsed() + backoff < self.give_up_after => {
                     tracing::warn!(error = %err, outcomes = writes.len(), retry_in = ?backoff, "commit failed");
                     tokio::time::sleep(backoff).await;
@@ -111,7 +142,7 @@ impl Writer {
                 Err(err) => {
                     tracing::error!(error = %err, outcomes = writes.len(),
                         "commit failed until the leases ran out; these tasks will run again on any host");
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -126,5 +157,19 @@ impl Writer {
             Err(err) => tracing::warn!(error = %err, tasks = tasks.len(),
                 "could not give tasks back; they run again when their lease runs out"),
         }
+    }
+}
+
+/// Whether PostgreSQL refused a statement for the values it carries (SQLSTATE class 22,
+/// data exception, such as a NUL byte in text; or 54, a program limit such as a value
+/// too large), or the values could not be encoded at all: the same statement fails the
+/// same way on every try.
+fn refused_for_its_data(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("54")),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
     }
 }

@@ -7,6 +7,7 @@ use wasmtime::Trap;
 use super::cache::CacheError;
 use super::imports::{RunState, human_bytes};
 use super::{RunLimits, WORLD};
+use crate::text;
 
 /// Why a sandbox could not start.
 #[derive(Debug, thiserror::Error)]
@@ -121,23 +122,14 @@ pub(super) fn classify(
     }
 }
 
-/// What a module wrote, on one line and cut to a length fit for a task's error.
-fn squeeze(text: &str) -> String {
-    truncate(&text.split_whitespace().collect::<Vec<_>>().join(" "), 500)
+/// What a module wrote, on one line, its control characters escaped, and cut to a length
+/// fit for a task's error.
+fn squeeze(written: &str) -> String {
+    let line = written.split_whitespace().collect::<Vec<_>>().join(" ");
+    text::cut(&text::escaped(&line), 500).into_owned()
 }
 
 /// An error and its causes on one line.
 pub(super) fn one_line(err: &wasmtime::Error) -> String {
-    truncate(&format!("{err:#}").replace('\n', " "), 1000)
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &text[..cut])
+    text::cut(&text::escaped(&format!("{err:#}").replace('\n', " ")), 1000).into_owned()
 }

@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::Level;
 use super::bindings::recur::task::{host, types};
 use crate::contract::{MAX_LOG_LINE_BYTES, MAX_LOG_LINES};
+use crate::text;
 
 /// How much of the guest's stderr is kept to explain a trap (Rust prints its panic
 /// message there before aborting).
@@ -191,15 +192,8 @@ impl host::Host for RunState {
             return;
         }
         self.log_lines += 1;
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE_BYTES {
-            let mut cut = MAX_LOG_LINE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        // Escaped, so that the line cannot end early and forge the host's next one.
+        let message = text::escaped(&text::cut(&message, MAX_LOG_LINE_BYTES)).into_owned();
         let (id, tenant, task_type) = (self.task_id, &self.tenant, &self.task_type);
         match level {
             Level::Trace => {

@@ -12,5 +12,6 @@ mod claims;
 mod commits;
 mod liveness;
 mod maintenance;
+mod refused;
 mod registry;
 mod sandbox;

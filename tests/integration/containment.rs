@@ -1,0 +1,142 @@
+//! A hostile tenant's module fails only its own tasks. Each attack runs beside a
+//! well-behaved tenant on the same host, and the bystander's schedule is the measure.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use recur_host::enqueue::{self, NewTask};
+use recur_host::examples::artifacts::{NOOP_COMPONENT, POISON_COMPONENT};
+
+use crate::support::TestDb;
+
+/// The bystander: tenant `good`'s noop tasks, each due every `GOOD_EVERY_MS`.
+const GOOD_TASKS: usize = 300;
+const GOOD_EVERY_MS: u64 = 200;
+
+/// Each attack of the `poison` module, and what its task's error must say.
+const ATTACKS: [(&str, &str); 5] = [
+    (
+        "fail-nul",
+        r#"invalid outcome: its fail message holds a NUL character at byte 3, which PostgreSQL cannot store; it began: "bad\0byte\n2026"#,
+    ),
+    (
+        "retry-nul",
+        "invalid outcome: its retry message holds a NUL character at byte 3",
+    ),
+    (
+        "long-message",
+        "invalid outcome: its fail message of 1048576 bytes is over the limit of 16 KiB",
+    ),
+    ("log-nul-trap", "after logging poison"),
+    (
+        "stderr-nul-trap",
+        r"the module wrote: bad\0byte 2026-01-01T00:00:00.000000Z INFO recur: forged host line",
+    ),
+];
+
+/// Outcomes PostgreSQL cannot store (a NUL in a fail or retry message, in what the module
+/// wrote to stderr before it trapped) or that are too long fail their own tasks, each
+/// with what was wrong; a NUL and a newline in a logged line reach the host's log
+/// escaped, forging no line of it. Meanwhile a bystander tenant keeps its schedule, and
+/// the host stops at once on SIGTERM. (Such an outcome used to fail every commit
+/// statement of its host, with everyone's outcomes in it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_the_database_refuses_fail_only_their_own_tasks() {
+    let db = TestDb::new().await;
+    db.deploy_for("good", "noop", NOOP_COMPONENT).await;
+    db.deploy_for("evil", "poison", POISON_COMPONENT).await;
+    db.limits("evil", 1000, 1).await;
+    let good: Vec<NewTask> = (0..GOOD_TASKS)
+        .map(|i| NewTask {
+            tenant: "good".into(),
+            payload: format!(r#"{{"every_ms": {GOOD_EVERY_MS}}}"#).into_bytes(),
+            ..NewTask::new("noop", format!("good-{i}"))
+        })
+        .collect();
+    enqueue::enqueue(&db.pool, &good).await.unwrap();
+
+    let mut host = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["host", "--concurrency", "2", "--batch", "100"])
+        .env("DATABASE_URL", &db.url)
+        .env("RECUR_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    db.wait_for(
+        "SELECT min(runs) >= 2 FROM tasks WHERE tenant = 'good'",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // The attacks start while the bystander runs; the window covers them.
+    let window = Duration::from_secs(4);
+    let runs_before = good_runs(&db).await;
+    let started = Instant::now();
+    let evil: Vec<NewTask> = ATTACKS
+        .iter()
+        .map(|(attack, _)| NewTask {
+            tenant: "evil".into(),
+            payload: format!(r#"{{"attack": "{attack}"}}"#).into_bytes(),
+            ..NewTask::new("poison", *attack)
+        })
+        .collect();
+    enqueue::enqueue(&db.pool, &evil).await.unwrap();
+    db.wait_for(
+        "SELECT count(*) = 5 FROM tasks WHERE tenant = 'evil' AND status = 2",
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
+    let ran = good_runs(&db).await - runs_before;
+    let elapsed = started.elapsed();
+
+    let stopping = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(host.id() as i32, libc::SIGTERM) };
+    let output = tokio::task::spawn_blocking(move || {
+        let status = host.wait();
+        let mut log = String::new();
+        std::io::Read::read_to_string(host.stderr.as_mut().unwrap(), &mut log).unwrap();
+        (status, log)
+    })
+    .await
+    .unwrap();
+    let (status, log) = (output.0.unwrap(), output.1);
+    let stopped_in = stopping.elapsed();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+
+    for (attack, expected) in ATTACKS {
+        let row = db.task(attack).await;
+        let error = row.error.unwrap_or_default();
+        assert!(error.contains(expected), "{attack}: {error:?}");
+    }
+    assert!(
+        !log.lines()
+            .any(|line| line.starts_with("2026-01-01T00:00:00.000000Z")),
+        "a module forged a host log line:\n{log}"
+    );
+    assert!(
+        log.contains(r"bad\0byte\n2026-01-01T00:00:00.000000Z  INFO recur: forged host line"),
+        "the logged line, escaped:\n{log}"
+    );
+
+    let due = GOOD_TASKS as f64 * elapsed.as_millis() as f64 / GOOD_EVERY_MS as f64;
+    let share = ran as f64 / due;
+    println!(
+        "FIGURES containment::outcomes: bystander ran {ran} of {due:.0} due runs in {elapsed:.1?} ({:.0}%) beside 5 poisoned outcomes; SIGTERM to exit {stopped_in:.1?}",
+        share * 100.0
+    );
+    // Loose, for a loaded CI machine: a poisoned commit used to leave it a few percent.
+    assert!(share >= 0.5, "the bystander ran {ran} of {due:.0} due runs");
+    assert!(
+        stopped_in < Duration::from_secs(5),
+        "SIGTERM took {stopped_in:?}"
+    );
+}
+
+/// Runs of tenant `good`'s tasks so far.
+async fn good_runs(db: &TestDb) -> i64 {
+    db.scalar("SELECT sum(runs)::bigint FROM tasks WHERE tenant = 'good'")
+        .await
+}
