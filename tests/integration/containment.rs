@@ -4,8 +4,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use recur_host::deploy;
 use recur_host::enqueue::{self, NewTask};
 use recur_host::examples::artifacts::{NOOP_COMPONENT, POISON_COMPONENT};
+use recur_host::sandbox::{Sandbox, SandboxConfig};
 
 use crate::support::TestDb;
 
@@ -139,4 +141,51 @@ async fn outcomes_the_database_refuses_fail_only_their_own_tasks() {
 async fn good_runs(db: &TestDb) -> i64 {
     db.scalar("SELECT sum(runs)::bigint FROM tasks WHERE tenant = 'good'")
         .await
+}
+
+/// A host runs only the bytes that were deployed: a component changed in the database
+/// afterwards (here, swapped for another valid component) hashes to another sha256, and
+/// its tasks stay unrun with the reason, while another tenant's run on. (A host that has
+/// compiled the deployed bytes under that sha256 already never reads the row's bytes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_altered_after_its_deploy_is_refused() {
+    let db = TestDb::new().await;
+    db.deploy_for("good", "noop", NOOP_COMPONENT).await;
+    db.deploy_for("evil", "noop", NOOP_COMPONENT).await;
+    // Bytes of its own, which no other module shares a compilation with.
+    let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
+    let noop = std::fs::read(NOOP_COMPONENT).unwrap();
+    let own = recur_host::examples::marked(&noop, "altered");
+    deploy::deploy(&db.pool, &sandbox, "evil", "altered", &own)
+        .await
+        .unwrap();
+    let other = std::fs::read(recur_host::examples::artifacts::COUNTER_COMPONENT).unwrap();
+    sqlx::query("UPDATE modules SET component = $1 WHERE task_type = 'altered'")
+        .bind(&other)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let tasks =
+        [("good", "noop"), ("evil", "noop"), ("evil", "altered")].map(|(tenant, task_type)| {
+            NewTask {
+                tenant: tenant.into(),
+                payload: br#"{"every_ms": 100}"#.to_vec(),
+                ..NewTask::new(task_type, format!("{tenant}-{task_type}"))
+            }
+        });
+    enqueue::enqueue(&db.pool, &tasks).await.unwrap();
+    let host = recur_host::Host::start(db.pool.clone(), crate::support::test_config()).unwrap();
+    db.wait_for(
+        "SELECT bool_and(runs >= 10) FROM tasks WHERE task_type = 'noop'",
+        Duration::from_secs(30),
+    )
+    .await;
+    host.stop().await;
+    let altered = db.task("evil-altered").await;
+    let error = altered.error.unwrap_or_default();
+    assert_eq!(altered.runs, 0, "{error}");
+    assert!(
+        error.contains("so they were changed after the deploy; deploy the module again"),
+        "{error}"
+    );
 }

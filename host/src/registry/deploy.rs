@@ -120,7 +120,7 @@ pub async fn deploy_with(
         return Err(DeployError::Size(component.len()));
     }
     sandbox.prepare(component)?;
-    let sha256 = hex(&Sha256::digest(component));
+    let sha256 = sha256(component);
 
     let mut tx = pool.begin().await?;
     sqlx::query(DEPLOY_LOCK_SQL)
@@ -194,6 +194,10 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ModuleInfo>, sqlx::Error> {
         .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A component's sha256 in hex, as the `modules` table keeps it.
+pub(crate) fn sha256(component: &[u8]) -> String {
+    Sha256::digest(component)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -64,6 +64,32 @@ pub enum Resolved {
     Compiling,
 }
 
+/// Why a stored component cannot load on this host.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes do not hash to the sha256 the deploy recorded: the row was changed
+    /// outside `recur deploy`, and the host runs nothing it was not given.
+    #[error(
+        "its stored bytes hash to {computed}, not to the sha256 {stored} it was deployed with, so they were changed after the deploy; deploy the module again"
+    )]
+    Altered { stored: String, computed: String },
+    /// The bytes are not a component this host can run.
+    #[error(transparent)]
+    Invalid(ValidationError),
+}
+
+/// Checks that `component` hashes to `sha256`, as recorded when it was deployed.
+fn verified(sha256: &str, component: &[u8]) -> Result<(), LoadError> {
+    let computed = deploy::sha256(component);
+    if computed != sha256 {
+        return Err(LoadError::Altered {
+            stored: sha256.to_owned(),
+            computed,
+        });
+    }
+    Ok(())
+}
+
 /// A (tenant, task type) waiting for its component's compilation, with what its row said.
 struct Waiting {
     key: ModuleKey,
@@ -74,7 +100,7 @@ struct Waiting {
 }
 
 /// A finished compilation: the component's sha256 and the result.
-type Compiled = (String, Result<Prepared, ValidationError>);
+type Compiled = (String, Result<Prepared, LoadError>);
 
 /// The cache of prepared modules. Owned by the execute stage's dispatcher, which is its
 /// only user, so it needs no lock.
@@ -252,17 +278,15 @@ impl Registry {
         let sandbox = self.sandbox.clone();
         // Compiling takes tens to hundreds of milliseconds of CPU: keep it off the async
         // threads.
-        self.compiling
-            .spawn_blocking(move || (sha256, sandbox.prepare(&component)));
+        self.compiling.spawn_blocking(move || {
+            let prepared = verified(&sha256, &component)
+                .and_then(|()| sandbox.prepare(&component).map_err(LoadError::Invalid));
+            (sha256, prepared)
+        });
     }
 
     /// Records what a key resolved to, once its component is compiled (or failed to).
-    fn install(
-        &mut self,
-        waiting: Waiting,
-        sha256: &str,
-        prepared: Result<Prepared, ValidationError>,
-    ) {
+    fn install(&mut self, waiting: Waiting, sha256: &str, prepared: Result<Prepared, LoadError>) {
         let Waiting {
             key,
             version,
