@@ -25,7 +25,8 @@ use wasmtime::Store;
 use wasmtime::component::{Func, TypedFunc};
 
 use super::imports::RunState;
-use super::{EPOCH_TICK, Outcome, Prepared, RunError, RunLimits, Sandbox, Task};
+use super::ticker::EPOCH_TICK;
+use super::{Outcome, Prepared, RunError, RunLimits, Sandbox, Task};
 use crate::contract::MAX_LOG_LINES;
 
 /// Most runs one kept instance serves before it is dropped and the next task gets a

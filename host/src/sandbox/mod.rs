@@ -13,6 +13,7 @@ pub mod cost;
 mod errors;
 mod imports;
 mod swap;
+mod ticker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use errors::{SandboxError, ValidationError};
 use errors::{classify, one_line};
 use imports::RunState;
 pub use imports::{human_bytes, now_ms};
+use ticker::{Halt, start_ticker};
 
 /// The WIT world modules must export, as named in error messages.
 pub const WORLD: &str = "recur:task/task-module@0.1.0";
@@ -60,13 +62,6 @@ pub const DEFAULT_WARM_MODULES: u32 = 128;
 /// are 32 TiB of the 128 TiB a process can address, and stay well inside Linux's default
 /// limit of 65,530 mappings.
 const MAX_MEMORY_SLOTS: u32 = 8192;
-
-/// How often the epoch ticker advances the engine's epoch: the granularity of timeouts.
-const EPOCH_TICK: Duration = Duration::from_millis(2);
-
-/// How often, in epoch ticks (one second), a sandbox that resets memory with
-/// PAGEMAP_SCAN checks that swap is still off (see `swap.rs`).
-const SWAP_CHECK_TICKS: u32 = 500;
 
 /// The exit status of a host whose sandbox halted because swap was turned on under it
 /// (EX_TEMPFAIL: started again, it resets memory in the way that is safe with swap).
@@ -157,28 +152,6 @@ pub struct Sandbox {
     reset: MemoryReset,
     /// Set, for good, when no run may start any more (see [`Sandbox::halted`]).
     halt: Arc<Halt>,
-}
-
-/// A sandbox's stop for new runs, set by its ticker thread: a flag for the workers and
-/// a watch for whoever awaits it.
-#[derive(Debug)]
-struct Halt {
-    flag: AtomicBool,
-    watch: watch::Sender<bool>,
-}
-
-impl Halt {
-    fn new() -> Self {
-        Halt {
-            flag: AtomicBool::new(false),
-            watch: watch::Sender::new(false),
-        }
-    }
-
-    fn set(&self) {
-        self.flag.store(true, Ordering::Relaxed);
-        self.watch.send_replace(true);
-    }
 }
 
 /// How the modules a sandbox prepared were compiled.
@@ -385,41 +358,6 @@ impl Sandbox {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
-}
-
-/// Starts the thread that advances `ticking`'s epoch every [`EPOCH_TICK`] until `stop`:
-/// the clock of every run's deadline. With the PAGEMAP_SCAN `reset` it also checks that
-/// swap stays off, and sets `halt` if it is turned on.
-fn start_ticker(
-    ticking: Engine,
-    reset: MemoryReset,
-    stop: Arc<AtomicBool>,
-    halt: Arc<Halt>,
-) -> std::io::Result<()> {
-    thread::Builder::new()
-        .name("recur-epoch".into())
-        .spawn(move || {
-            let mut ticks = 0_u32;
-            while !stop.load(Ordering::Relaxed) {
-                thread::sleep(EPOCH_TICK);
-                ticking.increment_epoch();
-                ticks = ticks.wrapping_add(1);
-                if reset == MemoryReset::PageScan
-                    && !halt.flag.load(Ordering::Relaxed)
-                    && ticks.is_multiple_of(SWAP_CHECK_TICKS)
-                    && swap::possible()
-                {
-                    // From here a page swapped out during a run would reach the next
-                    // instance (see `Sandbox::halted`). The ticker goes on: the runs in
-                    // progress still need their deadlines.
-                    tracing::error!(
-                        "swap was turned on while this host resets memory with PAGEMAP_SCAN, which misses swapped-out pages; no run starts here any more: start the host again"
-                    );
-                    halt.set();
-                }
-            }
-        })?;
-    Ok(())
 }
 
 /// The shards wasmtime's pool splits its slots into: one per CPU, at most 16 (wasmtime's
