@@ -1,15 +1,17 @@
 //! A hostile tenant's module fails only its own tasks. Each attack runs beside a
 //! well-behaved tenant on the same host, and the bystander's schedule is the measure.
 
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use recur_host::deploy;
 use recur_host::enqueue::{self, NewTask};
-use recur_host::examples::artifacts::{NOOP_COMPONENT, POISON_COMPONENT};
+use recur_host::examples::artifacts::{NOOP_COMPONENT, POISON_COMPONENT, SLEEPER_COMPONENT};
 use recur_host::sandbox::{Sandbox, SandboxConfig};
 
-use crate::support::TestDb;
+use crate::support::{TestDb, wait};
 
 /// The bystander: tenant `good`'s noop tasks, each due every `GOOD_EVERY_MS`.
 const GOOD_TASKS: usize = 300;
@@ -48,28 +50,7 @@ async fn outcomes_the_database_refuses_fail_only_their_own_tasks() {
     db.deploy_for("good", "noop", NOOP_COMPONENT).await;
     db.deploy_for("evil", "poison", POISON_COMPONENT).await;
     db.limits("evil", 1000, 1).await;
-    let good: Vec<NewTask> = (0..GOOD_TASKS)
-        .map(|i| NewTask {
-            tenant: "good".into(),
-            payload: format!(r#"{{"every_ms": {GOOD_EVERY_MS}}}"#).into_bytes(),
-            ..NewTask::new("noop", format!("good-{i}"))
-        })
-        .collect();
-    enqueue::enqueue(&db.pool, &good).await.unwrap();
-
-    let mut host = Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(["host", "--concurrency", "2", "--batch", "100"])
-        .env("DATABASE_URL", &db.url)
-        .env("RECUR_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    db.wait_for(
-        "SELECT min(runs) >= 2 FROM tasks WHERE tenant = 'good'",
-        Duration::from_secs(30),
-    )
-    .await;
+    let host = host_beside_a_bystander(&db).await;
 
     // The attacks start while the bystander runs; the window covers them.
     let window = Duration::from_secs(4);
@@ -90,23 +71,10 @@ async fn outcomes_the_database_refuses_fail_only_their_own_tasks() {
     )
     .await;
     tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
-    let ran = good_runs(&db).await - runs_before;
     let elapsed = started.elapsed();
+    let (ran, share) = bystander_share(&db, runs_before, elapsed).await;
 
-    let stopping = Instant::now();
-    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
-    unsafe { libc::kill(host.id() as i32, libc::SIGTERM) };
-    let output = tokio::task::spawn_blocking(move || {
-        let status = host.wait();
-        let mut log = String::new();
-        std::io::Read::read_to_string(host.stderr.as_mut().unwrap(), &mut log).unwrap();
-        (status, log)
-    })
-    .await
-    .unwrap();
-    let (status, log) = (output.0.unwrap(), output.1);
-    let stopped_in = stopping.elapsed();
-    assert!(status.success(), "exit status {status}; log:\n{log}");
+    let (log, stopped_in) = stop(host).await;
 
     for (attack, expected) in ATTACKS {
         let row = db.task(attack).await;
@@ -123,18 +91,105 @@ async fn outcomes_the_database_refuses_fail_only_their_own_tasks() {
         "the logged line, escaped:\n{log}"
     );
 
-    let due = GOOD_TASKS as f64 * elapsed.as_millis() as f64 / GOOD_EVERY_MS as f64;
-    let share = ran as f64 / due;
     println!(
-        "FIGURES containment::outcomes: bystander ran {ran} of {due:.0} due runs in {elapsed:.1?} ({:.0}%) beside 5 poisoned outcomes; SIGTERM to exit {stopped_in:.1?}",
+        "FIGURES containment::outcomes: bystander ran {ran} runs in {elapsed:.1?}, {:.0}% of its due runs, beside 5 poisoned outcomes; SIGTERM to exit {stopped_in:.1?}",
         share * 100.0
     );
     // Loose, for a loaded CI machine: a poisoned commit used to leave it a few percent.
-    assert!(share >= 0.5, "the bystander ran {ran} of {due:.0} due runs");
+    assert!(
+        share >= 0.5,
+        "the bystander ran {ran} runs, {share:.2} of its due runs"
+    );
     assert!(
         stopped_in < Duration::from_secs(5),
         "SIGTERM took {stopped_in:?}"
     );
+}
+
+/// A `recur host` process, and its log as read so far.
+struct HostProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl HostProcess {
+    /// Lines of the log so far that contain `text`.
+    fn lines_with(&self, text: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.lines().filter(|line| line.contains(text)).count()
+    }
+}
+
+/// Starts a `recur host` process with two workers, and tenant `good`'s bystander tasks
+/// (deployed already) running on it.
+async fn host_beside_a_bystander(db: &TestDb) -> HostProcess {
+    let good: Vec<NewTask> = (0..GOOD_TASKS)
+        .map(|i| NewTask {
+            tenant: "good".into(),
+            payload: format!(r#"{{"every_ms": {GOOD_EVERY_MS}}}"#).into_bytes(),
+            ..NewTask::new("noop", format!("good-{i}"))
+        })
+        .collect();
+    enqueue::enqueue(&db.pool, &good).await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["host", "--concurrency", "2", "--batch", "100"])
+        .env("DATABASE_URL", &db.url)
+        .env("RECUR_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn({
+        let log = log.clone();
+        move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+                log.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        }
+    });
+    db.wait_for(
+        "SELECT min(runs) >= 2 FROM tasks WHERE tenant = 'good'",
+        Duration::from_secs(30),
+    )
+    .await;
+    HostProcess { child, log, reader }
+}
+
+/// SIGTERMs `host` and waits for it to exit, which it must do cleanly; returns its log
+/// and how long it took to exit.
+async fn stop(host: HostProcess) -> (String, Duration) {
+    let HostProcess {
+        mut child,
+        log,
+        reader,
+    } = host;
+    let stopping = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        status
+    })
+    .await
+    .unwrap();
+    let stopped_in = stopping.elapsed();
+    let log = log.lock().unwrap().clone();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    (log, stopped_in)
+}
+
+/// The bystander's runs since `runs_before`, and their share of its due runs over
+/// `elapsed`.
+async fn bystander_share(db: &TestDb, runs_before: i64, elapsed: Duration) -> (i64, f64) {
+    let ran = good_runs(db).await - runs_before;
+    let due = GOOD_TASKS as f64 * elapsed.as_millis() as f64 / GOOD_EVERY_MS as f64;
+    (ran, ran as f64 / due)
 }
 
 /// Runs of tenant `good`'s tasks so far.
@@ -187,5 +242,67 @@ async fn a_component_altered_after_its_deploy_is_refused() {
     assert!(
         error.contains("so they were changed after the deploy; deploy the module again"),
         "{error}"
+    );
+}
+
+/// Every way `sleeper` waits inside WASI (a sleep, `poll` and `pollable.block` on a
+/// clock, a run of 1 ms naps), each asked to wait 30 s, ends at the tenant's 1 s
+/// timeout, which the epoch interrupt alone cannot do in host code; meanwhile the
+/// bystander keeps its schedule, and a host SIGTERMed with such waits in progress exits
+/// within the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_in_wasi_ends_at_its_deadline() {
+    let db = TestDb::new().await;
+    db.deploy_for("good", "noop", NOOP_COMPONENT).await;
+    db.deploy_for("evil", "sleeper", SLEEPER_COMPONENT).await;
+    db.limits("evil", 1000, 1).await;
+    let host = host_beside_a_bystander(&db).await;
+    let sleepers = |keys: &[&str]| -> Vec<NewTask> {
+        keys.iter()
+            .map(|wait| NewTask {
+                tenant: "evil".into(),
+                payload: format!(r#"{{"wait": "{wait}", "ms": 30000}}"#).into_bytes(),
+                ..NewTask::new("sleeper", *wait)
+            })
+            .collect()
+    };
+
+    let runs_before = good_runs(&db).await;
+    let started = Instant::now();
+    let waits = ["sleep", "poll", "block", "naps"];
+    enqueue::enqueue(&db.pool, &sleepers(&waits)).await.unwrap();
+    db.wait_for(
+        "SELECT count(*) = 4 FROM tasks WHERE tenant = 'evil' AND status = 2",
+        Duration::from_secs(15),
+    )
+    .await;
+    let all_ended_in = started.elapsed();
+    let (ran, share) = bystander_share(&db, runs_before, started.elapsed()).await;
+    for wait in waits {
+        let error = db.task(wait).await.error.unwrap_or_default();
+        assert!(error.contains("timed out after 1000 ms"), "{wait}: {error}");
+    }
+
+    // Two more waits, under way when the host is told to stop.
+    enqueue::enqueue(&db.pool, &sleepers(&["late-sleep", "late-poll"]))
+        .await
+        .unwrap();
+    wait(Duration::from_secs(10), "a late wait to start", || {
+        let started = host.lines_with("waiting attempt=1") > waits.len();
+        async move { started }
+    })
+    .await;
+    let (_, stopped_in) = stop(host).await;
+    println!(
+        "FIGURES containment::waits: 4 runs waiting 30 s in WASI ended within {all_ended_in:.1?} under a 1 s timeout; bystander ran {ran} runs, {:.0}% of its due runs; SIGTERM with 2 waits under way to exit {stopped_in:.1?}",
+        share * 100.0
+    );
+    assert!(
+        share >= 0.5,
+        "the bystander ran {ran} runs, {share:.2} of its due runs"
+    );
+    assert!(
+        stopped_in < Duration::from_secs(4),
+        "SIGTERM took {stopped_in:?} with waits under way"
     );
 }

@@ -115,9 +115,7 @@ impl Sandbox {
                 first_size,
                 ..
             }) => {
-                store
-                    .data_mut()
-                    .begin(task.id, &task.task_type, limits.memory_bytes);
+                store.data_mut().begin(task.id, &task.task_type, limits);
                 store.set_epoch_deadline(ticks);
                 (store, Ok(run), runs, first_size)
             }
@@ -125,9 +123,7 @@ impl Sandbox {
                 let mut store = Store::new(&self.engine, carry.state_for(&task.tenant));
                 store.limiter(|state| &mut state.limiter);
                 store.epoch_deadline_trap();
-                store
-                    .data_mut()
-                    .begin(task.id, &task.task_type, limits.memory_bytes);
+                store.data_mut().begin(task.id, &task.task_type, limits);
                 // Instantiating runs guest code (start functions): the deadline covers it.
                 store.set_epoch_deadline(ticks);
                 let run = module.instantiate(&mut store);

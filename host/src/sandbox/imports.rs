@@ -2,13 +2,14 @@
 //! granted: logging tagged with the task, the current time, and a WASI context that
 //! sees nothing (no files, environment, arguments or network).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::RunLimits;
 use super::bindings::Level;
 use super::bindings::recur::task::{host, types};
 use crate::contract::{MAX_LOG_LINE_BYTES, MAX_LOG_LINES};
@@ -27,8 +28,11 @@ pub struct RunState {
     /// seeds its random generators, a cost every run would pay where consecutive runs
     /// belong to different tenants, since then no state can be recycled.
     wasi: Option<WasiCtx>,
-    /// Resources (streams) the WASI implementation hands to the guest.
-    table: ResourceTable,
+    /// Resources (streams, pollables) the WASI implementation hands to the guest.
+    pub(super) table: ResourceTable,
+    /// When this run must end: a wait in WASI ends here (see `waits.rs`), as the epoch
+    /// deadline ends guest code.
+    pub(super) deadline: Instant,
     /// The guest's stderr, kept to explain a trap. Never cleared: a store whose guest
     /// wrote to it is not used again (see `carryover.rs`), so it only ever holds one run's.
     pub(super) stderr: MemoryOutputPipe,
@@ -54,6 +58,7 @@ impl RunState {
         RunState {
             wasi: None,
             table: ResourceTable::new(),
+            deadline: Instant::now(),
             stderr,
             limiter: MemoryCeiling {
                 limit: 0,
@@ -69,9 +74,11 @@ impl RunState {
         }
     }
 
-    /// Resets what belongs to one run: the task its log lines name, the log budget and
-    /// the memory ceiling (the tenant's limit may have changed since the last run).
-    pub fn begin(&mut self, task_id: i64, task_type: &str, memory_bytes: usize) {
+    /// Resets what belongs to one run: the task its log lines name, the log budget, the
+    /// memory ceiling (the tenant's limit may have changed since the last run) and the
+    /// deadline.
+    pub fn begin(&mut self, task_id: i64, task_type: &str, limits: RunLimits) {
+        self.deadline = Instant::now() + limits.timeout;
         self.task_id = task_id;
         if self.task_type != task_type {
             task_type.clone_into(&mut self.task_type);
@@ -79,7 +86,7 @@ impl RunState {
         self.log_lines = 0;
         self.log_dropped = 0;
         self.last_error = None;
-        self.limiter.limit = memory_bytes;
+        self.limiter.limit = limits.memory_bytes;
         self.limiter.hit = false;
     }
 

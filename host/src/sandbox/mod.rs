@@ -14,6 +14,7 @@ mod errors;
 mod imports;
 mod swap;
 mod ticker;
+mod waits;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -191,6 +192,7 @@ impl Sandbox {
             Self::engine_and_reset(config, cache.clone()).map_err(SandboxError::Engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(SandboxError::Engine)?;
+        waits::add_to_linker(&mut linker).map_err(SandboxError::Engine)?;
         TaskModule::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |state| state)
             .map_err(SandboxError::Engine)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
