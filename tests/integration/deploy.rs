@@ -120,3 +120,41 @@ async fn module_list_shows_whether_instances_are_reused() {
     let json = recur(&["module", "list", "--json"]);
     assert!(json.contains(r#""reuse_instance":true"#), "{json}");
 }
+
+/// A component holding more core instances or memories than the pool keeps for one run
+/// could take the slots other tenants' runs need: it is refused at deploy, with the
+/// limit it broke, and nothing is stored. (A core module may hold one memory and one
+/// table, so the cap on core instances bounds its tables too.)
+#[tokio::test]
+async fn a_component_over_the_pools_per_component_limits_is_refused() {
+    let db = TestDb::new().await;
+    let repeat = |n: usize, item: &str| item.repeat(n);
+    let cases = [
+        (
+            format!(
+                "(component (core module $m) {})",
+                repeat(17, "(core instance (instantiate $m))")
+            ),
+            "17 core module instances, which exceeds the configured maximum of 16",
+        ),
+        (
+            format!(
+                "(component (core module $m (memory 1)) {})",
+                repeat(5, "(core instance (instantiate $m))")
+            ),
+            "5 Wasm linear memories, which exceeds the configured maximum of 4",
+        ),
+        (
+            "(component (core module $m (memory 1) (memory 1)) (core instance (instantiate $m)))"
+                .to_owned(),
+            "defined memories count of 2 exceeds the per-instance limit of 1",
+        ),
+    ];
+    for (text, expected) in cases {
+        let bytes = wat::parse_str(&text).unwrap();
+        let err = deploy(&db, &bytes).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+    let stored: i64 = db.scalar("SELECT count(*) FROM modules").await;
+    assert_eq!(stored, 0);
+}

@@ -154,16 +154,19 @@ impl ResourceLimiter for MemoryCeiling {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        // The limit holds for all of the instance's memories together: a component may
+        // have several.
+        let total = self.size + desired.saturating_sub(current);
+        if total > self.limit {
             self.hit = true;
             // An error (rather than Ok(false)) traps at once: a Rust guest would abort on
             // a failed allocation anyway, and the trap carries a clear reason.
             return Err(wasmtime::Error::msg(format!(
-                "memory limit of {} exceeded (the module asked for {desired} bytes)",
+                "memory limit of {} exceeded (the module asked for {total} bytes over its memories)",
                 human_bytes(self.limit)
             )));
         }
-        self.size += desired.saturating_sub(current);
+        self.size = total;
         Ok(true)
     }
 
@@ -233,4 +236,29 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_holds_for_all_memories_together() {
+        let mut ceiling = MemoryCeiling {
+            limit: 64 << 20,
+            hit: false,
+            size: 0,
+        };
+        // Two memories of 40 MiB each: the first fits, the second would pass 64 MiB.
+        assert!(ceiling.memory_growing(0, 40 << 20, None).unwrap());
+        let err = ceiling.memory_growing(0, 40 << 20, None).unwrap_err();
+        assert!(ceiling.hit);
+        assert!(
+            err.to_string().contains("memory limit of 64 MiB exceeded"),
+            "{err}"
+        );
+        // Growing the first within the limit still works.
+        assert!(ceiling.memory_growing(40 << 20, 60 << 20, None).unwrap());
+        assert_eq!(ceiling.size, 60 << 20);
+    }
 }

@@ -54,6 +54,15 @@ const KEEP_RESIDENT: usize = 2 << 20;
 /// Tables are small; keep them resident either way.
 const KEEP_RESIDENT_TABLES: usize = 64 << 10;
 
+/// The most core instances, memories and tables one component may hold. A component is
+/// refused at deploy over any of them, and the pool holds this many for every run it
+/// allows at once, so no component can take slots another tenant's run needs. A Rust
+/// component holds one memory, and a few core instances and tables (its module, and the
+/// shims wit-component adds).
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+pub const MAX_TABLES_PER_COMPONENT: u32 = 16;
+
 /// How many distinct modules each shard of the pool keeps a memory warm for, unless the
 /// host is told otherwise (see `Sandbox::engine`).
 pub const DEFAULT_WARM_MODULES: u32 = 128;
@@ -258,7 +267,10 @@ impl Sandbox {
         let warm = warm_memories(config.warm_modules);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
-            .total_core_instances(slots * 16)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .total_core_instances(slots * MAX_CORE_INSTANCES_PER_COMPONENT)
             // A memory slot stays warm for the compilation that last used it (its image
             // mapped); another compilation must map its own image in first, an mmap under
             // the lock every worker's resets take. While fewer than max_unused_warm_slots
@@ -270,9 +282,9 @@ impl Sandbox {
             // in turn, and every run of a module without one maps its image first, under
             // that lock. A warm slot costs address space and the pages its last run
             // touched.
-            .total_memories((slots * 4).max(warm))
+            .total_memories((slots * MAX_MEMORIES_PER_COMPONENT).max(warm))
             .max_unused_warm_slots(warm)
-            .total_tables(slots * 16)
+            .total_tables(slots * MAX_TABLES_PER_COMPONENT)
             .total_stacks(slots)
             .max_memory_size(config.max_memory_bytes);
         if pagemap {
