@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::claim::{ClaimCursor, ClaimMode, ClaimRequest, Claimer};
+use crate::claim::{CLAIM_MAX_BYTES, ClaimCursor, ClaimMode, ClaimRequest, Claimer};
 use crate::commit::Committer;
 use crate::execute::{Executor, Runner};
 use crate::liveness;
@@ -157,6 +157,7 @@ impl Pipeline<'_> {
                 tenants: config.tenants.clone(),
                 skip: None,
                 host: key,
+                max_bytes: CLAIM_MAX_BYTES,
             },
             idle_wait: config.idle_wait,
             in_flight: in_flight.clone(),

@@ -112,6 +112,7 @@ pub async fn claim_locked_pending(
         .bind(request.skip.as_ref().map(|skip| &skip.tenants))
         .bind(request.skip.as_ref().map(|skip| &skip.types))
         .bind(after.map(|(_, row)| row))
+        .bind(request.max_bytes)
         .fetch_one(&mut *tx)
         .await?;
     let claim = ClaimArrays::of(&row)?;

@@ -102,7 +102,16 @@ pub struct ClaimRequest {
     /// so that a claim that never commits is charged to its tasks only if its host died.
     /// 0 outside a host: such claims always count.
     pub host: i64,
+    /// Most bytes of payload and state one claim takes (but its first task, whatever its
+    /// size): [`CLAIM_MAX_BYTES`] in a host.
+    pub max_bytes: i64,
 }
+
+/// Most bytes of payload and state a host claims at once. A locked claim returns its
+/// batch as one row of arrays, and a PostgreSQL value holds at most 1 GB: without a bound
+/// in bytes, a batch of large tasks would fail to claim, and stay at the front of the
+/// queue, forever. Far below that, it also bounds what a batch holds in the host.
+pub const CLAIM_MAX_BYTES: i64 = 64 << 20;
 
 /// What one claim took.
 enum Claimed {

@@ -29,6 +29,7 @@ pub async fn claim_timed(
         .bind(request.tenants.as_deref())
         .bind(request.skip.as_ref().map(|skip| &skip.tenants))
         .bind(request.skip.as_ref().map(|skip| &skip.types))
+        .bind(request.max_bytes)
         .fetch_all(pool)
         .await?;
     let Some(first) = rows.first() else {

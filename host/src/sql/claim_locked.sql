@@ -23,11 +23,12 @@
 -- NULL to start from the front (see claim/cursor.rs), $4 tenants (NULL:
 -- all), $5 and $6 the (tenant, task type) pairs not to claim, side by side (NULL: none): those
 -- whose module the host is compiling, which would only wait in the host (see
--- registry/mod.rs).
-WITH claimed AS (
+-- registry/mod.rs), $8 the most bytes of payload and state to take.
+WITH locked AS (
     SELECT id, tenant, task_type, key, payload, state, attempt, runs,
            coalesce(due_at, next_run_at) AS scheduled_at, lease_token,
-           xmin::text::bigint AS row_version, ctid, updated_at, next_run_at
+           xmin::text::bigint AS row_version, ctid, updated_at, next_run_at,
+           octet_length(payload) + coalesce(octet_length(state), 0) AS bytes
     FROM tasks
     WHERE status = 0
       AND next_run_at <= now()
@@ -43,6 +44,17 @@ WITH claimed AS (
     ORDER BY next_run_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+),
+-- The rows taken: as many as keep the batch's payloads and states under $8 bytes, in the
+-- order they were locked, and the first whatever its size. The rest stay locked until
+-- this batch commits, and are due as before (see CLAIM_MAX_BYTES in claim/mod.rs).
+claimed AS (
+    SELECT * FROM locked
+    WHERE id IN (SELECT id
+                 FROM (SELECT id, sum(bytes) OVER (ROWS UNBOUNDED PRECEDING) AS upto,
+                              row_number() OVER () AS n
+                       FROM locked) AS s
+                 WHERE upto <= $8 OR n = 1)
 ),
 lost AS (
     -- A claims row whose advisory lock nobody holds belongs to a batch that is gone.

@@ -1,7 +1,8 @@
 -- Claim up to $1 due tasks and push them out of every other host's way.
 -- $1 batch size, $2 lease timeout in ms, $3 task types (NULL: all), $4 lease token,
 -- $5 tenants (NULL: all), $6 and $7 the (tenant, task type) pairs not to claim, side by
--- side (NULL: none): those whose module the host is compiling (see registry/mod.rs).
+-- side (NULL: none): those whose module the host is compiling (see registry/mod.rs), $8
+-- the most bytes of payload and state to take.
 -- SKIP LOCKED lets concurrent hosts claim disjoint batches without waiting on each
 -- other; moving next_run_at forward is the lease itself, so a host that dies leaves
 -- tasks that are due again when the lease runs out, with no rescuer process. The due
@@ -11,7 +12,7 @@
 -- eight bytes name its host's liveness lock, see liveness.rs): that run is repeated
 -- under the same attempt number, not charged to the task.
 WITH due AS (
-    SELECT id
+    SELECT id, octet_length(payload) + coalesce(octet_length(state), 0) AS bytes
     FROM tasks
     WHERE status = 0
       AND next_run_at <= now()
@@ -22,6 +23,15 @@ WITH due AS (
     ORDER BY next_run_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+),
+-- As many as keep the batch's payloads and states under $8 bytes, in the order they were
+-- locked, and the first whatever its size (see CLAIM_MAX_BYTES in claim/mod.rs).
+taken AS (
+    SELECT id
+    FROM (SELECT id, sum(bytes) OVER (ROWS UNBOUNDED PRECEDING) AS upto,
+                 row_number() OVER () AS n
+          FROM due) AS s
+    WHERE upto <= $8 OR n = 1
 )
 UPDATE tasks AS t
 SET next_run_at = now() + $2::bigint * interval '1 millisecond',
@@ -32,7 +42,7 @@ SET next_run_at = now() + $2::bigint * interval '1 millisecond',
                          WHEN recur_host_gone(recur_token_host(t.lease_token)) THEN 1
                          ELSE 0 END,
     updated_at  = now()
-FROM due
-WHERE t.id = due.id
+FROM taken
+WHERE t.id = taken.id
 RETURNING t.id, t.tenant, t.task_type, t.key, t.payload, t.state, t.attempt, t.runs,
           t.due_at AS scheduled_at

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::claim::{
-    ClaimCursor, ClaimRequest, Compiling, claim_locked, claim_locked_pending, claim_timed,
+    CLAIM_MAX_BYTES, ClaimCursor, ClaimRequest, Compiling, claim_locked, claim_locked_pending,
+    claim_timed,
 };
 use crate::commit;
 use crate::enqueue::{self, NewTask};
@@ -46,6 +47,7 @@ fn request(limit: i64) -> ClaimRequest {
         tenants: None,
         skip: None,
         host: 0,
+        max_bytes: CLAIM_MAX_BYTES,
     }
 }
 
@@ -270,7 +272,7 @@ async fn a_claims_row_keeps_its_ids_with_lz4_where_the_server_has_it() {
 async fn a_claim_computes_a_lost_batchs_remaining_ids_once() {
     let db = TestDb::new().await;
     let plan = db
-        .generic_plan(include_str!("../sql/claim_locked.sql"), 7)
+        .generic_plan(include_str!("../sql/claim_locked.sql"), 8)
         .await;
     let differences = plan
         .iter()
@@ -302,6 +304,7 @@ async fn claims_leave_the_tasks_of_modules_being_compiled_alone() {
             types: vec!["noop".into()],
         })),
         host: 0,
+        max_bytes: CLAIM_MAX_BYTES,
     };
     let keys = |claimed: &[ClaimedTask]| {
         let mut keys: Vec<String> = claimed.iter().map(|t| t.key.clone()).collect();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Host;
-use crate::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
+use crate::claim::{CLAIM_MAX_BYTES, ClaimCursor, ClaimRequest, claim_locked, claim_timed};
 use crate::commit::{self, Committer};
 use crate::examples::artifacts::NOOP_COMPONENT;
 use crate::execute::Finished;
@@ -43,6 +43,7 @@ fn one_task() -> ClaimRequest {
         tenants: None,
         skip: None,
         host: 0,
+        max_bytes: CLAIM_MAX_BYTES,
     }
 }
 
@@ -285,6 +286,7 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
         tenants: None,
         skip: None,
         host: 0,
+        max_bytes: CLAIM_MAX_BYTES,
     };
     let crashed = claim_timed(&db.pool, &request).await.unwrap();
     assert_eq!(crashed.len(), 2);

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
+use crate::claim::{CLAIM_MAX_BYTES, ClaimCursor, ClaimRequest, claim_locked, claim_timed};
 use crate::examples::artifacts::NOOP_COMPONENT;
 use crate::liveness;
 use crate::task::ClaimedTask;
@@ -36,6 +36,7 @@ fn request(host: i64, lease_timeout: Duration) -> ClaimRequest {
         tenants: None,
         skip: None,
         host,
+        max_bytes: CLAIM_MAX_BYTES,
     }
 }
 

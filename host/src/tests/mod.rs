@@ -8,6 +8,7 @@
 #[path = "../../../tests/integration/support.rs"]
 mod support;
 
+mod claim_bytes;
 mod claims;
 mod commits;
 mod liveness;

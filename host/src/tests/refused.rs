@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::claim::{ClaimRequest, claim_timed};
+use crate::claim::{CLAIM_MAX_BYTES, ClaimRequest, claim_timed};
 use crate::commit::{self, Writer};
 use crate::examples::artifacts::NOOP_COMPONENT;
 use crate::sandbox::{Decision, Outcome, now_ms};
@@ -25,6 +25,7 @@ async fn an_outcome_the_database_refuses_fails_only_its_own_task() {
         tenants: None,
         skip: None,
         host: 0,
+        max_bytes: CLAIM_MAX_BYTES,
     };
     let claimed = claim_timed(&db.pool, &request).await.unwrap();
     assert_eq!(claimed.len(), 8);
