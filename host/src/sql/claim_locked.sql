@@ -24,7 +24,7 @@
 -- all), $5 and $6 the (tenant, task type) pairs not to claim, side by side (NULL: none): those
 -- whose module the host is compiling, which would only wait in the host (see
 -- registry/mod.rs), $8 the most bytes of payload and state to take.
-WITH locked AS (
+WITH claimed AS (
     SELECT id, tenant, task_type, key, payload, state, attempt, runs,
            coalesce(due_at, next_run_at) AS scheduled_at, lease_token,
            xmin::text::bigint AS row_version, ctid, updated_at, next_run_at,
@@ -45,23 +45,29 @@ WITH locked AS (
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ),
--- The rows taken: as many as keep the batch's payloads and states under $8 bytes, in the
--- order they were locked, and the first whatever its size. The rest stay locked until
--- this batch commits, and are due as before (see CLAIM_MAX_BYTES in claim/mod.rs).
-claimed AS (
-    SELECT * FROM locked
-    WHERE id IN (SELECT id
-                 FROM (SELECT id, sum(bytes) OVER (ROWS UNBOUNDED PRECEDING) AS upto,
-                              row_number() OVER () AS n
-                       FROM locked) AS s
-                 WHERE upto <= $8 OR n = 1)
+-- The rows past the batch's budget of $8 bytes of payload and state, in the order they
+-- were locked, but never the first: they stay locked until this batch commits, and are
+-- due as before (see CLAIM_MAX_BYTES in claim/mod.rs). Computed only where the batch is
+-- over its budget, so that a batch of small tasks pays one sum.
+over AS (
+    SELECT id
+    FROM (SELECT id, sum(bytes) OVER (ROWS UNBOUNDED PRECEDING) AS upto,
+                 row_number() OVER () AS n
+          FROM claimed
+          WHERE (SELECT sum(bytes) FROM claimed) > $8) AS s
+    WHERE upto > $8 AND n > 1
+),
+-- The ids taken, for the lost batches' bookkeeping below, which reads them only where
+-- a lost batch is found.
+taken AS (
+    SELECT id FROM claimed WHERE id NOT IN (SELECT id FROM over)
 ),
 lost AS (
     -- A claims row whose advisory lock nobody holds belongs to a batch that is gone.
     -- The CASE keeps the overlap test to those few rows.
     DELETE FROM claims
     WHERE CASE WHEN pg_try_advisory_xact_lock(key)
-               THEN task_ids && ARRAY(SELECT id FROM claimed)
+               THEN task_ids && ARRAY(SELECT id FROM taken)
                ELSE false END
     RETURNING key, task_ids, claimed_at, host
 ),
@@ -71,7 +77,7 @@ kept AS (
     INSERT INTO claims (key, task_ids, claimed_at, host)
     SELECT key, rest, claimed_at, host
     FROM (SELECT key, claimed_at, host,
-                 ARRAY(SELECT unnest(task_ids) EXCEPT SELECT id FROM claimed) AS rest
+                 ARRAY(SELECT unnest(task_ids) EXCEPT SELECT id FROM taken) AS rest
           FROM lost OFFSET 0) AS r
     WHERE cardinality(rest) > 0
 ),
@@ -79,7 +85,7 @@ lost_runs AS (
     SELECT l.id, count(*) AS n
     FROM (SELECT unnest(task_ids) AS id, claimed_at FROM lost WHERE recur_host_gone(host)) AS l
     JOIN claimed AS c ON c.id = l.id
-    WHERE c.updated_at <= l.claimed_at
+    WHERE c.updated_at <= l.claimed_at AND c.id NOT IN (SELECT id FROM over)
     GROUP BY l.id
 )
 -- The batch as one row of arrays, a column each: the host reads them in place
@@ -99,3 +105,4 @@ SELECT array_agg(c.id) AS id, array_agg(c.tenant) AS tenant,
        array_agg(c.ctid) AS row_at, array_agg(c.next_run_at) AS next_run_at
 FROM claimed AS c
 LEFT JOIN lost_runs AS r ON r.id = c.id
+WHERE c.id NOT IN (SELECT id FROM over)

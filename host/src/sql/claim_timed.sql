@@ -24,14 +24,17 @@ WITH due AS (
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ),
--- As many as keep the batch's payloads and states under $8 bytes, in the order they were
--- locked, and the first whatever its size (see CLAIM_MAX_BYTES in claim/mod.rs).
-taken AS (
+-- The rows past the batch's budget of $8 bytes of payload and state, in the order they
+-- were locked, but never the first: left due (see CLAIM_MAX_BYTES in claim/mod.rs).
+-- Computed only where the batch is over its budget, so that a batch of small tasks pays
+-- one sum.
+over AS (
     SELECT id
     FROM (SELECT id, sum(bytes) OVER (ROWS UNBOUNDED PRECEDING) AS upto,
                  row_number() OVER () AS n
-          FROM due) AS s
-    WHERE upto <= $8 OR n = 1
+          FROM due
+          WHERE (SELECT sum(bytes) FROM due) > $8) AS s
+    WHERE upto > $8 AND n > 1
 )
 UPDATE tasks AS t
 SET next_run_at = now() + $2::bigint * interval '1 millisecond',
@@ -42,7 +45,7 @@ SET next_run_at = now() + $2::bigint * interval '1 millisecond',
                          WHEN recur_host_gone(recur_token_host(t.lease_token)) THEN 1
                          ELSE 0 END,
     updated_at  = now()
-FROM taken
-WHERE t.id = taken.id
+FROM due
+WHERE t.id = due.id AND due.id NOT IN (SELECT id FROM over)
 RETURNING t.id, t.tenant, t.task_type, t.key, t.payload, t.state, t.attempt, t.runs,
           t.due_at AS scheduled_at
