@@ -26,6 +26,16 @@ pub enum SandboxError {
     /// wasmtime refused the engine's settings or the linker's imports.
     #[error("{0:#}")]
     Engine(wasmtime::Error),
+    /// The page-scan reset was asked for where pages can be swapped out.
+    #[error(
+        "the page-scan memory reset misses pages swapped out during a run, and swap is on here: use --memory-reset madvise (or auto, which picks it)"
+    )]
+    PageScanWithSwap,
+    /// The page-scan reset was asked for where the kernel cannot do it.
+    #[error(
+        "the page-scan memory reset needs Linux's PAGEMAP_SCAN (6.7 or later), which this machine lacks ({0:#}): use --memory-reset madvise or auto"
+    )]
+    PageScanUnavailable(wasmtime::Error),
     /// The thread that keeps time for deadlines could not start.
     #[error("cannot start the epoch ticker: {0}")]
     Ticker(#[from] std::io::Error),

@@ -113,6 +113,9 @@ pub struct SandboxConfig {
     /// Where to keep compiled modules between runs of the host (see `cache.rs`); `None`
     /// compiles every module the host meets.
     pub compile_cache: Option<PathBuf>,
+    /// How to reset a memory between runs; `None` chooses: the page scan where nothing
+    /// can be swapped out and the kernel has it, madvise elsewhere.
+    pub memory_reset: Option<MemoryReset>,
 }
 
 impl Default for SandboxConfig {
@@ -122,6 +125,7 @@ impl Default for SandboxConfig {
             max_memory_bytes: 256 << 20,
             warm_modules: DEFAULT_WARM_MODULES,
             compile_cache: None,
+            memory_reset: None,
         }
     }
 }
@@ -197,8 +201,7 @@ impl Sandbox {
             .as_deref()
             .map(cache::open)
             .transpose()?;
-        let (engine, reset) =
-            Self::engine_and_reset(config, cache.clone()).map_err(SandboxError::Engine)?;
+        let (engine, reset) = Self::engine_and_reset(config, cache.clone())?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(SandboxError::Engine)?;
         waits::add_to_linker(&mut linker).map_err(SandboxError::Engine)?;
@@ -235,24 +238,41 @@ impl Sandbox {
     fn engine_and_reset(
         config: &SandboxConfig,
         cache: Option<Cache>,
-    ) -> wasmtime::Result<(Engine, MemoryReset)> {
-        // The scan cannot see a page swapped out during a run, which the next instance
-        // would read back: only where nothing can be swapped out (swap.rs).
-        if swap::possible() {
-            // Debug, as every command that checks a module builds a sandbox; `recur host`
-            // names the reset in the line that says it started.
-            tracing::debug!(
-                "swap is on: resetting memory between runs with madvise, since PAGEMAP_SCAN would miss swapped-out pages"
-            );
-            Ok((Self::engine(config, cache, false)?, MemoryReset::Madvise))
-        } else {
-            match Self::engine(config, cache.clone(), true) {
+    ) -> Result<(Engine, MemoryReset), SandboxError> {
+        let engine = |pagemap| Self::engine(config, cache.clone(), pagemap);
+        match config.memory_reset {
+            Some(MemoryReset::Madvise) => Ok((
+                engine(false).map_err(SandboxError::Engine)?,
+                MemoryReset::Madvise,
+            )),
+            // The scan cannot see a page swapped out during a run, which the next
+            // instance would read back: only where nothing can be swapped out (swap.rs).
+            Some(MemoryReset::PageScan) if swap::possible() => Err(SandboxError::PageScanWithSwap),
+            Some(MemoryReset::PageScan) => Ok((
+                engine(true).map_err(SandboxError::PageScanUnavailable)?,
+                MemoryReset::PageScan,
+            )),
+            None if swap::possible() => {
+                // Debug, as every command that checks a module builds a sandbox; `recur
+                // host` names the reset in the line that says it started.
+                tracing::debug!(
+                    "swap is on: resetting memory between runs with madvise, since PAGEMAP_SCAN would miss swapped-out pages"
+                );
+                Ok((
+                    engine(false).map_err(SandboxError::Engine)?,
+                    MemoryReset::Madvise,
+                ))
+            }
+            None => match engine(true) {
                 Ok(engine) => Ok((engine, MemoryReset::PageScan)),
                 Err(err) => {
                     tracing::debug!(error = %err, "PAGEMAP_SCAN unavailable; resetting memory with madvise");
-                    Ok((Self::engine(config, cache, false)?, MemoryReset::Madvise))
+                    Ok((
+                        engine(false).map_err(SandboxError::Engine)?,
+                        MemoryReset::Madvise,
+                    ))
                 }
-            }
+            },
         }
     }
 

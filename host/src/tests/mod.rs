@@ -11,6 +11,7 @@ mod support;
 mod claim_bytes;
 mod claims;
 mod commits;
+mod hygiene;
 mod liveness;
 mod maintenance;
 mod refused;

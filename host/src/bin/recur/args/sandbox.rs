@@ -1,9 +1,35 @@
 //! Flags about the sandbox that `recur host` and `recur bench` share: the compilation
-//! cache and the number of warm modules.
+//! cache, the number of warm modules and the memory reset.
 
 use std::path::PathBuf;
 
-use recur_host::sandbox::{compile_cache_directory, max_warm_modules};
+use recur_host::sandbox::{MemoryReset, compile_cache_directory, max_warm_modules};
+
+/// How a host resets a memory between runs: `recur host` and `recur bench`.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum MemoryResetArg {
+    /// The page scan where nothing can be swapped out and the kernel has it (Linux 6.7+),
+    /// madvise elsewhere.
+    #[default]
+    Auto,
+    /// Zero the pages a run wrote, found with PAGEMAP_SCAN: the fastest; refused where
+    /// swap is on.
+    PageScan,
+    /// Return a run's pages to the kernel with madvise (zeroing the first 2 MiB): slower,
+    /// and it resets every page, whatever the kernel did with it meanwhile.
+    Madvise,
+}
+
+impl MemoryResetArg {
+    /// The sandbox's setting: `None` lets it choose.
+    pub fn reset(self) -> Option<MemoryReset> {
+        match self {
+            MemoryResetArg::Auto => None,
+            MemoryResetArg::PageScan => Some(MemoryReset::PageScan),
+            MemoryResetArg::Madvise => Some(MemoryReset::Madvise),
+        }
+    }
+}
 
 /// Where a host keeps the modules it compiled: `recur host` and `recur bench`.
 #[derive(Debug, Clone, clap::Args)]

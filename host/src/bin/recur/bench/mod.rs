@@ -122,6 +122,9 @@ pub struct BenchArgs {
     pub warm_modules: u32,
     #[command(flatten)]
     pub compile_cache: crate::args::CompileCacheArgs,
+    /// How to reset a memory between runs (see `recur host --help`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub memory_reset: crate::args::MemoryResetArg,
     /// Print a line every this many seconds with that interval's throughput and
     /// latencies and the table's dead tuples and index size (for long runs).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]

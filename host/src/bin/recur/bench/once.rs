@@ -119,6 +119,7 @@ fn host_config(args: &BenchArgs, runner: Runner) -> HostConfig {
     };
     config.sandbox.warm_modules = args.warm_modules;
     config.sandbox.compile_cache = args.compile_cache.dir();
+    config.sandbox.memory_reset = args.memory_reset.reset();
     if let Some(concurrency) = args.concurrency {
         config.concurrency = concurrency;
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::args::{ClaimArg, CompileCacheArgs, parse_duration, warm_modules};
+use crate::args::{ClaimArg, CompileCacheArgs, MemoryResetArg, parse_duration, warm_modules};
 use recur_host::sandbox::{DEFAULT_WARM_MODULES, EXIT_SWAP_TURNED_ON};
 use recur_host::{DEFAULT_BATCH, Host, HostConfig};
 
@@ -52,6 +52,12 @@ pub struct HostArgs {
     warm_modules: u32,
     #[command(flatten)]
     compile_cache: CompileCacheArgs,
+    /// How to reset a memory between runs, so that nothing of one run reaches the next:
+    /// `page-scan` zeroes the pages a run wrote (fastest; needs Linux 6.7+ and no swap),
+    /// `madvise` returns them to the kernel (slower; it resets pages the kernel was
+    /// moving or had swapped out too), `auto` the page scan where it can.
+    #[arg(long, value_enum, default_value = "auto")]
+    memory_reset: MemoryResetArg,
     /// Never vacuum recur's tables from this host (by default a host vacuums `tasks` and
     /// `claims` when dead row versions pile up, and `task_keys` when new keys do, for a
     /// server whose autovacuum is off or behind).
@@ -71,6 +77,7 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
     config.vacuum = !args.no_vacuum;
     config.sandbox.warm_modules = args.warm_modules;
     config.sandbox.compile_cache = args.compile_cache.dir();
+    config.sandbox.memory_reset = args.memory_reset.reset();
     if !args.types.is_empty() {
         for t in &args.types {
             recur_host::contract::check_name("task type", t)
