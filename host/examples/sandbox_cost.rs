@@ -38,7 +38,11 @@ fn run() -> anyhow::Result<()> {
     let usage = "usage: sandbox_cost COMPONENT.wasm [RUNS] [--reuse-instance] [--tenants N] [--warm-modules N] [--compile-cache DIR]";
     let path = args.next().context(usage)?;
     let (mut runs, mut reuse, mut tenants) = (200_000_usize, false, 1_usize);
-    let mut config = SandboxConfig::default();
+    // The page scan where it can, as `recur bench`'s yardstick `noop_alone_us` has it.
+    let mut config = SandboxConfig {
+        memory_reset: None,
+        ..SandboxConfig::default()
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--reuse-instance" => reuse = true,

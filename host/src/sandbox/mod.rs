@@ -86,7 +86,11 @@ pub struct SandboxConfig {
     /// compiles every module the host meets.
     pub compile_cache: Option<PathBuf>,
     /// How to reset a memory between runs; `None` chooses: the page scan where nothing
-    /// can be swapped out and the kernel has it, madvise elsewhere.
+    /// can be swapped out and the kernel has it, madvise elsewhere. The default is
+    /// madvise, which resets every page a run used whatever the kernel did with it
+    /// meanwhile; the page scan is faster but misses a page the kernel is moving at the
+    /// instant it looks (RELIABILITY.md, gap 4), so it is for hosts whose tenants trust
+    /// each other.
     pub memory_reset: Option<MemoryReset>,
 }
 
@@ -97,7 +101,7 @@ impl Default for SandboxConfig {
             max_memory_bytes: 256 << 20,
             warm_modules: DEFAULT_WARM_MODULES,
             compile_cache: None,
-            memory_reset: None,
+            memory_reset: Some(MemoryReset::Madvise),
         }
     }
 }

@@ -8,16 +8,17 @@ use recur_host::sandbox::{MemoryReset, compile_cache_directory, max_warm_modules
 /// How a host resets a memory between runs: `recur host` and `recur bench`.
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
 pub enum MemoryResetArg {
+    /// Return a run's pages to the kernel with madvise (zeroing the first 2 MiB): every
+    /// page is reset, whatever the kernel did with it meanwhile.
+    #[default]
+    Madvise,
+    /// Zero the pages a run wrote, found with PAGEMAP_SCAN: faster, but a page the kernel
+    /// is moving at that instant is missed; for hosts whose tenants trust each other.
+    /// Refused where swap is on.
+    PageScan,
     /// The page scan where nothing can be swapped out and the kernel has it (Linux 6.7+),
     /// madvise elsewhere.
-    #[default]
     Auto,
-    /// Zero the pages a run wrote, found with PAGEMAP_SCAN: the fastest; refused where
-    /// swap is on.
-    PageScan,
-    /// Return a run's pages to the kernel with madvise (zeroing the first 2 MiB): slower,
-    /// and it resets every page, whatever the kernel did with it meanwhile.
-    Madvise,
 }
 
 impl MemoryResetArg {

@@ -123,7 +123,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub compile_cache: crate::args::CompileCacheArgs,
     /// How to reset a memory between runs (see `recur host --help`).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "madvise")]
     pub memory_reset: crate::args::MemoryResetArg,
     /// Print a line every this many seconds with that interval's throughput and
     /// latencies and the table's dead tuples and index size (for long runs).

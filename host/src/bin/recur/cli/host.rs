@@ -53,10 +53,11 @@ pub struct HostArgs {
     #[command(flatten)]
     compile_cache: CompileCacheArgs,
     /// How to reset a memory between runs, so that nothing of one run reaches the next:
-    /// `page-scan` zeroes the pages a run wrote (fastest; needs Linux 6.7+ and no swap),
-    /// `madvise` returns them to the kernel (slower; it resets pages the kernel was
-    /// moving or had swapped out too), `auto` the page scan where it can.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// `madvise` returns its pages to the kernel (every page, whatever the kernel did with
+    /// it meanwhile), `page-scan` zeroes the pages a run wrote (faster, needs Linux 6.7+
+    /// and no swap, but misses a page the kernel is moving at that instant: for hosts
+    /// whose tenants trust each other), `auto` the page scan where it can.
+    #[arg(long, value_enum, default_value = "madvise")]
     memory_reset: MemoryResetArg,
     /// Never vacuum recur's tables from this host (by default a host vacuums `tasks` and
     /// `claims` when dead row versions pile up, and `task_keys` when new keys do, for a
