@@ -5,6 +5,7 @@
 mod bad_input;
 mod bench;
 mod cli;
+mod compiling;
 mod containment;
 mod deploy;
 mod enqueue;

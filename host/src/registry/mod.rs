@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::claim::Compiling;
-use crate::sandbox::{Prepared, RunLimits, Sandbox, ValidationError};
+use crate::sandbox::{CompileError, Prepared, RunLimits, Sandbox, ValidationError};
 use crate::stats::ModuleTimes;
 
 const ACTIVE_SQL: &str = include_str!("../sql/active_modules.sql");
@@ -127,6 +127,9 @@ pub struct Registry {
     compiling_keys: watch::Sender<Option<Arc<Compiling>>>,
     /// How often to look for new deployments; also how long "no module" is believed.
     refresh_every: Duration,
+    /// Components whose compile ran out of time, by sha256: not compiled again on this
+    /// host, since each try would take as long again.
+    too_slow: HashMap<String, LoadError>,
     refreshed_at: Instant,
 }
 
@@ -149,6 +152,7 @@ impl Registry {
             compiling: JoinSet::new(),
             compiling_keys: watch::Sender::new(None),
             refresh_every,
+            too_slow: HashMap::new(),
             refreshed_at: Instant::now(),
         }
     }
@@ -200,6 +204,11 @@ impl Registry {
                     self.install(waiting, &sha256, ready);
                     continue;
                 }
+                if let Some(err) = self.too_slow.get(&sha256) {
+                    let refused = Err(err.clone());
+                    self.install(waiting, &sha256, refused);
+                    continue;
+                }
                 self.modules.insert(key, Resolved::Compiling);
                 if let Some(others) = self.waiting.get_mut(&sha256) {
                     others.push(waiting);
@@ -233,6 +242,11 @@ impl Registry {
             return std::future::pending().await;
         };
         let (sha256, result) = done.expect("compiling a module panicked");
+        if let Err(err @ LoadError::Invalid(ValidationError::Compile(CompileError::TooSlow(_)))) =
+            &result
+        {
+            self.too_slow.insert(sha256.clone(), err.clone());
+        }
         self.compile_next();
         let mut keys = Vec::new();
         for waiting in self.waiting.remove(&sha256).unwrap_or_default() {

@@ -128,13 +128,20 @@ fn engine(config: &SandboxConfig, cache: Option<Cache>, pagemap: bool) -> wasmti
     }
     pool.linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(KEEP_RESIDENT_TABLES);
+    let mut wasm = compile_settings(cache);
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&wasm)
+}
+
+/// What a component's compiled code depends on: shared by the host's engine and a
+/// compile in a child process (`compiler.rs`), whose artifact the host's engine loads.
+pub(super) fn compile_settings(cache: Option<Cache>) -> Config {
     let mut wasm = Config::new();
     wasm.wasm_component_model(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .cache(cache);
-    Engine::new(&wasm)
+    wasm
 }
 
 /// The shards wasmtime's pool splits its slots into: one per CPU, at most 16 (wasmtime's

@@ -5,6 +5,7 @@
 use wasmtime::Trap;
 
 use super::cache::CacheError;
+use super::compiler::CompileError;
 use super::imports::{RunState, human_bytes};
 use super::{RunLimits, WORLD};
 use crate::text;
@@ -65,6 +66,9 @@ pub enum ValidationError {
     /// It does not export the task world.
     #[error("the component does not export the {WORLD} world (`run: func(task) -> outcome`): {0}")]
     Exports(String),
+    /// Its compile, in a child process, ran out of time or memory, or failed.
+    #[error(transparent)]
+    Compile(CompileError),
 }
 
 /// Why an execution produced no outcome.

@@ -9,6 +9,7 @@
 mod bindings;
 mod cache;
 mod carryover;
+mod compiler;
 pub mod cost;
 mod engine;
 mod errors;
@@ -31,6 +32,7 @@ use bindings::{TaskModule, TaskModulePre};
 pub use cache::{CacheError, directory as compile_cache_directory};
 pub(crate) use carryover::Carryover;
 pub use carryover::{REUSE_MAX_GROWTH, REUSE_MAX_RUNS};
+pub use compiler::{CompileError, Compiler, serve as serve_compile};
 pub use engine::{
     DEFAULT_WARM_MODULES, MAX_CORE_INSTANCES_PER_COMPONENT, MAX_MEMORIES_PER_COMPONENT,
     MAX_TABLES_PER_COMPONENT, max_warm_modules,
@@ -85,6 +87,9 @@ pub struct SandboxConfig {
     /// Where to keep compiled modules between runs of the host (see `cache.rs`); `None`
     /// compiles every module the host meets.
     pub compile_cache: Option<PathBuf>,
+    /// Where to compile components: in a child process bounded in time and memory, or,
+    /// with `None`, in this process with no bound.
+    pub compiler: Option<Compiler>,
     /// How to reset a memory between runs; `None` chooses: the page scan where nothing
     /// can be swapped out and the kernel has it, madvise elsewhere. The default is
     /// madvise, which resets every page a run used whatever the kernel did with it
@@ -102,6 +107,7 @@ impl Default for SandboxConfig {
             warm_modules: DEFAULT_WARM_MODULES,
             compile_cache: None,
             memory_reset: Some(MemoryReset::Madvise),
+            compiler: None,
         }
     }
 }
@@ -142,6 +148,8 @@ pub struct Sandbox {
     reset: MemoryReset,
     /// Set, for good, when no run may start any more (see [`Sandbox::halted`]).
     halt: Arc<Halt>,
+    /// Where components are compiled (see [`SandboxConfig::compiler`]).
+    compiler: Option<Compiler>,
 }
 
 /// How the modules a sandbox prepared were compiled.
@@ -194,6 +202,7 @@ impl Sandbox {
             loaded: AtomicUsize::new(0),
             reset,
             halt,
+            compiler: config.compiler.clone(),
         })
     }
 
@@ -248,8 +257,16 @@ impl Sandbox {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(ValidationError::NotWasm),
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| ValidationError::Invalid(one_line(&e)))?;
+        let component = match &self.compiler {
+            Some(compiler) => {
+                compiler::compile(compiler, &self.engine, bytes).map_err(|e| match e {
+                    CompileError::Refused(said) => ValidationError::Invalid(said),
+                    other => ValidationError::Compile(other),
+                })?
+            }
+            None => Component::new(&self.engine, bytes)
+                .map_err(|e| ValidationError::Invalid(one_line(&e)))?,
+        };
         self.loaded.fetch_add(1, Ordering::Relaxed);
         let pre = self
             .linker

@@ -49,6 +49,10 @@ enum Command {
     Demo(crate::demo::DemoArgs),
     /// Measure throughput and latency on a fresh database.
     Bench(crate::bench::BenchArgs),
+    /// Compile the component on stdin and write the artifact to stdout: what a host runs
+    /// in a child process to compile within its limits (`recur host --compile-timeout`).
+    #[command(hide = true)]
+    CompileComponent(host::CompileComponentArgs),
 }
 
 /// Parses the arguments, runs the command and prints any error on one line.
@@ -57,6 +61,10 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
+    // A host's compile child: no runtime, no log, no database.
+    if let Command::CompileComponent(args) = cli.command {
+        return ExitCode::from(recur_host::sandbox::serve_compile(args.compile_cache) as u8);
+    }
     let quiet_by_default = matches!(
         cli.command,
         Command::Demo(_)
@@ -160,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Requeue(args) => requeue::run(&connect_migrated(&url).await?, args).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::CompileComponent(_) => unreachable!("answered before the runtime starts"),
     }
 }
 
