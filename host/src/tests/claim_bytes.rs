@@ -3,7 +3,6 @@
 //! tasks can neither pass the 1 GB a PostgreSQL value holds nor stay unclaimable.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
@@ -29,13 +28,8 @@ async fn ten_large_tasks() -> TestDb {
 
 fn request(max_bytes: i64) -> ClaimRequest {
     ClaimRequest {
-        limit: 100,
-        lease_timeout: Duration::from_secs(60),
-        types: None,
-        tenants: None,
-        skip: None,
-        host: 0,
         max_bytes,
+        ..super::claim_request(100)
     }
 }
 

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::claim::{
-    CLAIM_MAX_BYTES, ClaimCursor, ClaimRequest, Compiling, claim_locked, claim_locked_pending,
-    claim_timed,
+    ClaimCursor, ClaimRequest, Compiling, claim_locked, claim_locked_pending, claim_timed,
 };
 use crate::commit;
 use crate::enqueue::{self, NewTask};
@@ -40,15 +39,7 @@ async fn nine_due_tasks() -> TestDb {
 
 /// A claim of up to `limit` tasks of any type.
 fn request(limit: i64) -> ClaimRequest {
-    ClaimRequest {
-        limit,
-        lease_timeout: Duration::from_secs(60),
-        types: None,
-        tenants: None,
-        skip: None,
-        host: 0,
-        max_bytes: CLAIM_MAX_BYTES,
-    }
+    super::claim_request(limit)
 }
 
 fn permit() -> tokio::sync::OwnedSemaphorePermit {
@@ -295,16 +286,11 @@ async fn claims_leave_the_tasks_of_modules_being_compiled_alone() {
         });
     enqueue::enqueue(&db.pool, &tasks).await.unwrap();
     let request = ClaimRequest {
-        limit: 10,
-        lease_timeout: Duration::from_secs(60),
-        types: None,
-        tenants: None,
         skip: Some(Arc::new(Compiling {
             tenants: vec!["acme".into()],
             types: vec!["noop".into()],
         })),
-        host: 0,
-        max_bytes: CLAIM_MAX_BYTES,
+        ..request(10)
     };
     let keys = |claimed: &[ClaimedTask]| {
         let mut keys: Vec<String> = claimed.iter().map(|t| t.key.clone()).collect();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Host;
-use crate::claim::{CLAIM_MAX_BYTES, ClaimCursor, ClaimRequest, claim_locked, claim_timed};
+use crate::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
 use crate::commit::{self, Committer};
 use crate::examples::artifacts::NOOP_COMPONENT;
 use crate::execute::Finished;
@@ -36,15 +36,7 @@ fn completed(task: ClaimedTask) -> Vec<Finished> {
 /// One task at a time, for 60 s, claimed outside any host (so a claim that never
 /// commits always counts as a lost try).
 fn one_task() -> ClaimRequest {
-    ClaimRequest {
-        limit: 1,
-        lease_timeout: Duration::from_secs(60),
-        types: None,
-        tenants: None,
-        skip: None,
-        host: 0,
-        max_bytes: CLAIM_MAX_BYTES,
-    }
+    super::claim_request(1)
 }
 
 /// A committer writing into `db`, fed by the returned sender.
@@ -280,13 +272,8 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
 
     // A "host" leases two tasks and dies before committing.
     let request = ClaimRequest {
-        limit: 2,
         lease_timeout: Duration::from_millis(800),
-        types: None,
-        tenants: None,
-        skip: None,
-        host: 0,
-        max_bytes: CLAIM_MAX_BYTES,
+        ..super::claim_request(2)
     };
     let crashed = claim_timed(&db.pool, &request).await.unwrap();
     assert_eq!(crashed.len(), 2);

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::claim::{CLAIM_MAX_BYTES, ClaimCursor, ClaimRequest, claim_locked, claim_timed};
+use crate::claim::{ClaimCursor, ClaimRequest, claim_locked, claim_timed};
 use crate::examples::artifacts::NOOP_COMPONENT;
 use crate::liveness;
 use crate::task::ClaimedTask;
@@ -30,13 +30,9 @@ async fn live_host(db: &TestDb) -> (i64, PgConnection) {
 
 fn request(host: i64, lease_timeout: Duration) -> ClaimRequest {
     ClaimRequest {
-        limit: 10,
         lease_timeout,
-        types: None,
-        tenants: None,
-        skip: None,
         host,
-        max_bytes: CLAIM_MAX_BYTES,
+        ..super::claim_request(10)
     }
 }
 

@@ -8,6 +8,22 @@
 #[path = "../../../tests/integration/support.rs"]
 mod support;
 
+use crate::claim::{CLAIM_MAX_BYTES, ClaimRequest};
+
+/// A claim of up to `limit` tasks of any type and tenant, with a minute's lease, made
+/// outside a host (so it always counts), as the engine's tests make them.
+fn claim_request(limit: i64) -> ClaimRequest {
+    ClaimRequest {
+        limit,
+        lease_timeout: std::time::Duration::from_secs(60),
+        types: None,
+        tenants: None,
+        skip: None,
+        host: 0,
+        max_bytes: CLAIM_MAX_BYTES,
+    }
+}
+
 mod claim_bytes;
 mod claims;
 mod commits;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::claim::{CLAIM_MAX_BYTES, ClaimRequest, claim_timed};
+use crate::claim::claim_timed;
 use crate::commit::{self, Writer};
 use crate::examples::artifacts::NOOP_COMPONENT;
 use crate::sandbox::{Decision, Outcome, now_ms};
@@ -18,16 +18,9 @@ async fn an_outcome_the_database_refuses_fails_only_its_own_task() {
     let db = TestDb::new().await;
     db.deploy("noop", NOOP_COMPONENT).await;
     assert_eq!(db.enqueue_n("noop", 8, "").await, 8);
-    let request = ClaimRequest {
-        limit: 8,
-        lease_timeout: Duration::from_secs(60),
-        types: None,
-        tenants: None,
-        skip: None,
-        host: 0,
-        max_bytes: CLAIM_MAX_BYTES,
-    };
-    let claimed = claim_timed(&db.pool, &request).await.unwrap();
+    let claimed = claim_timed(&db.pool, &super::claim_request(8))
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 8);
     let complete = Outcome {
         decision: Decision::Complete(None),
