@@ -6,5 +6,5 @@ mod sandbox;
 mod time;
 
 pub use claim::ClaimArg;
-pub use sandbox::{CompileCacheArgs, MemoryResetArg, warm_modules};
+pub use sandbox::{CompileCacheArgs, CompileLimitArgs, MemoryResetArg, warm_modules};
 pub use time::{parse_at, parse_duration};

@@ -1,9 +1,48 @@
-//! Flags about the sandbox that `recur host` and `recur bench` share: the compilation
-//! cache, the number of warm modules and the memory reset.
+//! Flags about the sandbox that `recur host`, `recur bench` and `recur module deploy`
+//! share: the compilation cache, the number of warm modules, the memory reset, and the
+//! limits of a compile.
 
 use std::path::PathBuf;
 
-use recur_host::sandbox::{MemoryReset, compile_cache_directory, max_warm_modules};
+use std::time::Duration;
+
+use recur_host::sandbox::{Compiler, MemoryReset, compile_cache_directory, max_warm_modules};
+
+use super::parse_duration;
+
+/// The limits of a compile, which runs in a child process: `recur host` and `recur
+/// module deploy`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompileLimitArgs {
+    /// Longest a component may take to compile. Each compile runs in a child process
+    /// (this executable, as `recur compile-component`), stopped past this.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    compile_timeout: Duration,
+    /// Most memory (address space) a compile may use, in MiB.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..))]
+    compile_memory_mib: u64,
+}
+
+impl CompileLimitArgs {
+    /// Compiles in a child: this executable, run as `recur compile-component`, with the
+    /// compilation cache `cache` if there is one.
+    pub fn compiler(&self, cache: Option<PathBuf>) -> anyhow::Result<Compiler> {
+        let program = std::env::current_exe().map_err(|e| {
+            anyhow::anyhow!("cannot find this executable to compile modules with: {e}")
+        })?;
+        let mut args = vec!["compile-component".to_owned()];
+        if let Some(dir) = cache {
+            args.push("--compile-cache".into());
+            args.push(dir.display().to_string());
+        }
+        Ok(Compiler {
+            program,
+            args,
+            timeout: self.compile_timeout,
+            max_memory_bytes: self.compile_memory_mib << 20,
+        })
+    }
+}
 
 /// How a host resets a memory between runs: `recur host` and `recur bench`.
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]

@@ -10,6 +10,8 @@ use recur_host::enqueue::DEFAULT_TENANT;
 use recur_host::examples::{EXAMPLES, example};
 use recur_host::sandbox::{Sandbox, SandboxConfig, human_bytes};
 
+use crate::args::CompileLimitArgs;
+
 /// `recur module ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum ModuleCommand {
@@ -37,6 +39,9 @@ pub enum ModuleCommand {
         /// deployed version: the same component with the other setting is a new version.
         #[arg(long)]
         reuse_instance: bool,
+        /// The component is compiled to check it, in a child process within these limits.
+        #[command(flatten)]
+        compile_limits: CompileLimitArgs,
     },
     /// List the active module of every tenant and task type.
     List {
@@ -54,6 +59,7 @@ pub async fn run(pool: &PgPool, command: ModuleCommand) -> anyhow::Result<()> {
             example: name,
             tenant,
             reuse_instance,
+            compile_limits,
         } => {
             let component = match (file, name) {
                 (Some(path), _) => read_component(&path)?,
@@ -71,6 +77,7 @@ pub async fn run(pool: &PgPool, command: ModuleCommand) -> anyhow::Result<()> {
             };
             let sandbox = Sandbox::new(&SandboxConfig {
                 concurrent_runs: 1,
+                compiler: Some(compile_limits.compiler(None)?),
                 ..SandboxConfig::default()
             })?;
             let options = DeployOptions { reuse_instance };

@@ -5,8 +5,10 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::args::{ClaimArg, CompileCacheArgs, MemoryResetArg, parse_duration, warm_modules};
-use recur_host::sandbox::{Compiler, DEFAULT_WARM_MODULES, EXIT_SWAP_TURNED_ON};
+use crate::args::{
+    ClaimArg, CompileCacheArgs, CompileLimitArgs, MemoryResetArg, parse_duration, warm_modules,
+};
+use recur_host::sandbox::{DEFAULT_WARM_MODULES, EXIT_SWAP_TURNED_ON};
 use recur_host::{DEFAULT_BATCH, Host, HostConfig};
 
 /// How often a running host logs its progress.
@@ -59,14 +61,10 @@ pub struct HostArgs {
     /// whose tenants trust each other), `auto` the page scan where it can.
     #[arg(long, value_enum, default_value = "madvise")]
     memory_reset: MemoryResetArg,
-    /// Longest a component may take to compile. Each compile runs in a child process,
-    /// stopped past this; its tasks then stay unrun with the reason, and the host does
-    /// not try that component again.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    compile_timeout: Duration,
-    /// Most memory (address space) a compile may use, in MiB.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..))]
-    compile_memory_mib: u64,
+    /// A component whose compile runs past its limits is not run, with the reason in its
+    /// tasks' errors, and this host does not try it again.
+    #[command(flatten)]
+    compile_limits: CompileLimitArgs,
     /// Never vacuum recur's tables from this host (by default a host vacuums `tasks` and
     /// `claims` when dead row versions pile up, and `task_keys` when new keys do, for a
     /// server whose autovacuum is off or behind).
@@ -87,7 +85,7 @@ pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
     config.sandbox.warm_modules = args.warm_modules;
     config.sandbox.compile_cache = args.compile_cache.dir();
     config.sandbox.memory_reset = args.memory_reset.reset();
-    config.sandbox.compiler = Some(compiler(&args)?);
+    config.sandbox.compiler = Some(args.compile_limits.compiler(args.compile_cache.dir())?);
     if !args.types.is_empty() {
         for t in &args.types {
             recur_host::contract::check_name("task type", t)
@@ -159,27 +157,10 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
     })
 }
 
-/// The hidden subcommand a host's compile child runs (see [`compiler`]).
+/// The hidden subcommand a compile child runs (see `CompileLimitArgs::compiler`).
 #[derive(Debug, clap::Args)]
 pub struct CompileComponentArgs {
     /// The host's compilation cache, if it keeps one.
     #[arg(long, value_name = "DIR")]
     pub compile_cache: Option<std::path::PathBuf>,
-}
-
-/// Compiles in a child: this executable, run as `recur compile-component`.
-fn compiler(args: &HostArgs) -> anyhow::Result<Compiler> {
-    let program = std::env::current_exe()
-        .map_err(|e| anyhow::anyhow!("cannot find this executable to compile modules with: {e}"))?;
-    let mut child_args = vec!["compile-component".to_owned()];
-    if let Some(dir) = args.compile_cache.dir() {
-        child_args.push("--compile-cache".into());
-        child_args.push(dir.display().to_string());
-    }
-    Ok(Compiler {
-        program,
-        args: child_args,
-        timeout: args.compile_timeout,
-        max_memory_bytes: args.compile_memory_mib << 20,
-    })
 }
