@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 use recur_host::deploy;
 use recur_host::enqueue::{self, NewTask};
-use recur_host::examples::artifacts::{NOOP_COMPONENT, POISON_COMPONENT, SLEEPER_COMPONENT};
+use recur_host::examples::artifacts::{
+    NOOP_COMPONENT, POISON_COMPONENT, SLEEPER_COMPONENT, TURNCOAT_COMPONENT,
+};
 use recur_host::sandbox::{Sandbox, SandboxConfig};
+use recur_host::{Host, HostConfig};
 
-use crate::support::{TestDb, wait};
+use crate::support::{TestDb, test_config, wait};
 
 /// The bystander: tenant `good`'s noop tasks, each due every `GOOD_EVERY_MS`.
 const GOOD_TASKS: usize = 300;
@@ -304,5 +307,76 @@ async fn a_run_waiting_in_wasi_ends_at_its_deadline() {
     assert!(
         stopped_in < Duration::from_secs(4),
         "SIGTERM took {stopped_in:?} with waits under way"
+    );
+}
+
+/// A module that proves itself short over thousands of quick runs, then turns long,
+/// loses its standing as short with its first long runs: from then on its tenant may
+/// hold every worker but one, and a bystander on the other keeps its schedule. (Judged
+/// by the mean of all its runs, the module stayed short for about a hundred runs of
+/// 2 s, each of which could take every worker.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_that_proves_itself_short_and_then_runs_long_cannot_take_every_worker() {
+    let db = TestDb::new().await;
+    db.deploy_for("good", "noop", NOOP_COMPONENT).await;
+    db.deploy_for("evil", "turncoat", TURNCOAT_COMPONENT).await;
+    db.limits("evil", 2000, 1000).await;
+    let turn_at = recur_host::sandbox::now_ms() + 4000;
+    let tasks: Vec<NewTask> = (0..GOOD_TASKS)
+        .map(|i| NewTask {
+            tenant: "good".into(),
+            payload: format!(r#"{{"every_ms": {GOOD_EVERY_MS}}}"#).into_bytes(),
+            ..NewTask::new("noop", format!("good-{i}"))
+        })
+        .chain((0..100).map(|i| NewTask {
+            tenant: "evil".into(),
+            payload: format!(r#"{{"turn_at_ms": {turn_at}, "every_ms": 10}}"#).into_bytes(),
+            ..NewTask::new("turncoat", format!("evil-{i}"))
+        }))
+        .collect();
+    enqueue::enqueue(&db.pool, &tasks).await.unwrap();
+    let host = Host::start(
+        db.pool.clone(),
+        HostConfig {
+            // Runs are stopped at the tenant's 2 s, well inside their claims.
+            lease_timeout: Duration::from_secs(10),
+            ..test_config()
+        },
+    )
+    .unwrap();
+
+    // The first long runs start while the module still counts as short, and may take
+    // every worker; from a few seconds after the turn it counts as long.
+    let wait_until = |ms: i64| {
+        tokio::time::sleep(Duration::from_millis(
+            (ms - recur_host::sandbox::now_ms()).max(0) as u64,
+        ))
+    };
+    wait_until(turn_at + 3000).await;
+    let quick_runs: i64 = db
+        .scalar("SELECT sum(runs)::bigint FROM tasks WHERE tenant = 'evil'")
+        .await;
+    let runs_before = good_runs(&db).await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (ran, share) = bystander_share(&db, runs_before, started.elapsed()).await;
+    let timed_out: i64 = db
+        .scalar(
+            "SELECT count(*) FROM tasks WHERE tenant = 'evil' AND last_error LIKE '%timed out%'",
+        )
+        .await;
+    host.stop().await;
+    println!(
+        "FIGURES containment::turncoat: after {quick_runs} quick runs, {timed_out} tasks ran long to the 2 s timeout; from 3 s after the turn, the bystander ran {ran} runs in 6 s, {:.0}% of its due runs",
+        share * 100.0
+    );
+    assert!(
+        quick_runs >= 1000,
+        "the module proved itself short: {quick_runs} runs"
+    );
+    assert!(timed_out >= 2, "the module turned long");
+    assert!(
+        share >= 0.5,
+        "the bystander ran {ran} runs, {share:.2} of its due runs"
     );
 }
