@@ -70,6 +70,16 @@ mod tests {
             .join(" ")
     }
 
+    /// The table bounds a task's payload and state as the doors do.
+    #[test]
+    fn the_schema_bounds_payloads_and_states_as_the_doors_do() {
+        let migration = include_str!("../../migrations/0009_task_sizes.sql");
+        let payload = crate::enqueue::MAX_PAYLOAD_BYTES;
+        assert!(migration.contains(&format!("octet_length(payload) <= {payload})")));
+        assert!(migration.contains(&format!("octet_length(state) <= {MAX_STATE_BYTES})")));
+        assert!(MAX_SPAWN_PAYLOAD_BYTES <= payload);
+    }
+
     /// Every limit module authors are told of is the limit the host enforces.
     #[test]
     fn the_wit_documents_the_limits_the_host_enforces() {

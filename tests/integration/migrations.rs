@@ -1,6 +1,6 @@
 //! Migrating a database recur migrated before: a migration whose comments were reworded
 //! after it shipped is recorded anew, while any other change to a migration that ran is
-//! still refused.
+//! still refused. And what the schema itself refuses, whoever writes.
 
 use recur_host::db;
 
@@ -42,4 +42,30 @@ async fn a_migration_changed_otherwise_is_still_refused() {
     let err = db::migrate(&db.pool).await.unwrap_err().to_string();
     assert!(err.contains("migration failed"), "{err}");
     assert_eq!(checksum(&db, 8).await, "00".repeat(48));
+}
+
+/// A task written past the doors, by hand, is refused by the table if its payload or
+/// state is larger than any door allows: no task can be too large to claim alone.
+#[tokio::test]
+async fn the_table_refuses_a_payload_or_state_larger_than_the_doors_allow() {
+    let db = TestDb::new().await;
+    let insert = |bytes: usize| {
+        sqlx::query("INSERT INTO tasks (tenant, task_type, key, payload) VALUES ('t', 'x', $1, $2)")
+            .bind(format!("k{bytes}"))
+            .bind(vec![0_u8; bytes])
+            .execute(&db.pool)
+    };
+    insert(1 << 20).await.expect("1 MiB is what enqueue allows");
+    let err = insert((1 << 20) + 1).await.unwrap_err();
+    assert!(err.to_string().contains("tasks_payload_size"), "{err}");
+    let state = |bytes: usize| {
+        sqlx::query("UPDATE tasks SET state = $1 WHERE key = 'k1048576'")
+            .bind(vec![0_u8; bytes])
+            .execute(&db.pool)
+    };
+    state(256 << 10)
+        .await
+        .expect("256 KiB is what a run may keep");
+    let err = state((256 << 10) + 1).await.unwrap_err();
+    assert!(err.to_string().contains("tasks_state_size"), "{err}");
 }
