@@ -68,7 +68,8 @@ pub struct HostConfig {
     pub runner: Runner,
     /// Timed leases, locked claims, or either by measured run time (see claim/mod.rs).
     pub claim: ClaimMode,
-    /// Whether this host vacuums its tables when rows wait for a vacuum (maintain.rs).
+    /// Whether this host vacuums its tables when rows wait for a vacuum, and analyzes
+    /// them when many rows changed (maintain.rs).
     pub vacuum: bool,
 }
 
@@ -208,6 +209,11 @@ impl Pipeline<'_> {
     fn start_duties(&self, stages: &mut tokio::task::JoinSet<()>) {
         stages.spawn(maintain::run(self.pool.clone(), self.shutdown.clone()));
         if self.config.vacuum {
+            stages.spawn(maintain::analyze(
+                self.pool.clone(),
+                maintain::ANALYZE_CHECK_EVERY,
+                self.shutdown.clone(),
+            ));
             for table in [Vacuumed::Tasks, Vacuumed::Claims, Vacuumed::TaskKeys] {
                 stages.spawn(maintain::vacuum(
                     self.pool.clone(),

@@ -12,6 +12,13 @@
 //! alone (commit_timed.sql). Autovacuum does that for tables that are only inserted into;
 //! with it off, nothing else would.
 //!
+//! Analyzing `tasks` and `task_keys` once many of their rows changed since their last
+//! statistics: after a bulk load the planner would otherwise take the claim's index for
+//! a path to a handful of rows, and claims crawl until autovacuum (off, or minutes
+//! behind) gathers new ones. A host looks at once when it starts, then every few seconds,
+//! so a load through any door (the CLI, the library, the SQL function, a flood of
+//! spawns) is met within seconds.
+//!
 //! And counting the attempts of locked batches that never committed. A
 //! locked claim writes nothing to its tasks, so a host that dies while running one
 //! leaves no trace on them; its `claims` row (see migrations/0002) is the trace. Counting
@@ -28,6 +35,21 @@ use tokio::sync::watch;
 const VACUUM_LOCK_SQL: &str = include_str!("sql/vacuum_lock.sql");
 
 const LOST_SQL: &str = include_str!("sql/lost.sql");
+
+/// Rows changed since a table's last statistics, and the rows they counted.
+const CHANGED_SQL: &str = include_str!("sql/table_needs_analyze.sql");
+
+/// Advisory lock key that makes one host at a time the analyzing one (per table: the
+/// table's position in [`ANALYZED`] is added).
+const ANALYZE_LOCK: i64 = 0x7265_6375_7261_6e61; // "recurana"
+/// How often a host checks whether its tables need new statistics: soon after a bulk
+/// load, whose rows a claim would otherwise plan for as if they were not there.
+pub const ANALYZE_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// The tables a host analyzes: what the claims and the commits' key probes plan on.
+pub const ANALYZED: [&str; 2] = ["tasks", "task_keys"];
+/// Changed rows that call for new statistics: this many, plus a tenth of the rows the
+/// last statistics counted (autovacuum's defaults).
+pub const ANALYZE_CHANGED_MIN: i64 = 50;
 
 /// Dead row versions in a table, rows inserted since its last vacuum, its live rows,
 /// and whether a vacuum of it is running now. Inserts are read through `to_jsonb` because
@@ -178,6 +200,70 @@ pub async fn vacuum(
             Err(err) => {
                 tracing::debug!(error = %err, table = table.table(), "could not vacuum")
             }
+        }
+    }
+}
+
+/// Analyzes `table` (one of [`ANALYZED`]) if more of its rows changed since its last
+/// statistics than the threshold, and no other host is doing it. Returns the rows changed,
+/// if it analyzed.
+pub async fn analyze_if_needed(pool: &PgPool, table: usize) -> Result<Option<i64>, sqlx::Error> {
+    let name = ANALYZED[table];
+    let (changed, counted): (i64, i64) = sqlx::query_as(CHANGED_SQL)
+        .bind(name)
+        .fetch_one(pool)
+        .await?;
+    if changed <= ANALYZE_CHANGED_MIN + counted / 10 {
+        return Ok(None);
+    }
+    let mut conn = pool.acquire().await?;
+    let mine: bool = sqlx::query_scalar(VACUUM_LOCK_SQL)
+        .bind(ANALYZE_LOCK + table as i64)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !mine {
+        return Ok(None);
+    }
+    // Not a prepared statement: a utility command, run once in a while. The name is one
+    // of two constants, never input.
+    let analyzed = sqlx::query(&format!("ANALYZE {name}"))
+        .persistent(false)
+        .execute(&mut *conn)
+        .await;
+    // The lock goes back before the connection does, whatever ANALYZE did.
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(ANALYZE_LOCK + table as i64)
+        .execute(&mut *conn)
+        .await?;
+    analyzed?;
+    Ok(Some(changed))
+}
+
+/// Keeps [`ANALYZED`]'s statistics current until shutdown: a look at once, then every
+/// `every` ([`ANALYZE_CHECK_EVERY`] in a host).
+pub async fn analyze(pool: PgPool, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        for (table, name) in ANALYZED.iter().enumerate() {
+            let started = std::time::Instant::now();
+            let analyzed = tokio::select! {
+                analyzed = analyze_if_needed(&pool, table) => analyzed,
+                _ = shutdown.changed() => return,
+            };
+            match analyzed {
+                Ok(Some(changed)) => tracing::info!(
+                    changed,
+                    took = ?started.elapsed(),
+                    "analyzed the {name} table (many rows changed since its last statistics)"
+                ),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::debug!(error = %err, table = ANALYZED[table], "could not analyze")
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

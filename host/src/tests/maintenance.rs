@@ -204,3 +204,34 @@ async fn dead_rows_counted(db: &TestDb, table: &str, dead: i64) {
     )
     .await;
 }
+
+/// After a bulk load a host gathers new statistics for `tasks` itself, once: a claim
+/// planned on none takes its index for a path to a handful of rows and crawls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_analyzes_the_tasks_table_after_a_bulk_load() {
+    let db = TestDb::new().await;
+    let tasks: Vec<crate::enqueue::NewTask> = (0..20_000)
+        .map(|i| crate::enqueue::NewTask::new("noop", format!("k{i}")))
+        .collect();
+    crate::enqueue::enqueue(&db.pool, &tasks).await.unwrap();
+    db.wait_for(
+        "SELECT n_mod_since_analyze >= 20000 FROM pg_stat_user_tables WHERE relname = 'tasks'",
+        Duration::from_secs(10),
+    )
+    .await;
+    let changed = maintain::analyze_if_needed(&db.pool, 0).await.unwrap();
+    assert!(changed.is_some_and(|n| n >= 20_000), "{changed:?}");
+    let (analyzed, counted): (bool, f32) = sqlx::query_as(
+        "SELECT s.last_analyze IS NOT NULL, c.reltuples
+         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE s.relname = 'tasks'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(analyzed && counted >= 20_000.0, "{analyzed} {counted}");
+    assert_eq!(
+        maintain::analyze_if_needed(&db.pool, 0).await.unwrap(),
+        None,
+        "nothing changed since"
+    );
+}

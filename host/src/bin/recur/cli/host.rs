@@ -65,9 +65,10 @@ pub struct HostArgs {
     /// tasks' errors, and this host does not try it again.
     #[command(flatten)]
     compile_limits: CompileLimitArgs,
-    /// Never vacuum recur's tables from this host (by default a host vacuums `tasks` and
-    /// `claims` when dead row versions pile up, and `task_keys` when new keys do, for a
-    /// server whose autovacuum is off or behind).
+    /// Never vacuum or analyze recur's tables from this host (by default a host vacuums
+    /// `tasks` and `claims` when dead row versions pile up, and `task_keys` when new keys
+    /// do, and analyzes `tasks` and `task_keys` when many rows changed, for a server whose
+    /// autovacuum is off or behind).
     #[arg(long)]
     no_vacuum: bool,
 }
