@@ -32,7 +32,7 @@ use std::time::Duration;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
-const VACUUM_LOCK_SQL: &str = include_str!("sql/vacuum_lock.sql");
+const DUTY_LOCK_SQL: &str = include_str!("sql/vacuum_lock.sql");
 
 const LOST_SQL: &str = include_str!("sql/lost.sql");
 
@@ -137,29 +137,39 @@ pub async fn vacuum_if_needed(pool: &PgPool, table: Vacuumed) -> Result<Option<i
     if running || waiting < table.waiting_min() + live / 10 {
         return Ok(None);
     }
-    // A connection of its own, which goes away with the advisory lock: a vacuum takes
-    // seconds, which sqlx would otherwise report as a slow statement on every round.
+    // Not a prepared statement: VACUUM is a utility command, run once in a while. The
+    // name is one of three constants, never input.
+    let statement = format!("VACUUM (ANALYZE) {}", table.table());
+    if !run_alone(pool, VACUUM_LOCK + table as i64, &statement).await? {
+        return Ok(None);
+    }
+    Ok(Some(waiting))
+}
+
+/// Runs the utility command `statement` (not prepared: it runs once in a while) if this
+/// host is the first to take the advisory lock `key`, and says whether it ran. On a
+/// connection of its own, which goes away with the lock: a vacuum or an analyze of a
+/// large table takes seconds, which sqlx would otherwise report as a slow statement on
+/// every round.
+async fn run_alone(pool: &PgPool, key: i64, statement: &str) -> Result<bool, sqlx::Error> {
     let options = pool
         .connect_options()
         .as_ref()
         .clone()
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(60));
     let mut conn = PgConnection::connect_with(&options).await?;
-    let mine: bool = sqlx::query_scalar(VACUUM_LOCK_SQL)
-        .bind(VACUUM_LOCK + table as i64)
+    let mine: bool = sqlx::query_scalar(DUTY_LOCK_SQL)
+        .bind(key)
         .fetch_one(&mut conn)
         .await?;
-    if !mine {
-        return Ok(None);
+    if mine {
+        sqlx::query(statement)
+            .persistent(false)
+            .execute(&mut conn)
+            .await?;
     }
-    // Not a prepared statement: VACUUM is a utility command, run once in a while. The
-    // name is one of three constants, never input.
-    sqlx::query(&format!("VACUUM (ANALYZE) {}", table.table()))
-        .persistent(false)
-        .execute(&mut conn)
-        .await?;
     conn.close().await?;
-    Ok(Some(waiting))
+    Ok(mine)
 }
 
 /// Vacuums `table` when needed, every `every` ([`VACUUM_CHECK_EVERY`] in a host),
@@ -216,26 +226,11 @@ pub async fn analyze_if_needed(pool: &PgPool, table: usize) -> Result<Option<i64
     if changed <= ANALYZE_CHANGED_MIN + counted / 10 {
         return Ok(None);
     }
-    let mut conn = pool.acquire().await?;
-    let mine: bool = sqlx::query_scalar(VACUUM_LOCK_SQL)
-        .bind(ANALYZE_LOCK + table as i64)
-        .fetch_one(&mut *conn)
-        .await?;
-    if !mine {
+    // The name is one of two constants, never input.
+    let statement = format!("ANALYZE {name}");
+    if !run_alone(pool, ANALYZE_LOCK + table as i64, &statement).await? {
         return Ok(None);
     }
-    // Not a prepared statement: a utility command, run once in a while. The name is one
-    // of two constants, never input.
-    let analyzed = sqlx::query(&format!("ANALYZE {name}"))
-        .persistent(false)
-        .execute(&mut *conn)
-        .await;
-    // The lock goes back before the connection does, whatever ANALYZE did.
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(ANALYZE_LOCK + table as i64)
-        .execute(&mut *conn)
-        .await?;
-    analyzed?;
     Ok(Some(changed))
 }
 
