@@ -149,6 +149,7 @@ impl Pipeline<'_> {
         let in_flight = Arc::new(Semaphore::new(max_in_flight));
         let (batches_tx, batches_rx) = mpsc::channel(1);
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let (held_back_tx, held_back_rx) = watch::channel(Arc::from([]));
         let claimer = Claimer {
             pool: self.pool.clone(),
             request: ClaimRequest {
@@ -157,6 +158,7 @@ impl Pipeline<'_> {
                 types: config.types.clone(),
                 tenants: config.tenants.clone(),
                 skip: None,
+                held_back: Arc::from([]),
                 host: key,
                 max_bytes: CLAIM_MAX_BYTES,
             },
@@ -178,6 +180,7 @@ impl Pipeline<'_> {
             stats: self.stats.clone(),
             cursor: ClaimCursor::default(),
             compiling: registry.watch_compiling(),
+            held_back: held_back_rx,
         };
         let executor = Executor {
             registry,
@@ -188,6 +191,7 @@ impl Pipeline<'_> {
             finished: finished_tx,
             shutdown: self.shutdown.clone(),
             stats: self.stats.clone(),
+            held_back: held_back_tx,
         };
         let committer = Committer {
             pool: self.pool.clone(),

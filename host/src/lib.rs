@@ -30,6 +30,7 @@
 //! - `registry::deploy` (re-exported as `deploy`): deploying and listing modules.
 //! - `requeue`: putting tasks parked as failed back to work.
 //! - `status`: per tenant and type counts and lag.
+//! - `tenants`: creating and changing tenants, and the check the other doors make.
 //! - `examples`: the example modules compiled into the binary.
 //!
 //! # Public API
@@ -58,6 +59,7 @@ pub mod sandbox;
 mod stats;
 pub mod status;
 mod task;
+pub mod tenants;
 mod text;
 
 pub use claim::ClaimMode;

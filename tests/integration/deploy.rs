@@ -42,7 +42,11 @@ async fn deploy_refuses_what_is_not_a_task_component_and_stores_nothing() {
         "{err}"
     );
     assert_eq!(db.scalar::<i64>("SELECT count(*) FROM modules").await, 0);
-    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM tenants").await, 0);
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tenants WHERE name <> 'default'")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]

@@ -17,3 +17,4 @@ mod racing_writers;
 mod sandbox;
 mod support;
 mod tenancy;
+mod tenants;

@@ -33,7 +33,20 @@ fn with_database(server: &str, database: &str) -> String {
 }
 
 impl TestDb {
+    /// A database with every migration applied, whose doors create the tenants they are
+    /// given (`recur tenant auto-create on`), so that a test names tenants freely; the
+    /// tests of refusing unknown tenants turn that off ([`TestDb::strict`]).
     pub async fn new() -> TestDb {
+        let db = TestDb::at_version(i64::MAX).await;
+        recur_host::tenants::set_auto_create(&db.pool, true)
+            .await
+            .unwrap();
+        db
+    }
+
+    /// A database with every migration applied, as an operator's is: only created
+    /// tenants (and `default`) exist.
+    pub async fn strict() -> TestDb {
         TestDb::at_version(i64::MAX).await
     }
 

@@ -2,6 +2,7 @@
 //! until the batch's outcomes are committed in it (claim_locked.sql), and the `claims`
 //! row that records it ([`PendingClaim`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,12 +108,14 @@ pub async fn claim_locked_pending(
     let row = sqlx::query(CLAIM_LOCKED_SQL)
         .bind(request.limit)
         .bind(request.types.as_deref())
-        .bind(after.map(|(due, _)| due))
+        .bind(&after.tenants)
         .bind(request.tenants.as_deref())
         .bind(request.skip.as_ref().map(|skip| &skip.tenants))
         .bind(request.skip.as_ref().map(|skip| &skip.types))
-        .bind(after.map(|(_, row)| row))
+        .bind(&after.due)
         .bind(request.max_bytes)
+        .bind(&after.at)
+        .bind(&request.held_back[..])
         .fetch_one(&mut *tx)
         .await?;
     let claim = ClaimArrays::of(&row)?;
@@ -122,22 +125,30 @@ pub async fn claim_locked_pending(
         .map(|i| Ok(((claim.next_run_at.time(i)?, claim.row_at.row_at(i)?), i)))
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     order.sort_unstable_by_key(|(at, _)| *at);
-    cursor.advance(request.limit, order.len(), order.last().map(|(at, _)| *at));
     let mut pending = PendingClaim {
         tasks: Vec::new(),
         key,
         host: request.host,
     };
     if order.is_empty() {
+        cursor.advance(request.limit, 0, HashMap::new());
         tx.rollback().await?;
         return Ok(pending);
     }
     let deadline = claimed + request.lease_timeout;
     let lock = Arc::new(BatchLock::new(tx, key, order.len(), deadline, permit));
     pending.tasks = order
-        .into_iter()
-        .map(|((_, row_at), i)| claim.task(i, row_at, &lock, claimed, request.lease_timeout))
+        .iter()
+        .map(|&((_, row_at), i)| claim.task(i, row_at, &lock, claimed, request.lease_timeout))
         .collect::<Result<_, sqlx::Error>>()?;
+    // In due order, so each tenant's last entry is the last row taken from its queue.
+    let last = pending
+        .tasks
+        .iter()
+        .zip(&order)
+        .map(|(task, (at, _))| (task.tenant.clone(), *at))
+        .collect();
+    cursor.advance(request.limit, order.len(), last);
     Ok(pending)
 }
 

@@ -98,6 +98,9 @@ pub struct ClaimRequest {
     pub tenants: Option<Vec<String>>,
     /// (tenant, task type) pairs not to claim: those whose module the host is compiling.
     pub skip: Option<Arc<Compiling>>,
+    /// Tenants not to claim for: those whose jobs wait in the host's fair queue behind
+    /// their cap of long runs (see execute/queue.rs).
+    pub held_back: Arc<[String]>,
     /// The claiming host's liveness key ([`crate::liveness`]), recorded with each claim
     /// so that a claim that never commits is charged to its tasks only if its host died.
     /// 0 outside a host: such claims always count.
@@ -207,6 +210,8 @@ pub struct Claimer {
     pub cursor: ClaimCursor,
     /// What the host is compiling, left unclaimed until it is ready.
     pub compiling: watch::Receiver<Option<Arc<Compiling>>>,
+    /// The tenants the execute stage holds back, left unclaimed meanwhile.
+    pub held_back: watch::Receiver<Arc<[String]>>,
 }
 
 /// Why the claim loop stopped.
@@ -235,6 +240,7 @@ impl Claimer {
             let request = ClaimRequest {
                 limit: wanted as i64,
                 skip: self.compiling.borrow().clone(),
+                held_back: self.held_back.borrow().clone(),
                 ..self.request.clone()
             };
             let started = Instant::now();

@@ -30,6 +30,7 @@ pub async fn claim_timed(
         .bind(request.skip.as_ref().map(|skip| &skip.tenants))
         .bind(request.skip.as_ref().map(|skip| &skip.types))
         .bind(request.max_bytes)
+        .bind(&request.held_back[..])
         .fetch_all(pool)
         .await?;
     let Some(first) = rows.first() else {

@@ -87,8 +87,12 @@ async fn connect_with(
         url: shown.clone(),
         source,
     })?;
-    // Statement logging at INFO would print every claim and commit.
+    // Statement logging at INFO would print every claim and commit. No JIT: recur's
+    // statements are short, and the planner's estimate for a claim over many tenants'
+    // queues (one per tenant, each with a LIMIT it cannot know) is high enough to compile
+    // it, which takes far longer than the claim itself.
     let options = options
+        .options([("jit", "off")])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(slow, Duration::from_secs(1));
     PgPoolOptions::new()

@@ -28,6 +28,8 @@ pub use copy::{BATCH_BYTES, Rows};
 pub use parallel::{BulkLoad, MAX_CONNECTIONS, ShardWriter};
 
 use chrono::{DateTime, Utc};
+
+use crate::tenants;
 use sqlx::{PgConnection, PgPool};
 
 use crate::contract::check_name;
@@ -137,6 +139,10 @@ pub enum EnqueueError {
         "deadlock: another enqueue or commit was writing some of the same keys, and this enqueue was rolled back so it could finish; nothing was enqueued, so run it again (keys already in are absorbed)"
     )]
     Deadlock(#[source] sqlx::Error),
+    /// A task names a tenant that does not exist, and the fleet does not create tenants
+    /// on enqueue ([`crate::tenants::require`]); nothing was written.
+    #[error("{0}")]
+    UnknownTenant(String),
     /// The database failed; nothing was written.
     #[error("database error while enqueueing: {0}")]
     Database(#[source] sqlx::Error),
@@ -144,6 +150,9 @@ pub enum EnqueueError {
 
 impl From<sqlx::Error> for EnqueueError {
     fn from(e: sqlx::Error) -> Self {
+        if let Some(message) = tenants::unknown_tenant(&e) {
+            return EnqueueError::UnknownTenant(message);
+        }
         match &e {
             sqlx::Error::Database(db) if db.code().as_deref() == Some(DEADLOCK) => {
                 EnqueueError::Deadlock(e)
@@ -194,11 +203,13 @@ pub async fn enqueue_parallel(
             })
             .collect();
         let mut tx = pool.begin().await?;
+        tenants::require(&mut tx, &tenants_of(tasks)).await?;
         let new = insert_arrays(&mut tx, &rows).await?;
         tx.commit().await?;
         return Ok(new);
     }
     let mut load = BulkLoad::begin(pool, connections).await?;
+    load.require_tenants(&tenants_of(tasks)).await?;
     let (mut writer, sources) = load.writer(2);
     // Formatting runs while the connections wait on the server.
     let produce = async move {
@@ -213,6 +224,14 @@ pub async fn enqueue_parallel(
     let new = new?;
     load.commit().await?;
     Ok(new)
+}
+
+/// The distinct tenants `tasks` name.
+fn tenants_of(tasks: &[NewTask]) -> Vec<&str> {
+    let mut tenants: Vec<&str> = tasks.iter().map(|task| task.tenant.as_str()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    tenants
 }
 
 /// One checked task, borrowed, as the array insert takes it.

@@ -65,6 +65,14 @@ impl BulkLoad {
         Ok(BulkLoad { txs, format })
     }
 
+    /// Refuses tenants that do not exist ([`crate::tenants::require`]), in the first
+    /// connection's transaction: before the tasks go in, or after, but before
+    /// [`BulkLoad::commit`].
+    pub async fn require_tenants(&mut self, names: &[&str]) -> Result<(), EnqueueError> {
+        crate::tenants::require(&mut self.txs[0], names).await?;
+        Ok(())
+    }
+
     /// A writer that shares tasks out among the connections, and the pieces of rows
     /// each connection receives, for [`BulkLoad::insert`]. `pieces_in_flight` per
     /// connection may wait between the two.

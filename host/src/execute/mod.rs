@@ -114,13 +114,16 @@ pub struct Executor {
     pub shutdown: watch::Receiver<bool>,
     /// Shared counters.
     pub stats: Arc<Stats>,
+    /// Where the fair queue publishes the tenants it holds back, for the claim stage.
+    pub held_back: watch::Sender<Arc<[String]>>,
 }
 
 impl Executor {
     /// Dispatches batches to the workers until the claim stage closes its channel, then
     /// waits for the workers to finish what they started.
     pub async fn run(mut self) {
-        let jobs = Arc::new(Queue::new(self.workers));
+        let held_back = std::mem::replace(&mut self.held_back, watch::Sender::new(Arc::from([])));
+        let jobs = Arc::new(Queue::new(self.workers, held_back));
         let stopping = Arc::new(AtomicBool::new(false));
         let threads = self.start_workers(&jobs, &stopping);
 

@@ -9,12 +9,21 @@
 //! every worker: the reserve costs throughput only while a module is new or slow, which
 //! is when it protects the others.
 //!
+//! The claim stage must know of such a tenant too: a fair claim gives every tenant with
+//! due work its share of each batch, and a tenant whose runs are long would gather the
+//! host's in-flight permits in jobs waiting here behind its cap, until none were left
+//! for the others. So the queue publishes the tenants it holds back (a job of theirs
+//! waits for their cap), and the claim stage claims none of their tasks meanwhile
+//! (`ClaimRequest::held_back`).
+//!
 //! A std Mutex and Condvar, not a channel: a worker's choice depends on every queue and
 //! on what runs, which one lock over all of it makes simple. It is held only to pick or
 //! add jobs, never while a job runs.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Condvar, Mutex};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::sync::watch;
 
 /// What the queue needs to know of a job to be fair.
 pub trait Fair {
@@ -33,6 +42,8 @@ struct State<J> {
     long_running: HashMap<String, usize>,
     /// No more jobs will come; workers exit once the queues are empty.
     closed: bool,
+    /// The tenants held back when last published.
+    held_back: BTreeSet<String>,
 }
 
 impl<J> Default for State<J> {
@@ -42,6 +53,7 @@ impl<J> Default for State<J> {
             turns: VecDeque::new(),
             long_running: HashMap::new(),
             closed: false,
+            held_back: BTreeSet::new(),
         }
     }
 }
@@ -52,6 +64,8 @@ pub struct Queue<J> {
     ready: Condvar,
     /// Most runs of unproven modules one tenant may have in progress.
     cap: usize,
+    /// Where the tenants held back are published, sorted, each time they change.
+    held_back: watch::Sender<Arc<[String]>>,
 }
 
 /// A job taken by a worker; give it back with [`Queue::done`] when it has run.
@@ -63,12 +77,38 @@ pub struct Taken<J> {
 }
 
 impl<J: Fair> Queue<J> {
-    /// A queue for `workers` worker threads.
-    pub fn new(workers: usize) -> Self {
+    /// A queue for `workers` worker threads, which publishes the tenants it holds back
+    /// (a job of theirs waits because they have their cap of long runs in progress) to
+    /// `held_back`.
+    pub fn new(workers: usize, held_back: watch::Sender<Arc<[String]>>) -> Self {
         Queue {
             state: Mutex::default(),
             ready: Condvar::new(),
             cap: workers.saturating_sub(1).max(1),
+            held_back,
+        }
+    }
+
+    /// Publishes the tenants held back, if they changed. Called with the lock held, after
+    /// whatever may change them: jobs added, a long run started or ended.
+    fn publish_held_back(&self, state: &mut State<J>) {
+        let held_back: BTreeSet<String> = state
+            .long_running
+            .iter()
+            .filter(|&(tenant, running)| {
+                *running >= self.cap
+                    && state
+                        .queues
+                        .get(tenant)
+                        .and_then(|queue| queue.front())
+                        .is_some_and(|job| !job.is_short())
+            })
+            .map(|(tenant, _)| tenant.clone())
+            .collect();
+        if held_back != state.held_back {
+            self.held_back
+                .send_replace(held_back.iter().cloned().collect());
+            state.held_back = held_back;
         }
     }
 
@@ -85,6 +125,7 @@ impl<J: Fair> Queue<J> {
                 state.queues.insert(tenant, VecDeque::from([job]));
             }
         }
+        self.publish_held_back(&mut state);
         drop(state);
         self.ready.notify_all();
     }
@@ -137,6 +178,7 @@ impl<J: Fair> Queue<J> {
             if long {
                 *state.long_running.entry(tenant.clone()).or_default() += 1;
             }
+            let publish = long;
             let queue = state
                 .queues
                 .get_mut(&tenant)
@@ -146,6 +188,9 @@ impl<J: Fair> Queue<J> {
                 state.queues.remove(&tenant);
             } else {
                 state.turns.push_back(tenant);
+            }
+            if publish {
+                self.publish_held_back(state);
             }
             return Some(Taken { job, long });
         }
@@ -169,6 +214,7 @@ impl<J: Fair> Queue<J> {
                 state.long_running.remove(tenant);
             }
         }
+        self.publish_held_back(&mut state);
         drop(state);
         self.ready.notify_all();
     }
@@ -190,13 +236,17 @@ mod tests {
         }
     }
 
+    fn queue(workers: usize) -> Queue<Job> {
+        Queue::new(workers, watch::Sender::new(Arc::from([])))
+    }
+
     fn take(queue: &Queue<Job>) -> Taken<Job> {
         queue.take(|| false, || {}).expect("a job is queued")
     }
 
     #[test]
     fn tenants_take_turns_whatever_their_backlog() {
-        let queue = Queue::new(4);
+        let queue = queue(4);
         queue.push((0..100).map(|n| Job("big", n, true)));
         queue.push([Job("small", 0, true), Job("small", 1, true)]);
         let order: Vec<_> = (0..5)
@@ -217,11 +267,18 @@ mod tests {
 
     #[test]
     fn a_tenant_of_unproven_modules_leaves_a_worker_for_the_others() {
-        let queue = Queue::new(3);
+        let (sender, held_back) = watch::channel(Arc::from([]));
+        let queue = Queue::new(3, sender);
         queue.push((0..10).map(|n| Job("slow", n, false)));
         let first = take(&queue);
+        assert!(held_back.borrow().is_empty(), "below its cap");
         let second = take(&queue);
         assert!(first.long && second.long);
+        assert_eq!(
+            &**held_back.borrow(),
+            ["slow".to_string()],
+            "its jobs wait for its cap: the claim stage is told"
+        );
         // Both of the cap's runs are in progress: the third waits, though jobs are queued.
         let mut state = queue.state.lock().unwrap();
         assert!(queue.next(&mut state, false).is_none());
@@ -238,7 +295,7 @@ mod tests {
 
     #[test]
     fn short_modules_use_every_worker() {
-        let queue = Queue::new(2);
+        let queue = queue(2);
         queue.push((0..3).map(|n| Job("fast", n, true)));
         for _ in 0..3 {
             assert!(!take(&queue).long);
@@ -247,7 +304,7 @@ mod tests {
 
     #[test]
     fn a_closed_queue_drains_then_ends() {
-        let queue = Queue::new(2);
+        let queue = queue(2);
         queue.push([Job("t", 0, true)]);
         queue.close();
         assert_eq!(take(&queue).job.1, 0);

@@ -9,12 +9,12 @@ use sqlx::{PgPool, Row};
 
 use crate::contract::check_name;
 use crate::sandbox::{Sandbox, ValidationError, human_bytes};
+use crate::tenants;
 
 const DEPLOY_LOCK_SQL: &str = include_str!("../sql/deploy_lock.sql");
 const DEPLOY_ACTIVE_SQL: &str = include_str!("../sql/deploy_active.sql");
 const DEPLOY_DEACTIVATE_SQL: &str = include_str!("../sql/deploy_deactivate.sql");
 const DEPLOY_INSERT_SQL: &str = include_str!("../sql/deploy_insert.sql");
-const DEPLOY_TENANT_SQL: &str = include_str!("../sql/deploy_tenant.sql");
 const LIST_MODULES_SQL: &str = include_str!("../sql/list_modules.sql");
 
 /// Largest component accepted.
@@ -32,6 +32,10 @@ pub enum DeployError {
     /// The component does not match the task world.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The tenant does not exist, and the fleet does not create tenants on deploy
+    /// ([`crate::tenants::require`]).
+    #[error("{0}")]
+    UnknownTenant(String),
     /// The database failed.
     #[error("database error while deploying: {0}")]
     Database(#[from] sqlx::Error),
@@ -123,6 +127,12 @@ pub async fn deploy_with(
     let sha256 = sha256(component);
 
     let mut tx = pool.begin().await?;
+    tenants::require(&mut tx, &[tenant])
+        .await
+        .map_err(|e| match tenants::unknown_tenant(&e) {
+            Some(message) => DeployError::UnknownTenant(message),
+            None => DeployError::Database(e),
+        })?;
     sqlx::query(DEPLOY_LOCK_SQL)
         .bind(tenant)
         .bind(task_type)
@@ -160,10 +170,6 @@ pub async fn deploy_with(
         .bind(component)
         .bind(options.reuse_instance)
         .fetch_one(&mut *tx)
-        .await?;
-    sqlx::query(DEPLOY_TENANT_SQL)
-        .bind(tenant)
-        .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     Ok(Deployed {

@@ -18,32 +18,87 @@
 -- (named by the token's first eight bytes) is gone. `lost_runs` says how many of the
 -- attempt are those lost batches' tries: a task the batch gives back unrun keeps them
 -- (keep_lost_runs.sql).
--- $1 batch size, $2 task types (NULL: all), $3 and $7 the claim cursor: the due time of
--- the last task the host's previous claim took and where that task lies (its ctid), or
--- NULL to start from the front (see claim/cursor.rs), $4 tenants (NULL:
--- all), $5 and $6 the (tenant, task type) pairs not to claim, side by side (NULL: none): those
--- whose module the host is compiling, which would only wait in the host (see
--- registry/mod.rs), $8 the most bytes of payload and state to take.
-WITH claimed AS (
-    SELECT id, tenant, task_type, key, payload, state, attempt, runs,
-           coalesce(due_at, next_run_at) AS scheduled_at, lease_token,
-           xmin::text::bigint AS row_version, ctid, updated_at, next_run_at,
-           octet_length(payload) + coalesce(octet_length(state), 0) AS bytes
-    FROM tasks
-    WHERE status = 0
-      AND next_run_at <= now()
-      AND next_run_at >= coalesce($3::timestamptz, '-infinity')
-      -- Rows due at the cursor's time come in the order they lie in the table: those up
-      -- to the last one taken were passed over by the previous claim. Checked before the
-      -- row lock is tried, which is what a row held by a batch in flight costs.
-      AND ($7::tid IS NULL OR next_run_at > $3::timestamptz OR ctid > $7::tid)
-      AND ($2::text[] IS NULL OR task_type = ANY($2::text[]))
-      AND ($4::text[] IS NULL OR tenant = ANY($4::text[]))
-      AND ($5::text[] IS NULL
-           OR (tenant, task_type) NOT IN (SELECT * FROM unnest($5::text[], $6::text[])))
-    ORDER BY next_run_at
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
+-- $1 batch size, $2 task types (NULL: all), $3, $7 and $9 the claim cursor, side by side:
+-- for each tenant it names, the due time of the last task the host's previous claim took
+-- from that tenant and where that task lies (its ctid); a tenant it does not name starts
+-- from the front (see claim/cursor.rs), $4 tenants (NULL: all), $5 and $6 the (tenant,
+-- task type) pairs not to claim, side by side (NULL: none): those whose module the host
+-- is compiling, which would only wait in the host (see registry/mod.rs), $8 the most
+-- bytes of payload and state to take, $10 tenants not to claim for: those whose jobs wait
+-- in the host behind their cap of long runs (see execute/queue.rs).
+--
+-- The batch is shared fairly between tenants as in claim_timed.sql, which says how.
+WITH active AS MATERIALIZED (
+    SELECT n.name AS tenant, n.weight, d.oldest, c.due AS after_due, c.at AS after_at
+    FROM tenants AS n
+    CROSS JOIN LATERAL (
+        SELECT next_run_at AS oldest FROM tasks
+        WHERE tenant = n.name AND status = 0
+        ORDER BY next_run_at LIMIT 1) AS d
+    LEFT JOIN unnest($3::text[], $7::timestamptz[], $9::tid[]) AS c (tenant, due, at)
+        ON c.tenant = n.name
+    WHERE d.oldest <= now()
+      AND NOT n.name = ANY($10::text[])
+      AND ($4::text[] IS NULL OR n.name = ANY($4::text[]))
+),
+shares AS (
+    SELECT tenant, after_due, after_at,
+           base + (row_number() OVER (ORDER BY oldest, tenant) <= $1 - sum(base) OVER ())::int
+               AS share
+    FROM (SELECT *, floor($1 * weight::numeric / sum(weight) OVER ())::bigint AS base
+          FROM active) AS a
+),
+first AS MATERIALIZED (
+    SELECT d.* FROM shares AS s CROSS JOIN LATERAL (
+        SELECT id, tenant, task_type, key, payload, state, attempt, runs,
+               coalesce(due_at, next_run_at) AS scheduled_at, lease_token,
+               xmin::text::bigint AS row_version, ctid, updated_at, next_run_at,
+               octet_length(payload) + coalesce(octet_length(state), 0) AS bytes
+        FROM tasks
+        WHERE tenant = s.tenant AND status = 0 AND next_run_at <= now()
+          AND next_run_at >= coalesce(s.after_due, '-infinity')
+          -- Rows due at the cursor's time come in the order they lie in the table: those
+          -- up to the last one taken were passed over by the previous claim. Checked
+          -- before the row lock is tried, which is what a row held by a batch in flight
+          -- costs.
+          AND (s.after_at IS NULL OR next_run_at > s.after_due OR ctid > s.after_at)
+          AND ($2::text[] IS NULL OR task_type = ANY($2::text[]))
+          AND ($5::text[] IS NULL
+               OR (tenant, task_type) NOT IN (SELECT * FROM unnest($5::text[], $6::text[])))
+        ORDER BY next_run_at
+        LIMIT s.share
+        FOR UPDATE SKIP LOCKED) AS d
+),
+more AS (
+    SELECT s.*
+    FROM shares AS s
+    JOIN (SELECT tenant, count(*) AS took FROM first GROUP BY tenant) AS f USING (tenant)
+    WHERE f.took = s.share
+),
+second AS MATERIALIZED (
+    SELECT d.* FROM more AS s CROSS JOIN LATERAL (
+        SELECT id, tenant, task_type, key, payload, state, attempt, runs,
+               coalesce(due_at, next_run_at) AS scheduled_at, lease_token,
+               xmin::text::bigint AS row_version, ctid, updated_at, next_run_at,
+               octet_length(payload) + coalesce(octet_length(state), 0) AS bytes
+        FROM tasks
+        WHERE tenant = s.tenant AND status = 0 AND next_run_at <= now()
+          AND next_run_at >= coalesce(s.after_due, '-infinity')
+          AND (s.after_at IS NULL OR next_run_at > s.after_due OR ctid > s.after_at)
+          AND id NOT IN (SELECT id FROM first)
+          AND ($2::text[] IS NULL OR task_type = ANY($2::text[]))
+          AND ($5::text[] IS NULL
+               OR (tenant, task_type) NOT IN (SELECT * FROM unnest($5::text[], $6::text[])))
+        ORDER BY next_run_at
+        LIMIT (SELECT $1 - count(*) FROM first)
+        FOR UPDATE SKIP LOCKED) AS d
+),
+-- What the second round locked past the rest of the batch stays locked until this batch
+-- commits, and is due as before, as the rows over the byte budget below are.
+claimed AS (
+    SELECT * FROM first
+    UNION ALL
+    (SELECT * FROM second ORDER BY next_run_at LIMIT (SELECT $1 - count(*) FROM first))
 ),
 -- The rows past the batch's budget of $8 bytes of payload and state, in the order they
 -- were locked, but never the first: they stay locked until this batch commits, and are

@@ -2,7 +2,8 @@
 -- $1 batch size, $2 lease timeout in ms, $3 task types (NULL: all), $4 lease token,
 -- $5 tenants (NULL: all), $6 and $7 the (tenant, task type) pairs not to claim, side by
 -- side (NULL: none): those whose module the host is compiling (see registry/mod.rs), $8
--- the most bytes of payload and state to take.
+-- the most bytes of payload and state to take, $9 tenants not to claim for: those whose
+-- jobs wait in the host behind their cap of long runs (see execute/queue.rs).
 -- SKIP LOCKED lets concurrent hosts claim disjoint batches without waiting on each
 -- other; moving next_run_at forward is the lease itself, so a host that dies leaves
 -- tasks that are due again when the lease runs out, with no rescuer process. The due
@@ -11,18 +12,76 @@
 -- takes over from a lease that ran out on a host that is still alive (the token's first
 -- eight bytes name its host's liveness lock, see liveness.rs): that run is repeated
 -- under the same attempt number, not charged to the task.
-WITH due AS (
-    SELECT id, octet_length(payload) + coalesce(octet_length(state), 0) AS bytes
-    FROM tasks
-    WHERE status = 0
-      AND next_run_at <= now()
-      AND ($3::text[] IS NULL OR task_type = ANY($3::text[]))
-      AND ($5::text[] IS NULL OR tenant = ANY($5::text[]))
-      AND ($6::text[] IS NULL
-           OR (tenant, task_type) NOT IN (SELECT * FROM unnest($6::text[], $7::text[])))
-    ORDER BY next_run_at
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
+--
+-- The batch is shared fairly between tenants (see docs/operating.md, "Fair claims"):
+-- each tenant with due work gets a share of the $1 tasks in proportion to its weight,
+-- and takes it from the front of its own queue (`first`); what the tenants with fewer
+-- due tasks than their share leave goes to those that filled theirs, oldest due first
+-- (`second`). The shares are whole numbers that add up to $1: each tenant's exact share
+-- rounded down, and one more task each for as many tenants as that leaves tasks, in the
+-- order of their oldest due task: where tenants outnumber the batch, the longest waiting
+-- get a task first.
+WITH active AS MATERIALIZED (
+    -- Each tenant with due work, its weight, and how late its oldest due task is: one
+    -- probe of the due index per tenant.
+    SELECT n.name AS tenant, n.weight, d.oldest
+    FROM tenants AS n
+    CROSS JOIN LATERAL (
+        SELECT next_run_at AS oldest FROM tasks
+        WHERE tenant = n.name AND status = 0
+        ORDER BY next_run_at LIMIT 1) AS d
+    WHERE d.oldest <= now()
+      AND NOT n.name = ANY($9::text[])
+      AND ($5::text[] IS NULL OR n.name = ANY($5::text[]))
+),
+shares AS (
+    SELECT tenant,
+           base + (row_number() OVER (ORDER BY oldest, tenant) <= $1 - sum(base) OVER ())::int
+               AS share
+    FROM (SELECT *, floor($1 * weight::numeric / sum(weight) OVER ())::bigint AS base
+          FROM active) AS a
+),
+first AS MATERIALIZED (
+    SELECT d.* FROM shares AS s CROSS JOIN LATERAL (
+        SELECT id, tenant, next_run_at,
+               octet_length(payload) + coalesce(octet_length(state), 0) AS bytes
+        FROM tasks
+        WHERE tenant = s.tenant AND status = 0 AND next_run_at <= now()
+          AND ($3::text[] IS NULL OR task_type = ANY($3::text[]))
+          AND ($6::text[] IS NULL
+               OR (tenant, task_type) NOT IN (SELECT * FROM unnest($6::text[], $7::text[])))
+        ORDER BY next_run_at
+        LIMIT s.share
+        FOR UPDATE SKIP LOCKED) AS d
+),
+-- The tenants that took their whole share, and may have more.
+more AS (
+    SELECT s.tenant
+    FROM shares AS s
+    JOIN (SELECT tenant, count(*) AS took FROM first GROUP BY tenant) AS f USING (tenant)
+    WHERE f.took = s.share
+),
+-- Each of them offers the whole rest of the batch; the oldest due of those offered fill
+-- it (`due`), and the others are left due. Nothing is read here when the first round
+-- filled the batch.
+second AS MATERIALIZED (
+    SELECT d.* FROM more AS m CROSS JOIN LATERAL (
+        SELECT id, tenant, next_run_at,
+               octet_length(payload) + coalesce(octet_length(state), 0) AS bytes
+        FROM tasks
+        WHERE tenant = m.tenant AND status = 0 AND next_run_at <= now()
+          AND id NOT IN (SELECT id FROM first)
+          AND ($3::text[] IS NULL OR task_type = ANY($3::text[]))
+          AND ($6::text[] IS NULL
+               OR (tenant, task_type) NOT IN (SELECT * FROM unnest($6::text[], $7::text[])))
+        ORDER BY next_run_at
+        LIMIT (SELECT $1 - count(*) FROM first)
+        FOR UPDATE SKIP LOCKED) AS d
+),
+due AS (
+    SELECT id, bytes FROM first
+    UNION ALL
+    (SELECT id, bytes FROM second ORDER BY next_run_at LIMIT (SELECT $1 - count(*) FROM first))
 ),
 -- The rows past the batch's budget of $8 bytes of payload and state, in the order they
 -- were locked, but never the first: left due (see CLAIM_MAX_BYTES in claim/mod.rs).

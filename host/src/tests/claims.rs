@@ -263,7 +263,7 @@ async fn a_claims_row_keeps_its_ids_with_lz4_where_the_server_has_it() {
 async fn a_claim_computes_a_lost_batchs_remaining_ids_once() {
     let db = TestDb::new().await;
     let plan = db
-        .generic_plan(include_str!("../sql/claim_locked.sql"), 8)
+        .generic_plan(include_str!("../sql/claim_locked.sql"), 10)
         .await;
     let differences = plan
         .iter()

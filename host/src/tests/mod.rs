@@ -19,6 +19,7 @@ fn claim_request(limit: i64) -> ClaimRequest {
         types: None,
         tenants: None,
         skip: None,
+        held_back: std::sync::Arc::from([]),
         host: 0,
         max_bytes: CLAIM_MAX_BYTES,
     }
@@ -27,6 +28,7 @@ fn claim_request(limit: i64) -> ClaimRequest {
 mod claim_bytes;
 mod claims;
 mod commits;
+mod fairness;
 mod hygiene;
 mod liveness;
 mod maintenance;

@@ -10,6 +10,7 @@ use recur_host::deploy;
 use recur_host::examples::example;
 use recur_host::sandbox::{Sandbox, SandboxConfig};
 use recur_host::status;
+use recur_host::tenants::{TenantChanges, TenantError, create as create_tenant};
 use recur_host::{Host, HostConfig};
 use recur_host::{Latencies, StatsSnapshot};
 
@@ -64,6 +65,10 @@ async fn load_tasks(throwaway: &Throwaway, args: &BenchArgs) -> anyhow::Result<L
     };
     let tenants = load::tenants(args.tenants);
     for tenant in &tenants {
+        match create_tenant(&setup, tenant, &TenantChanges::default()).await {
+            Ok(_) | Err(TenantError::Exists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         let component = if args.distinct_modules {
             recur_host::examples::marked(noop.component, tenant)
         } else {

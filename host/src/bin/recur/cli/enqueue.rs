@@ -170,6 +170,12 @@ async fn bulk(
         .context("the thread reading stdin stopped")?
         .context("cannot read stdin")?;
     let mut errors = parsed.errors;
+    if errors.is_empty() {
+        let tenants: Vec<&str> = parsed.types.keys().map(String::as_str).collect();
+        if let Err(e) = load.require_tenants(&tenants).await {
+            errors.push(e.to_string());
+        }
+    }
     if errors.is_empty()
         && !allow_undeployed
         && let Err(e) = undeployed(pool, parsed.types).await

@@ -6,6 +6,7 @@ mod enqueue;
 mod host;
 mod requeue;
 mod status;
+mod tenant;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ pub struct Cli {
 enum Command {
     /// Create or upgrade recur's tables (idempotent).
     Migrate,
+    /// Create, list, change and delete tenants.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
     /// Deploy and list modules.
     #[command(subcommand)]
     Module(deploy::ModuleCommand),
@@ -72,6 +76,7 @@ pub fn main() -> ExitCode {
             | Command::Status(_)
             | Command::Enqueue(_)
             | Command::Requeue(_)
+            | Command::Tenant(_)
     );
     init_logging(
         cli.log.as_deref(),
@@ -153,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied; the schema is at version {version}");
             Ok(())
         }
+        Command::Tenant(command) => tenant::run(&connect_migrated(&url).await?, command).await,
         Command::Module(command) => deploy::run(&connect_migrated(&url).await?, command).await,
         Command::Enqueue(args) => {
             let pool = db::connect(&url, args.pool_size().max(8)).await?;

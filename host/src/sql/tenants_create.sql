@@ -1,0 +1,5 @@
+-- A new tenant $1, with the default for each setting not given ($2 weight, $3 memory
+-- bytes, $4 timeout ms, $5 attempts). A tenant of that name is left alone: no row then.
+INSERT INTO tenants (name, weight, memory_bytes, timeout_ms, max_attempts)
+VALUES ($1, coalesce($2, 1), coalesce($3, 67108864), coalesce($4, 5000), coalesce($5, 5))
+ON CONFLICT (name) DO NOTHING

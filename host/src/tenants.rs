@@ -1,0 +1,245 @@
+//! The tenants door: creating, listing, changing and deleting tenants, and the check
+//! every other door makes before it writes tasks or modules for one
+//! ([`require`]). A tenant exists only once an operator created it, unless the fleet
+//! lets the doors create tenants they do not know ([`set_auto_create`]); the check is
+//! the database's own (`recur_require_tenants()`, migrations/0010), so plain SQL meets it
+//! too.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::contract;
+
+const LIST_SQL: &str = include_str!("sql/tenants_list.sql");
+const CREATE_SQL: &str = include_str!("sql/tenants_create.sql");
+const SET_SQL: &str = include_str!("sql/tenants_set.sql");
+const DELETE_SQL: &str = include_str!("sql/tenants_delete.sql");
+const REQUIRE_SQL: &str = "SELECT recur_require_tenants($1)";
+
+/// The SQLSTATE `recur_require_tenants()` raises for a tenant without a row.
+pub const UNKNOWN_TENANT: &str = "RT404";
+
+/// A tenant and the limits its tasks run under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    /// Its name.
+    pub name: String,
+    /// Its share of the fleet's executions while other tenants have due work too.
+    pub weight: i32,
+    /// Largest linear memory one run may grow to.
+    pub memory_bytes: i64,
+    /// Wall-clock budget of one run, in milliseconds.
+    pub timeout_ms: i32,
+    /// Tries of one run before its task is parked as failed.
+    pub max_attempts: i32,
+    /// Its active modules.
+    pub modules: i64,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Changes to a tenant's settings; `None` leaves one as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantChanges {
+    /// See [`Tenant::weight`]: 1 to 10,000.
+    pub weight: Option<i32>,
+    /// See [`Tenant::memory_bytes`]: 64 KiB to 4 GiB.
+    pub memory_bytes: Option<i64>,
+    /// See [`Tenant::timeout_ms`]: 1 ms to an hour.
+    pub timeout_ms: Option<i32>,
+    /// See [`Tenant::max_attempts`]: 1 to 1,000.
+    pub max_attempts: Option<i32>,
+}
+
+/// Why a tenants door changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    /// The name breaks the naming rule, or a setting is out of its range.
+    #[error("{0}")]
+    Invalid(String),
+    /// No tenant has this name.
+    #[error("tenant \"{0}\" does not exist; `recur tenant list` shows the tenants")]
+    Unknown(String),
+    /// A tenant of this name exists already.
+    #[error("tenant \"{0}\" exists already; `recur tenant set` changes its settings")]
+    Exists(String),
+    /// The tenant still owns tasks or modules.
+    #[error(
+        "tenant \"{name}\" still owns {tasks} tasks and {modules} module versions; delete with --force to delete them too"
+    )]
+    Owns {
+        /// The tenant.
+        name: String,
+        /// Its tasks, of any status.
+        tasks: i64,
+        /// Its module versions.
+        modules: i64,
+    },
+    /// The database failed; nothing changed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Refuses, with the database's one-line error (SQLSTATE [`UNKNOWN_TENANT`]), if any of
+/// `names` is not a tenant, unless the fleet lets the doors create tenants: then creates
+/// those missing. Run inside the transaction that writes for them.
+pub async fn require(conn: &mut PgConnection, names: &[&str]) -> Result<(), sqlx::Error> {
+    sqlx::query(REQUIRE_SQL).bind(names).execute(conn).await?;
+    Ok(())
+}
+
+/// The one-line error `recur_require_tenants()` raised, if `error` is that.
+pub fn unknown_tenant(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(UNKNOWN_TENANT) => {
+            Some(db.message().to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Every tenant, by name.
+pub async fn list(pool: &PgPool) -> Result<Vec<Tenant>, TenantError> {
+    let rows = sqlx::query(LIST_SQL)
+        .bind(None::<&str>)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(tenant)
+        .collect::<Result<_, _>>()
+        .map_err(Into::into)
+}
+
+/// The tenant `name`.
+pub async fn show(pool: &PgPool, name: &str) -> Result<Tenant, TenantError> {
+    let row = sqlx::query(LIST_SQL)
+        .bind(Some(name))
+        .fetch_optional(pool)
+        .await?;
+    match row {
+        Some(row) => Ok(tenant(&row)?),
+        None => Err(TenantError::Unknown(name.into())),
+    }
+}
+
+/// Creates the tenant `name` with `changes` over the default settings.
+pub async fn create(
+    pool: &PgPool,
+    name: &str,
+    changes: &TenantChanges,
+) -> Result<Tenant, TenantError> {
+    contract::check_name("tenant", name).map_err(TenantError::Invalid)?;
+    check(changes)?;
+    let created = sqlx::query(CREATE_SQL)
+        .bind(name)
+        .bind(changes.weight)
+        .bind(changes.memory_bytes)
+        .bind(changes.timeout_ms)
+        .bind(changes.max_attempts)
+        .execute(pool)
+        .await?;
+    if created.rows_affected() == 0 {
+        return Err(TenantError::Exists(name.into()));
+    }
+    show(pool, name).await
+}
+
+/// Changes the settings of the tenant `name` that `changes` names.
+pub async fn set(
+    pool: &PgPool,
+    name: &str,
+    changes: &TenantChanges,
+) -> Result<Tenant, TenantError> {
+    check(changes)?;
+    let changed = sqlx::query(SET_SQL)
+        .bind(name)
+        .bind(changes.weight)
+        .bind(changes.memory_bytes)
+        .bind(changes.timeout_ms)
+        .bind(changes.max_attempts)
+        .execute(pool)
+        .await?;
+    if changed.rows_affected() == 0 {
+        return Err(TenantError::Unknown(name.into()));
+    }
+    show(pool, name).await
+}
+
+/// Deletes the tenant `name`; with `force`, its tasks, keys and modules too, else only a
+/// tenant that owns none.
+pub async fn delete(pool: &PgPool, name: &str, force: bool) -> Result<(), TenantError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(DELETE_SQL)
+        .bind(name)
+        .bind(force)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else {
+        return Err(TenantError::Unknown(name.into()));
+    };
+    let (tasks, modules): (i64, i64) = (row.try_get("tasks")?, row.try_get("modules")?);
+    if !force && (tasks > 0 || modules > 0) {
+        return Err(TenantError::Owns {
+            name: name.into(),
+            tasks,
+            modules,
+        });
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether the doors create tenants they do not know.
+pub async fn auto_create(pool: &PgPool) -> Result<bool, TenantError> {
+    Ok(
+        sqlx::query_scalar("SELECT auto_create_tenants FROM settings")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Lets the doors create tenants they do not know, or stops them.
+pub async fn set_auto_create(pool: &PgPool, on: bool) -> Result<(), TenantError> {
+    sqlx::query("UPDATE settings SET auto_create_tenants = $1")
+        .bind(on)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Checks each change against the range the tenants table allows, so that a bad value is
+/// a one-line error naming the setting rather than a constraint's name.
+fn check(changes: &TenantChanges) -> Result<(), TenantError> {
+    fn within<T: PartialOrd + std::fmt::Display>(
+        what: &str,
+        value: Option<T>,
+        low: T,
+        high: T,
+        unit: &str,
+    ) -> Result<(), TenantError> {
+        match value {
+            Some(v) if v < low || v > high => Err(TenantError::Invalid(format!(
+                "{what} {v} is out of range; give {low} to {high}{unit}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+    within("weight", changes.weight, 1, 10_000, "")?;
+    within("memory", changes.memory_bytes, 65_536, 4 << 30, " bytes")?;
+    within("timeout", changes.timeout_ms, 1, 3_600_000, " ms")?;
+    within("attempts", changes.max_attempts, 1, 1_000, "")?;
+    Ok(())
+}
+
+fn tenant(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
+    Ok(Tenant {
+        name: row.try_get("name")?,
+        weight: row.try_get("weight")?,
+        memory_bytes: row.try_get("memory_bytes")?,
+        timeout_ms: row.try_get("timeout_ms")?,
+        max_attempts: row.try_get("max_attempts")?,
+        modules: row.try_get("modules")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
