@@ -14,6 +14,7 @@
 //! identical tables, twice each in the order real, ceiling, ceiling, real, and reports
 //! the ratio of the sums.
 
+mod bystander;
 mod enqueue;
 mod load;
 mod native;
@@ -148,6 +149,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=recur_host::enqueue::MAX_CONNECTIONS as i64))]
     pub connections: u16,
+    /// Add a small tenant, `bystander`, with this many noop tasks due every
+    /// --bystander-every-ms beside the load, and report how many of its due runs it ran
+    /// and how late its tasks were: what a team beside a big neighbour gets.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub bystander: u32,
+    /// The bystander's interval.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bystander_every_ms: u64,
     /// End with one JSON line of the results.
     #[arg(long)]
     pub json: bool,

@@ -14,6 +14,7 @@ use recur_host::tenants::{TenantChanges, TenantError, create as create_tenant};
 use recur_host::{Host, HostConfig};
 use recur_host::{Latencies, StatsSnapshot};
 
+use super::bystander::{self, Bystander};
 use super::report::{Report, mode_name, round};
 use super::{BenchArgs, Layout, Mode, is_sql_only, load, probe, trend};
 use crate::throwaway::Throwaway;
@@ -101,6 +102,9 @@ async fn load_tasks(throwaway: &Throwaway, args: &BenchArgs) -> anyhow::Result<L
     eprintln!("loading {} tasks…", args.tasks);
     let layout = args.layout.unwrap_or_default();
     let load_time = load::load(&setup, args.tasks, &tenants, &payload, spread, layout).await?;
+    if args.bystander > 0 {
+        bystander::load(&setup, args.bystander, bystander_every(args)).await?;
+    }
     sqlx::query("CHECKPOINT").execute(&setup).await?;
     let writes_before = probe::task_writes(&setup).await?;
 
@@ -111,6 +115,14 @@ async fn load_tasks(throwaway: &Throwaway, args: &BenchArgs) -> anyhow::Result<L
         writes_before,
     })
 }
+
+fn bystander_every(args: &BenchArgs) -> Duration {
+    Duration::from_millis(args.bystander_every_ms)
+}
+
+/// How long after a host starts the bench counts its first executions: how fast it
+/// works straight after a load, before anything has warmed up.
+const FIRST_SECONDS: Duration = Duration::from_secs(10);
 
 /// The host's settings for a run with `runner`.
 fn host_config(args: &BenchArgs, runner: Runner) -> HostConfig {
@@ -150,6 +162,10 @@ struct Measured {
     spawned: u64,
     leases: u64,
     wal: probe::WalWritten,
+    /// Executions committed in the host's first seconds ([`FIRST_SECONDS`], or the
+    /// whole run if shorter), and how long that was.
+    first_seconds: (u64, Duration),
+    bystander: Option<Bystander>,
     writes: i64,
     table_rows: i64,
     before: status::TableStatus,
@@ -197,6 +213,12 @@ async fn measure(
     let wal_start = probe::WalSample::take(&loaded.setup).await?;
     let (window_start, stats_start, machine_start) =
         (Instant::now(), host.stats(), probe::MachineSample::take());
+    let bystander_before = match args.bystander {
+        0 => 0,
+        _ => bystander::runs(&loaded.setup).await?,
+    };
+    let mut bystander_late = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut first_seconds: Option<(u64, Duration)> = None;
     let mut trend = args
         .report_every
         .map(|secs| trend::Trend::new(Duration::from_secs(secs), args.batch as i64, &host));
@@ -212,11 +234,19 @@ async fn measure(
         if let Some(trend) = &mut trend {
             trend.tick(&host, &loaded.setup).await?;
         }
-        let done = args.mode == Mode::Burn && host.stats().committed >= burn_executions;
+        if args.bystander > 0 {
+            bystander_late.record(bystander::late_ms(&loaded.setup).await?)?;
+        }
+        let committed = host.stats().committed;
+        if first_seconds.is_none() && started.elapsed() >= FIRST_SECONDS {
+            first_seconds = Some((committed, started.elapsed()));
+        }
+        let done = args.mode == Mode::Burn && committed >= burn_executions;
         if done || Instant::now() >= deadline {
             break;
         }
     }
+    let first_seconds = first_seconds.unwrap_or((host.stats().committed, started.elapsed()));
     let (window, machine_end) = (window_start.elapsed(), probe::MachineSample::take());
     let latencies = host.latencies();
     let stats_end = host.stats();
@@ -227,6 +257,16 @@ async fn measure(
     let spawned = stats_end.spawned - stats_start.spawned;
     let leases = stats_end.claims - stats_start.claims;
     let wal = wal_start.until(&probe::WalSample::take(&loaded.setup).await?);
+    let bystander = match args.bystander {
+        0 => None,
+        tasks => Some(Bystander::of(
+            tasks,
+            bystander_every(args),
+            bystander::runs(&loaded.setup).await? - bystander_before,
+            window,
+            &bystander_late,
+        )),
+    };
     let total = host.stop().await;
     pool.close().await;
 
@@ -266,6 +306,8 @@ async fn measure(
         keys_bytes,
         server,
         trend,
+        first_seconds,
+        bystander,
     })
 }
 
@@ -300,6 +342,11 @@ fn report(args: &BenchArgs, runner: &Runner, loaded: &Loaded, m: Measured) -> Re
         spawns: args.spawns,
         new_spawns: args.new_spawns,
         tasks_per_sec: round(m.executions as f64 / m.window.as_secs_f64(), 0),
+        first_10s_tasks_per_sec: round(
+            m.first_seconds.0 as f64 / m.first_seconds.1.as_secs_f64(),
+            0,
+        ),
+        bystander: m.bystander,
         spawned_per_sec: round(m.spawned as f64 / m.window.as_secs_f64(), 0),
         executions: m.executions,
         seconds: round(m.window.as_secs_f64(), 2),

@@ -41,6 +41,13 @@ pub struct Report {
     pub new_spawns: u32,
     /// Executions committed per second, over the measured window.
     pub tasks_per_sec: f64,
+    /// Executions committed per second in the host's first 10 s (from its start, warm-up
+    /// included; the whole run if shorter): how soon a host reaches its pace after a
+    /// load.
+    pub first_10s_tasks_per_sec: f64,
+    /// With --bystander: what the small tenant beside the load got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bystander: Option<super::bystander::Bystander>,
     /// New tasks created by spawns per second, over the window (absorbed ones are not
     /// counted).
     pub spawned_per_sec: f64,
@@ -200,6 +207,23 @@ fn print_rates(r: &Report) {
         "  tasks/s               {:>12.0}   ({} executions in {:.1} s)",
         r.tasks_per_sec, r.executions, r.seconds
     );
+    println!(
+        "  first 10 s tasks/s    {:>12.0}   (from the host's start)",
+        r.first_10s_tasks_per_sec
+    );
+    if let Some(b) = &r.bystander {
+        println!(
+            "  bystander ran         {:>11.1}%   ({} of {:.0} due runs of {} tasks every {} ms; oldest due late p50 {} / p99 {} / max {} ms)",
+            b.ran_pct,
+            b.runs,
+            b.due_runs,
+            b.tasks,
+            b.every_ms,
+            b.late_ms_p50,
+            b.late_ms_p99,
+            b.late_ms_max
+        );
+    }
     if r.spawns > 0 {
         let new = match r.new_spawns {
             0 => String::new(),
