@@ -29,14 +29,18 @@
 --
 -- The batch is shared fairly between tenants as in claim_timed.sql, which says how.
 WITH active AS MATERIALIZED (
+    -- Each tenant with due work past its cursor: the front of its queue is the host's
+    -- own batches in flight, and the row versions their commits left dead, which the
+    -- claims past the cursor never pass to clean up.
     SELECT n.name AS tenant, n.weight, d.oldest, c.due AS after_due, c.at AS after_at
     FROM tenants AS n
+    LEFT JOIN unnest($3::text[], $7::timestamptz[], $9::tid[]) AS c (tenant, due, at)
+        ON c.tenant = n.name
     CROSS JOIN LATERAL (
         SELECT next_run_at AS oldest FROM tasks
         WHERE tenant = n.name AND status = 0
+          AND next_run_at >= coalesce(c.due, '-infinity')
         ORDER BY next_run_at LIMIT 1) AS d
-    LEFT JOIN unnest($3::text[], $7::timestamptz[], $9::tid[]) AS c (tenant, due, at)
-        ON c.tenant = n.name
     WHERE d.oldest <= now()
       AND NOT n.name = ANY($10::text[])
       AND ($4::text[] IS NULL OR n.name = ANY($4::text[]))
