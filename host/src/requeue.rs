@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 use crate::contract::check_name;
 use crate::task::Status;
+use crate::tenants;
 
 const REQUEUE_SQL: &str = include_str!("sql/requeue.sql");
 
@@ -30,6 +31,9 @@ pub enum RequeueError {
     /// The tenant or type breaks the naming rules.
     #[error("{0}")]
     Invalid(String),
+    /// The role connected acts for another tenant ([`crate::tenants::require_own`]).
+    #[error("{0}")]
+    Refused(String),
     /// Some of the named keys are not failed tasks.
     #[error("{0}; nothing was requeued")]
     NotFailed(String),
@@ -44,6 +48,12 @@ pub async fn requeue(pool: &PgPool, which: &Requeue<'_>) -> Result<u64, RequeueE
     check_name("tenant", which.tenant).map_err(RequeueError::Invalid)?;
     check_name("task type", which.task_type).map_err(RequeueError::Invalid)?;
     let mut tx = pool.begin().await?;
+    tenants::require_own(&mut tx, &[which.tenant])
+        .await
+        .map_err(|e| match tenants::refusal(&e) {
+            Some(message) => RequeueError::Refused(message),
+            None => RequeueError::Database(e),
+        })?;
     if let Some(keys) = which.keys {
         let wrong: Vec<(String, Option<i16>)> = sqlx::query_as(NOT_FAILED_SQL)
             .bind(which.tenant)

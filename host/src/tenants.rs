@@ -1,9 +1,10 @@
-//! The tenants door: creating, listing, changing and deleting tenants, and the check
-//! every other door makes before it writes tasks or modules for one
-//! ([`require`]). A tenant exists only once an operator created it, unless the fleet
-//! lets the doors create tenants they do not know ([`set_auto_create`]); the check is
-//! the database's own (`recur_require_tenants()`, migrations/0010), so plain SQL meets it
-//! too.
+//! The tenants door: creating, listing, changing and deleting tenants and their login
+//! roles, and the checks every other door makes before it writes for one ([`require`],
+//! [`require_own`]). A tenant exists only once an operator created it, unless the fleet
+//! lets the doors create tenants they do not know ([`set_auto_create`]). A tenant's role
+//! sees and changes only its own tenant's rows (migrations/0011). The checks are the
+//! database's own (`recur_require_tenants()`, `recur_require_own()`), so plain SQL meets
+//! them too.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -16,9 +17,21 @@ const CREATE_SQL: &str = include_str!("sql/tenants_create.sql");
 const SET_SQL: &str = include_str!("sql/tenants_set.sql");
 const DELETE_SQL: &str = include_str!("sql/tenants_delete.sql");
 const REQUIRE_SQL: &str = "SELECT recur_require_tenants($1)";
+const REQUIRE_OWN_SQL: &str = "SELECT recur_require_own($1)";
+const SET_ROLE_SQL: &str = "UPDATE tenants SET role = $2 WHERE name = $1";
 
 /// The SQLSTATE `recur_require_tenants()` raises for a tenant without a row.
 pub const UNKNOWN_TENANT: &str = "RT404";
+
+/// The SQLSTATE PostgreSQL raises for a privilege the role lacks, and
+/// `recur_require_own()` for a tenant's role that names another tenant.
+const INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+/// PostgreSQL's SQLSTATE for an object that exists already (here, a role).
+const DUPLICATE_OBJECT: &str = "42710";
+
+/// The group role every tenant's login role is a member of (migrations/0011).
+pub const TENANT_GROUP: &str = "recur_tenant";
 
 /// A tenant and the limits its tasks run under.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,6 +48,8 @@ pub struct Tenant {
     pub max_attempts: i32,
     /// Its active modules.
     pub modules: i64,
+    /// The login role that acts for it, if it has one.
+    pub role: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }
@@ -64,6 +79,10 @@ pub enum TenantError {
     /// A tenant of this name exists already.
     #[error("tenant \"{0}\" exists already; `recur tenant set` changes its settings")]
     Exists(String),
+    /// The login role cannot be made: its name is taken, or the database has no group
+    /// role for tenants.
+    #[error("{0}")]
+    Role(String),
     /// The tenant still owns tasks or modules.
     #[error(
         "tenant \"{name}\" still owns {tasks} tasks and {modules} module versions; delete with --force to delete them too"
@@ -89,14 +108,48 @@ pub async fn require(conn: &mut PgConnection, names: &[&str]) -> Result<(), sqlx
     Ok(())
 }
 
-/// The one-line error `recur_require_tenants()` raised, if `error` is that.
-pub fn unknown_tenant(error: &sqlx::Error) -> Option<String> {
+/// Refuses, with the database's one-line error (SQLSTATE 42501), if the role connected
+/// acts for a tenant other than each of `names`; the operator's role passes. For the doors
+/// that change rows without writing new ones (requeue).
+pub async fn require_own(conn: &mut PgConnection, names: &[&str]) -> Result<(), sqlx::Error> {
+    sqlx::query(REQUIRE_OWN_SQL)
+        .bind(names)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The database's one-line refusal, if `error` is one: a tenant that does not exist
+/// ([`UNKNOWN_TENANT`]), or a privilege the role connected lacks (another tenant's
+/// rows, a tenant's limits).
+pub fn refusal(error: &sqlx::Error) -> Option<String> {
     match error {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some(UNKNOWN_TENANT) => {
+        sqlx::Error::Database(db)
+            if matches!(
+                db.code().as_deref(),
+                Some(UNKNOWN_TENANT | INSUFFICIENT_PRIVILEGE)
+            ) =>
+        {
             Some(db.message().to_owned())
         }
         _ => None,
     }
+}
+
+/// The tenant the role connected acts for; `None` for the operator's role.
+pub async fn role_tenant(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT recur_role_tenant()")
+        .fetch_one(pool)
+        .await
+}
+
+/// What a tenant's login role connects with, as [`create`] made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    /// The role's name.
+    pub role: String,
+    /// Its password, made at random; not stored anywhere but in PostgreSQL's hash.
+    pub password: String,
 }
 
 /// Every tenant, by name.
@@ -123,26 +176,99 @@ pub async fn show(pool: &PgPool, name: &str) -> Result<Tenant, TenantError> {
     }
 }
 
-/// Creates the tenant `name` with `changes` over the default settings.
+/// Creates the tenant `name` with `changes` over the default settings, and with `role`,
+/// a login role of that name that acts for it alone (returned with its password).
 pub async fn create(
     pool: &PgPool,
     name: &str,
     changes: &TenantChanges,
-) -> Result<Tenant, TenantError> {
+    role: Option<&str>,
+) -> Result<(Tenant, Option<Login>), TenantError> {
     contract::check_name("tenant", name).map_err(TenantError::Invalid)?;
     check(changes)?;
+    if let Some(role) = role {
+        check_role(role)?;
+    }
+    let mut tx = pool.begin().await?;
     let created = sqlx::query(CREATE_SQL)
         .bind(name)
         .bind(changes.weight)
         .bind(changes.memory_bytes)
         .bind(changes.timeout_ms)
         .bind(changes.max_attempts)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     if created.rows_affected() == 0 {
         return Err(TenantError::Exists(name.into()));
     }
-    show(pool, name).await
+    let login = match role {
+        Some(role) => Some(create_role(&mut tx, name, role).await?),
+        None => None,
+    };
+    tx.commit().await?;
+    Ok((show(pool, name).await?, login))
+}
+
+/// Makes `role` a login role with a random password, a member of [`TENANT_GROUP`], and
+/// names it as the role of tenant `name`.
+async fn create_role(tx: &mut PgConnection, name: &str, role: &str) -> Result<Login, TenantError> {
+    let group: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(TENANT_GROUP)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !group {
+        return Err(TenantError::Role(format!(
+            "the server has no {TENANT_GROUP} role, so tenants cannot have login roles; run `recur migrate` as a role with CREATEROLE"
+        )));
+    }
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    // Utility statements take no bind parameters: the name is quoted as an identifier,
+    // and the password is hex digits.
+    let statement = format!(
+        "CREATE ROLE {} LOGIN PASSWORD '{password}' IN ROLE {TENANT_GROUP}",
+        quote_identifier(role)
+    );
+    sqlx::query(&statement)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some(DUPLICATE_OBJECT) => {
+                TenantError::Role(format!(
+                    "role {role:?} exists already; give another name with --login NAME"
+                ))
+            }
+            _ => match refusal(&e) {
+                Some(message) => TenantError::Role(format!(
+                    "{message}: creating a tenant's login role needs CREATEROLE"
+                )),
+                None => TenantError::Database(e),
+            },
+        })?;
+    sqlx::query(SET_ROLE_SQL)
+        .bind(name)
+        .bind(role)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Login {
+        role: role.into(),
+        password,
+    })
+}
+
+/// A role name PostgreSQL keeps whole: 1 to 63 bytes, no NUL.
+fn check_role(role: &str) -> Result<(), TenantError> {
+    if role.is_empty() || role.len() > 63 || role.contains('\0') {
+        return Err(TenantError::Invalid(format!(
+            "role name {role:?} must be 1 to 63 bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Changes the settings of the tenant `name` that `changes` names.
@@ -166,8 +292,8 @@ pub async fn set(
     show(pool, name).await
 }
 
-/// Deletes the tenant `name`; with `force`, its tasks, keys and modules too, else only a
-/// tenant that owns none.
+/// Deletes the tenant `name` and its login role; with `force`, its tasks, keys and
+/// modules too, else only a tenant that owns none.
 pub async fn delete(pool: &PgPool, name: &str, force: bool) -> Result<(), TenantError> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(DELETE_SQL)
@@ -185,6 +311,11 @@ pub async fn delete(pool: &PgPool, name: &str, force: bool) -> Result<(), Tenant
             tasks,
             modules,
         });
+    }
+    if let Some(role) = row.try_get::<Option<String>, _>("role")? {
+        sqlx::query(&format!("DROP ROLE IF EXISTS {}", quote_identifier(&role)))
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -240,6 +371,7 @@ fn tenant(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
         timeout_ms: row.try_get("timeout_ms")?,
         max_attempts: row.try_get("max_attempts")?,
         modules: row.try_get("modules")?,
+        role: row.try_get("role")?,
         created_at: row.try_get("created_at")?,
     })
 }

@@ -14,6 +14,7 @@ mod hosts;
 mod migrations;
 mod outcomes;
 mod racing_writers;
+mod roles;
 mod sandbox;
 mod support;
 mod tenancy;

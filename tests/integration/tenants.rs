@@ -68,7 +68,7 @@ async fn every_door_refuses_a_tenant_nobody_created_and_writes_nothing() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&library, EnqueueError::UnknownTenant(m) if m.contains(refusal)),
+        matches!(&library, EnqueueError::Refused(m) if m.contains(refusal)),
         "{library}"
     );
     let sql = sqlx::query("SELECT recur_enqueue('acme', 'noop', 'k')")

@@ -195,14 +195,15 @@ fn timestamptz(at: DateTime<Utc>) -> i64 {
 /// on `conn`; returns how many tasks were new. Rows are grouped in batches of about
 /// [`BATCH_BYTES`], each tried by COPY and, when a key in it exists or repeats, sent
 /// again by array inserts (see the module's doc); the next batch is received while one
-/// is sent. `source` is dropped on return, so a sender still sending learns that nobody
+/// is sent; with `copy` false, every batch by array inserts. `source` is dropped on return, so a sender still sending learns that nobody
 /// listens; after an error the transaction is aborted and can only be rolled back.
 pub async fn insert_rows(
     conn: &mut PgConnection,
     mut source: mpsc::Receiver<Rows>,
+    copy: bool,
 ) -> Result<u64, sqlx::Error> {
     let mut new = 0;
-    let mut copy_tries = COPY_TRIES;
+    let mut copy_tries = if copy { COPY_TRIES } else { 0 };
     let mut next = Vec::new();
     receive_batch(&mut source, &mut next).await;
     while !next.is_empty() {

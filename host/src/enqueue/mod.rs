@@ -139,10 +139,11 @@ pub enum EnqueueError {
         "deadlock: another enqueue or commit was writing some of the same keys, and this enqueue was rolled back so it could finish; nothing was enqueued, so run it again (keys already in are absorbed)"
     )]
     Deadlock(#[source] sqlx::Error),
-    /// A task names a tenant that does not exist, and the fleet does not create tenants
-    /// on enqueue ([`crate::tenants::require`]); nothing was written.
+    /// The database refused a task's tenant ([`crate::tenants::require`]): it does not
+    /// exist and the fleet does not create tenants on enqueue, or the role connected acts
+    /// for another tenant; nothing was written.
     #[error("{0}")]
-    UnknownTenant(String),
+    Refused(String),
     /// The database failed; nothing was written.
     #[error("database error while enqueueing: {0}")]
     Database(#[source] sqlx::Error),
@@ -150,8 +151,8 @@ pub enum EnqueueError {
 
 impl From<sqlx::Error> for EnqueueError {
     fn from(e: sqlx::Error) -> Self {
-        if let Some(message) = tenants::unknown_tenant(&e) {
-            return EnqueueError::UnknownTenant(message);
+        if let Some(message) = tenants::refusal(&e) {
+            return EnqueueError::Refused(message);
         }
         match &e {
             sqlx::Error::Database(db) if db.code().as_deref() == Some(DEADLOCK) => {

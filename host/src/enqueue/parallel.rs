@@ -48,7 +48,15 @@ pub const MAX_CONNECTIONS: usize = 16;
 pub struct BulkLoad {
     txs: Vec<Transaction<'static, Postgres>>,
     format: RowFormat,
+    /// Whether batches may go by COPY: not where row-level security applies to the role
+    /// connected (a tenant's role, migrations/0011), which PostgreSQL's COPY FROM does
+    /// not support; then every batch goes by array inserts.
+    copy: bool,
 }
+
+/// Whether row-level security applies to the role connected on the tables a load writes.
+const ROW_SECURITY_SQL: &str =
+    "SELECT row_security_active('tasks') OR row_security_active('task_keys')";
 
 impl BulkLoad {
     /// Begins a transaction on each of `connections` connections from `pool`, which must
@@ -62,7 +70,14 @@ impl BulkLoad {
         // Tasks without a first run are due at the first transaction's now(), which
         // the others' differ from by the few milliseconds their begins took.
         let format = RowFormat::of(&mut txs[0]).await?;
-        Ok(BulkLoad { txs, format })
+        let secured: bool = sqlx::query_scalar(ROW_SECURITY_SQL)
+            .fetch_one(&mut *txs[0])
+            .await?;
+        Ok(BulkLoad {
+            txs,
+            format,
+            copy: !secured,
+        })
     }
 
     /// Refuses tenants that do not exist ([`crate::tenants::require`]), in the first
@@ -116,6 +131,7 @@ impl BulkLoad {
                 }
             }
         }
+        let copy = self.copy;
         let running: Vec<_> = self
             .txs
             .drain(..)
@@ -124,7 +140,7 @@ impl BulkLoad {
             .map(|((mut tx, source), &own)| {
                 let siblings: Vec<i32> = shares.iter().copied().filter(|&s| s != own).collect();
                 tokio::spawn(async move {
-                    match send_share(&mut tx, source, &siblings).await {
+                    match send_share(&mut tx, source, &siblings, copy).await {
                         Ok(sent) => (Some(tx), Ok(sent)),
                         // The whole transaction goes at once, not only the share's
                         // savepoint: see "A connection that fails" at the top.
@@ -201,10 +217,11 @@ async fn send_share(
     tx: &mut PgConnection,
     source: mpsc::Receiver<Rows>,
     siblings: &[i32],
+    copy: bool,
 ) -> Result<u64, sqlx::Error> {
     let mut share = tx.begin().await?;
     let sent = async {
-        let new = insert_rows(&mut share, source).await?;
+        let new = insert_rows(&mut share, source, copy).await?;
         // Its own lock is all the session holds now.
         sqlx::query(UNLOCK_ALL_SQL).execute(&mut *share).await?;
         if !siblings.is_empty() {

@@ -93,6 +93,10 @@ impl Fair for Job {
     fn is_short(&self) -> bool {
         self.module.run_times.is_short()
     }
+
+    fn holds_batch(&self) -> bool {
+        self.task.lock.is_some()
+    }
 }
 
 /// The execute stage.

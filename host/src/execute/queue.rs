@@ -31,6 +31,9 @@ pub trait Fair {
     fn tenant(&self) -> &str;
     /// Whether its module has proven its runs short.
     fn is_short(&self) -> bool;
+    /// Whether other jobs' outcomes wait for it: it belongs to a locked claim, whose
+    /// batch commits once all of its tasks are done.
+    fn holds_batch(&self) -> bool;
 }
 
 struct State<J> {
@@ -74,6 +77,9 @@ pub struct Taken<J> {
     pub job: J,
     /// Whether it counts against its tenant's cap (pass it back to `done`).
     pub long: bool,
+    /// Whether to give it back unrun instead: a long job of a tenant at its cap, which
+    /// would otherwise wait here holding its whole batch's commit.
+    pub give_back: bool,
 }
 
 impl<J: Fair> Queue<J> {
@@ -172,29 +178,52 @@ impl<J: Fair> Queue<J> {
             let long = !job.is_short();
             let busy = state.long_running.get(tenant).copied().unwrap_or(0);
             if long && busy >= self.cap && !ignore_cap {
-                continue;
+                // A job of a locked claim goes back, due again at once, rather than
+                // hold the outcomes of every other tenant's tasks in its batch for as
+                // long as its tenant's runs ahead of it take.
+                if !job.holds_batch() {
+                    continue;
+                }
+                let job = self.pop(state, turn);
+                self.publish_held_back(state);
+                return Some(Taken {
+                    job,
+                    long: false,
+                    give_back: true,
+                });
             }
-            let tenant = state.turns.remove(turn).expect("index in range");
             if long {
-                *state.long_running.entry(tenant.clone()).or_default() += 1;
+                let tenant = tenant.clone();
+                *state.long_running.entry(tenant).or_default() += 1;
             }
             let publish = long;
-            let queue = state
-                .queues
-                .get_mut(&tenant)
-                .expect("a tenant in turns has a queue");
-            let job = queue.pop_front().expect("checked above");
-            if queue.is_empty() {
-                state.queues.remove(&tenant);
-            } else {
-                state.turns.push_back(tenant);
-            }
+            let job = self.pop(state, turn);
             if publish {
                 self.publish_held_back(state);
             }
-            return Some(Taken { job, long });
+            return Some(Taken {
+                job,
+                long,
+                give_back: false,
+            });
         }
         None
+    }
+
+    /// Takes the first job of the tenant at `turn` out of the queue.
+    fn pop(&self, state: &mut State<J>, turn: usize) -> J {
+        let tenant = state.turns.remove(turn).expect("index in range");
+        let queue = state
+            .queues
+            .get_mut(&tenant)
+            .expect("a tenant in turns has a queue");
+        let job = queue.pop_front().expect("a tenant in turns has jobs");
+        if queue.is_empty() {
+            state.queues.remove(&tenant);
+        } else {
+            state.turns.push_back(tenant);
+        }
+        job
     }
 
     /// Wakes waiting workers to look again (the host began stopping).
@@ -233,6 +262,9 @@ mod tests {
         }
         fn is_short(&self) -> bool {
             self.2
+        }
+        fn holds_batch(&self) -> bool {
+            false
         }
     }
 

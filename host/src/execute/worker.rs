@@ -39,6 +39,7 @@ impl Worker<'_> {
         while let Some(Taken {
             job: Job { task, module },
             long,
+            give_back,
         }) = self.jobs.take(stopping, || {
             handoff.send();
             idle_since = Some(Instant::now());
@@ -46,7 +47,7 @@ impl Worker<'_> {
             if let Some(since) = idle_since.take() {
                 self.stats.idle(since.elapsed());
             }
-            if !self.may_start(&task, &module) {
+            if give_back || !self.may_start(&task, &module) {
                 self.jobs.done(&task.tenant, long);
                 handoff.push(Finished::NotRun(task));
                 continue;

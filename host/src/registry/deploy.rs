@@ -32,10 +32,11 @@ pub enum DeployError {
     /// The component does not match the task world.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    /// The tenant does not exist, and the fleet does not create tenants on deploy
-    /// ([`crate::tenants::require`]).
+    /// The database refused the tenant ([`crate::tenants::require`]): it does not exist
+    /// and the fleet does not create tenants on deploy, or the role connected acts for
+    /// another tenant.
     #[error("{0}")]
-    UnknownTenant(String),
+    Refused(String),
     /// The database failed.
     #[error("database error while deploying: {0}")]
     Database(#[from] sqlx::Error),
@@ -129,8 +130,8 @@ pub async fn deploy_with(
     let mut tx = pool.begin().await?;
     tenants::require(&mut tx, &[tenant])
         .await
-        .map_err(|e| match tenants::unknown_tenant(&e) {
-            Some(message) => DeployError::UnknownTenant(message),
+        .map_err(|e| match tenants::refusal(&e) {
+            Some(message) => DeployError::Refused(message),
             None => DeployError::Database(e),
         })?;
     sqlx::query(DEPLOY_LOCK_SQL)

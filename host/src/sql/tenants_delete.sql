@@ -15,4 +15,4 @@ gone_modules AS (
 DELETE FROM tenants AS t
 USING owned
 WHERE t.name = $1
-RETURNING owned.tasks, owned.modules
+RETURNING owned.tasks, owned.modules, t.role

@@ -24,7 +24,7 @@ pub const TENANT: &str = "bystander";
 /// Creates the tenant, deploys noop for it and enqueues `tasks` tasks due every
 /// `every`, their first runs spread over one interval from now.
 pub async fn load(pool: &PgPool, tasks: u32, every: Duration) -> anyhow::Result<()> {
-    match create_tenant(pool, TENANT, &TenantChanges::default()).await {
+    match create_tenant(pool, TENANT, &TenantChanges::default(), None).await {
         Ok(_) | Err(TenantError::Exists(_)) => {}
         Err(e) => return Err(e.into()),
     }

@@ -66,7 +66,7 @@ async fn load_tasks(throwaway: &Throwaway, args: &BenchArgs) -> anyhow::Result<L
     };
     let tenants = load::tenants(args.tenants);
     for tenant in &tenants {
-        match create_tenant(&setup, tenant, &TenantChanges::default()).await {
+        match create_tenant(&setup, tenant, &TenantChanges::default(), None).await {
             Ok(_) | Err(TenantError::Exists(_)) => {}
             Err(e) => return Err(e.into()),
         }

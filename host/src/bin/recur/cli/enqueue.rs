@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::args::parse_at;
 use recur_host::enqueue::{self, DEFAULT_TENANT, NewTask};
+use recur_host::tenants;
 
 /// How many bad lines a bulk enqueue reports before it stops reading.
 const MAX_REPORTED_ERRORS: usize = 10;
@@ -123,6 +124,15 @@ pub async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<()> {
         run_at,
     };
     task.check().map_err(anyhow::Error::msg)?;
+    // Before looking for its module: a tenant's role sees no other tenant's modules.
+    let mut conn = pool.acquire().await?;
+    tenants::require_own(&mut conn, &[&task.tenant])
+        .await
+        .map_err(|e| match tenants::refusal(&e) {
+            Some(message) => anyhow::anyhow!(message),
+            None => e.into(),
+        })?;
+    drop(conn);
     if !args.allow_undeployed {
         let mut types = Types::new();
         note_type(&mut types, &task, 0);
@@ -160,21 +170,23 @@ async fn bulk(
             let _ = done.send(parse(&mut stdin, &default_tenant, writer));
         })
         .context("cannot start a thread to read stdin")?;
-    // After a bad line the parser stops sending, and this returns without error.
-    let new = load.insert(sources).await.map_err(|e| match e {
-        enqueue::EnqueueError::Deadlock(_) => anyhow::Error::new(e),
-        e => anyhow::anyhow!("{e}; nothing was enqueued"),
-    })?;
+    // After a bad line the parser stops sending, and this returns without error. On an
+    // error it returns at once, without waiting for a read of stdin that may never end.
+    let new = match load.insert(sources).await {
+        Ok(new) => new,
+        Err(e @ enqueue::EnqueueError::Deadlock(_)) => return Err(e.into()),
+        Err(e) => anyhow::bail!("{}; nothing was enqueued", explain(pool, e).await),
+    };
     let parsed = parsed
         .await
         .context("the thread reading stdin stopped")?
         .context("cannot read stdin")?;
+    let tenants: Vec<&str> = parsed.types.keys().map(String::as_str).collect();
     let mut errors = parsed.errors;
-    if errors.is_empty() {
-        let tenants: Vec<&str> = parsed.types.keys().map(String::as_str).collect();
-        if let Err(e) = load.require_tenants(&tenants).await {
-            errors.push(e.to_string());
-        }
+    if errors.is_empty()
+        && let Err(e) = load.require_tenants(&tenants).await
+    {
+        errors.push(e.to_string());
     }
     if errors.is_empty()
         && !allow_undeployed
@@ -192,6 +204,22 @@ async fn bulk(
         parsed.read - new
     );
     Ok(())
+}
+
+/// A bulk load's error, with the tenant the role connected acts for where the database
+/// refused a row for its tenant: a tenant's role meets row-level security on another
+/// tenant's row before the load's check of its tenants, and the policy's message names
+/// neither.
+async fn explain(pool: &PgPool, error: enqueue::EnqueueError) -> String {
+    let enqueue::EnqueueError::Refused(message) = &error else {
+        return error.to_string();
+    };
+    match tenants::role_tenant(pool).await {
+        Ok(Some(mine)) => format!(
+            "the role connected acts for tenant {mine:?} and cannot enqueue for any other ({message})"
+        ),
+        _ => error.to_string(),
+    }
 }
 
 /// What reading the bulk input found, besides the rows it sent.

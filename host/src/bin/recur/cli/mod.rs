@@ -158,7 +158,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied; the schema is at version {version}");
             Ok(())
         }
-        Command::Tenant(command) => tenant::run(&connect_migrated(&url).await?, command).await,
+        Command::Tenant(command) => {
+            tenant::run(&connect_migrated(&url).await?, &url, command).await
+        }
         Command::Module(command) => deploy::run(&connect_migrated(&url).await?, command).await,
         Command::Enqueue(args) => {
             let pool = db::connect(&url, args.pool_size().max(8)).await?;

@@ -14,6 +14,10 @@ pub enum TenantCommand {
         name: String,
         #[command(flatten)]
         settings: Settings,
+        /// Also create a login role that acts for this tenant alone (named after it, or
+        /// ROLE), and print how its team connects.
+        #[arg(long, value_name = "ROLE", num_args = 0..=1, default_missing_value = "")]
+        login: Option<String>,
         /// Print the tenant as one JSON object.
         #[arg(long)]
         json: bool,
@@ -87,15 +91,27 @@ impl Settings {
     }
 }
 
-pub async fn run(pool: &PgPool, command: TenantCommand) -> anyhow::Result<()> {
+pub async fn run(pool: &PgPool, url: &str, command: TenantCommand) -> anyhow::Result<()> {
     match command {
         TenantCommand::Create {
             name,
             settings,
+            login,
             json,
         } => {
-            let tenant = tenants::create(pool, &name, &settings.changes()).await?;
-            print_one(&tenant, json, "created")
+            let role = login.map(|role| if role.is_empty() { name.clone() } else { role });
+            let (tenant, login) =
+                tenants::create(pool, &name, &settings.changes(), role.as_deref()).await?;
+            print_one(&tenant, json, "created")?;
+            if let Some(login) = login {
+                // On stderr, so that --json's stdout stays one object.
+                eprintln!(
+                    "tenant {name:?} connects as role {:?} (password shown once): DATABASE_URL={}",
+                    login.role,
+                    url_as(url, &login.role, &login.password)
+                );
+            }
+            Ok(())
         }
         TenantCommand::List { json } => {
             let all = tenants::list(pool).await?;
@@ -147,13 +163,17 @@ fn print_one(tenant: &Tenant, json: bool, said: &str) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(tenant)?);
     } else {
         println!(
-            "{said} {:?}: weight {}, memory {} MiB, timeout {} ms, attempts {}, {} active modules",
+            "{said} {:?}: weight {}, memory {} MiB, timeout {} ms, attempts {}, {} active modules{}",
             tenant.name,
             tenant.weight,
             tenant.memory_bytes >> 20,
             tenant.timeout_ms,
             tenant.max_attempts,
-            tenant.modules
+            tenant.modules,
+            match &tenant.role {
+                Some(role) => format!(", login role {role:?}"),
+                None => String::new(),
+            }
         );
     }
     Ok(())
@@ -174,6 +194,58 @@ fn print_table(all: &[Tenant]) {
             t.timeout_ms,
             t.max_attempts,
             t.modules
+        );
+    }
+}
+
+/// `url` with the user and password replaced by `role` and `password`.
+fn url_as(url: &str, role: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!(
+        "{scheme}://{}:{password}@{host}{}",
+        percent_encode(role),
+        &rest[authority_end..]
+    )
+}
+
+/// `text` with every byte but unreserved URL characters percent-encoded.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_as;
+
+    #[test]
+    fn a_tenants_url_keeps_the_server_and_database() {
+        assert_eq!(
+            url_as("postgres://postgres@127.0.0.1:5432/recur", "acme", "pw"),
+            "postgres://acme:pw@127.0.0.1:5432/recur"
+        );
+        assert_eq!(
+            url_as(
+                "postgresql://op:secret@db.example/recur?sslmode=require",
+                "a b",
+                "pw"
+            ),
+            "postgresql://a%20b:pw@db.example/recur?sslmode=require"
+        );
+        assert_eq!(
+            url_as("postgres://localhost", "t", "pw"),
+            "postgres://t:pw@localhost"
         );
     }
 }
