@@ -154,6 +154,10 @@ pub struct BenchArgs {
     /// and how late its tasks were: what a team beside a big neighbour gets.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub bystander: u32,
+    /// Spread the bystander's tasks over this many tenants (`bystander-0`, ...): many
+    /// small teams beside the load.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub bystander_tenants: u32,
     /// The bystander's interval.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub bystander_every_ms: u64,

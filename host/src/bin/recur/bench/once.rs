@@ -103,7 +103,8 @@ async fn load_tasks(throwaway: &Throwaway, args: &BenchArgs) -> anyhow::Result<L
     let layout = args.layout.unwrap_or_default();
     let load_time = load::load(&setup, args.tasks, &tenants, &payload, spread, layout).await?;
     if args.bystander > 0 {
-        bystander::load(&setup, args.bystander, bystander_every(args)).await?;
+        let tenants = bystander::tenants(args.bystander_tenants);
+        bystander::load(&setup, args.bystander, &tenants, bystander_every(args)).await?;
     }
     sqlx::query("CHECKPOINT").execute(&setup).await?;
     let writes_before = probe::task_writes(&setup).await?;
@@ -213,9 +214,10 @@ async fn measure(
     let wal_start = probe::WalSample::take(&loaded.setup).await?;
     let (window_start, stats_start, machine_start) =
         (Instant::now(), host.stats(), probe::MachineSample::take());
+    let bystanders = bystander::tenants(args.bystander_tenants);
     let bystander_before = match args.bystander {
         0 => 0,
-        _ => bystander::runs(&loaded.setup).await?,
+        _ => bystander::runs(&loaded.setup, &bystanders).await?,
     };
     let mut bystander_late = hdrhistogram::Histogram::<u64>::new(3)?;
     let mut first_seconds: Option<(u64, Duration)> = None;
@@ -235,7 +237,7 @@ async fn measure(
             trend.tick(&host, &loaded.setup).await?;
         }
         if args.bystander > 0 {
-            bystander_late.record(bystander::late_ms(&loaded.setup).await?)?;
+            bystander_late.record(bystander::late_ms(&loaded.setup, &bystanders).await?)?;
         }
         let committed = host.stats().committed;
         if first_seconds.is_none() && started.elapsed() >= FIRST_SECONDS {
@@ -261,8 +263,9 @@ async fn measure(
         0 => None,
         tasks => Some(Bystander::of(
             tasks,
+            args.bystander_tenants,
             bystander_every(args),
-            bystander::runs(&loaded.setup).await? - bystander_before,
+            bystander::runs(&loaded.setup, &bystanders).await? - bystander_before,
             window,
             &bystander_late,
         )),

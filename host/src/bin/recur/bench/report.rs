@@ -213,11 +213,12 @@ fn print_rates(r: &Report) {
     );
     if let Some(b) = &r.bystander {
         println!(
-            "  bystander ran         {:>11.1}%   ({} of {:.0} due runs of {} tasks every {} ms; oldest due late p50 {} / p99 {} / max {} ms)",
+            "  bystander ran         {:>11.1}%   ({} of {:.0} due runs of {} tasks in {} tenants every {} ms; oldest due late p50 {} / p99 {} / max {} ms)",
             b.ran_pct,
             b.runs,
             b.due_runs,
             b.tasks,
+            b.tenants,
             b.every_ms,
             b.late_ms_p50,
             b.late_ms_p99,
