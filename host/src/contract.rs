@@ -11,6 +11,26 @@ pub const MAX_STATE_BYTES: usize = 256 << 10;
 pub const MAX_SPAWNS: usize = 1000;
 /// Largest payload of a spawned task.
 pub const MAX_SPAWN_PAYLOAD_BYTES: usize = 256 << 10;
+
+/// A tenant's quotas on what one of its runs may decide, within the limits above
+/// (`tenants.max_state_bytes`, `max_spawns`): the host checks an outcome against them
+/// before anything of it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutcomeQuotas {
+    /// The largest state a run may keep.
+    pub max_state_bytes: usize,
+    /// The most tasks one run may spawn.
+    pub max_spawns: usize,
+}
+
+impl Default for OutcomeQuotas {
+    fn default() -> Self {
+        OutcomeQuotas {
+            max_state_bytes: MAX_STATE_BYTES,
+            max_spawns: MAX_SPAWNS,
+        }
+    }
+}
 /// Longest key (the schema's CHECK constraint says the same).
 pub const MAX_KEY_BYTES: usize = 2048;
 /// Longest tenant name or task type, in bytes (the schema checks the same).

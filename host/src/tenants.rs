@@ -10,7 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::contract;
+use crate::contract::{self, MAX_SPAWNS, MAX_STATE_BYTES};
+
+/// The largest payload a door accepts (enqueue's limit, which the tenants table bounds
+/// quotas by, migrations/0012).
+const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
 const LIST_SQL: &str = include_str!("sql/tenants_list.sql");
 const CREATE_SQL: &str = include_str!("sql/tenants_create.sql");
@@ -46,6 +50,12 @@ pub struct Tenant {
     pub timeout_ms: i32,
     /// Tries of one run before its task is parked as failed.
     pub max_attempts: i32,
+    /// The largest payload its tasks may be enqueued with.
+    pub max_payload_bytes: i32,
+    /// The largest state one of its runs may keep.
+    pub max_state_bytes: i32,
+    /// The most tasks one of its runs may spawn.
+    pub max_spawns: i32,
     /// Its active modules.
     pub modules: i64,
     /// The login role that acts for it, if it has one.
@@ -65,6 +75,12 @@ pub struct TenantChanges {
     pub timeout_ms: Option<i32>,
     /// See [`Tenant::max_attempts`]: 1 to 1,000.
     pub max_attempts: Option<i32>,
+    /// See [`Tenant::max_payload_bytes`]: 0 to 1 MiB.
+    pub max_payload_bytes: Option<i32>,
+    /// See [`Tenant::max_state_bytes`]: 0 to 256 KiB.
+    pub max_state_bytes: Option<i32>,
+    /// See [`Tenant::max_spawns`]: 0 to 1,000.
+    pub max_spawns: Option<i32>,
 }
 
 /// Why a tenants door changed nothing.
@@ -196,6 +212,9 @@ pub async fn create(
         .bind(changes.memory_bytes)
         .bind(changes.timeout_ms)
         .bind(changes.max_attempts)
+        .bind(changes.max_payload_bytes)
+        .bind(changes.max_state_bytes)
+        .bind(changes.max_spawns)
         .execute(&mut *tx)
         .await?;
     if created.rows_affected() == 0 {
@@ -284,6 +303,9 @@ pub async fn set(
         .bind(changes.memory_bytes)
         .bind(changes.timeout_ms)
         .bind(changes.max_attempts)
+        .bind(changes.max_payload_bytes)
+        .bind(changes.max_state_bytes)
+        .bind(changes.max_spawns)
         .execute(pool)
         .await?;
     if changed.rows_affected() == 0 {
@@ -360,6 +382,21 @@ fn check(changes: &TenantChanges) -> Result<(), TenantError> {
     within("memory", changes.memory_bytes, 65_536, 4 << 30, " bytes")?;
     within("timeout", changes.timeout_ms, 1, 3_600_000, " ms")?;
     within("attempts", changes.max_attempts, 1, 1_000, "")?;
+    within(
+        "max payload",
+        changes.max_payload_bytes,
+        0,
+        MAX_PAYLOAD_BYTES as i32,
+        " bytes",
+    )?;
+    within(
+        "max state",
+        changes.max_state_bytes,
+        0,
+        MAX_STATE_BYTES as i32,
+        " bytes",
+    )?;
+    within("max spawns", changes.max_spawns, 0, MAX_SPAWNS as i32, "")?;
     Ok(())
 }
 
@@ -370,8 +407,30 @@ fn tenant(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
         memory_bytes: row.try_get("memory_bytes")?,
         timeout_ms: row.try_get("timeout_ms")?,
         max_attempts: row.try_get("max_attempts")?,
+        max_payload_bytes: row.try_get("max_payload_bytes")?,
+        max_state_bytes: row.try_get("max_state_bytes")?,
+        max_spawns: row.try_get("max_spawns")?,
         modules: row.try_get("modules")?,
         role: row.try_get("role")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+/// The payload quota (`max_payload_bytes`) of each tenant in `names` (`None`: every
+/// tenant the role connected sees), for the doors that enqueue to check payloads against
+/// before they write; a tenant without a row is left out.
+pub async fn payload_quotas(
+    conn: &mut PgConnection,
+    names: Option<&[&str]>,
+) -> Result<std::collections::HashMap<String, usize>, sqlx::Error> {
+    let rows: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT name, max_payload_bytes FROM tenants WHERE $1::text[] IS NULL OR name = ANY($1)",
+    )
+    .bind(names)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, quota)| (name, quota.max(0) as usize))
+        .collect())
 }

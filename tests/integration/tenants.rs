@@ -201,3 +201,141 @@ async fn tenants_are_created_listed_changed_and_deleted_from_the_command_line() 
     assert_eq!(count(&db, "SELECT count(*) FROM task_keys").await, 0);
     assert!(one_line_error(&recur(&db, &["tenant", "show", "acme"])).contains("does not exist"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_quotas_fails_that_enqueue_or_that_run_and_nothing_else() {
+    let db = TestDb::strict().await;
+    for args in [
+        &[
+            "tenant",
+            "create",
+            "tight",
+            "--max-payload-bytes",
+            "30",
+            "--max-spawns",
+            "2",
+            "--max-state-bytes",
+            "5",
+        ][..],
+        &["tenant", "create", "roomy"],
+    ] {
+        assert!(stdout(&recur(&db, args)).contains("created"));
+    }
+    for tenant in ["tight", "roomy"] {
+        for example in ["noop", "counter"] {
+            let args = [
+                "module",
+                "deploy",
+                example,
+                "--example",
+                example,
+                "--tenant",
+                tenant,
+            ];
+            assert!(stdout(&recur(&db, &args)).contains("deployed"));
+        }
+    }
+    let long = r#"{"padding": "more than thirty bytes of it"}"#;
+    let over = "tenant \"tight\" may enqueue at most 30 (its max_payload_bytes)";
+    let single = one_line_error(&recur(
+        &db,
+        &[
+            "enqueue",
+            "noop",
+            "big",
+            "--tenant",
+            "tight",
+            "--payload",
+            long,
+        ],
+    ));
+    assert!(single.contains(over), "{single}");
+    let line =
+        format!("{{\"type\":\"noop\",\"key\":\"big\",\"tenant\":\"tight\",\"payload\":{long}}}\n");
+    let bulk = one_line_error(&support::recur(
+        &db.url,
+        &["enqueue", "--bulk"],
+        line.as_bytes(),
+    ));
+    assert!(bulk.contains(over) && bulk.contains("line 1"), "{bulk}");
+    let sql = sqlx::query(&format!(
+        "SELECT recur_enqueue('tight', 'noop', 'big', '{long}')"
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        sql.contains("tenant \"tight\" may enqueue at most 30"),
+        "{sql}"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM tasks").await, 0);
+
+    // Spawns and state over the quota fail the run that decided them; the same runs of
+    // a tenant without those quotas go through.
+    for tenant in ["tight", "roomy"] {
+        let tasks = [
+            NewTask {
+                tenant: tenant.into(),
+                payload: br#"{"spawn": 3}"#.to_vec(),
+                ..NewTask::new("noop", "spawner")
+            },
+            NewTask {
+                tenant: tenant.into(),
+                payload: br#"{"runs": 2, "every_ms": 10}"#.to_vec(),
+                ..NewTask::new("counter", "counter")
+            },
+        ];
+        enqueue::enqueue(&db.pool, &tasks).await.unwrap();
+    }
+    let host = recur_host::Host::start(db.pool.clone(), support::test_config()).unwrap();
+    db.wait_for(
+        "SELECT count(*) = 4 FROM tasks WHERE key IN ('spawner', 'counter') AND status <> 0",
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    host.stop().await;
+    let rows: Vec<(String, String, i16, Option<String>)> = sqlx::query_as(
+        "SELECT tenant, key, status, last_error FROM tasks
+         WHERE key IN ('spawner', 'counter') ORDER BY tenant, key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let error = |tenant: &str, key: &str| {
+        rows.iter()
+            .find(|r| r.0 == tenant && r.1 == key)
+            .map(|r| (r.2, r.3.clone().unwrap_or_default()))
+            .unwrap()
+    };
+    let (status, spawns) = error("tight", "spawner");
+    assert_eq!(status, 2, "{spawns}");
+    assert!(
+        spawns.contains("3 spawns in one run is over its tenant's quota of 2 (max_spawns)"),
+        "{spawns}"
+    );
+    let (status, state) = error("tight", "counter");
+    assert_eq!(status, 2, "{state}");
+    assert!(
+        state.contains("over its tenant's quota of 5 bytes (max_state_bytes)"),
+        "{state}"
+    );
+    assert_eq!(error("roomy", "spawner").0, 1, "done");
+    assert_eq!(error("roomy", "counter").0, 1, "done");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM tasks WHERE tenant = 'roomy' AND key LIKE 'spawner/%'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM tasks WHERE tenant = 'tight' AND key LIKE 'spawner/%'"
+        )
+        .await,
+        0
+    );
+}

@@ -105,8 +105,9 @@ fn commit_row(finished: Finished, now_ms: i64) -> (ClaimedTask, Option<Write>) {
             task,
             result,
             max_attempts,
+            quotas,
         } => {
-            let write = rows::decide(&task, result, max_attempts, now_ms);
+            let write = rows::decide(&task, result, max_attempts, &quotas, now_ms);
             (task, Some(write))
         }
         Finished::NoModule(task, error) => {

@@ -3,13 +3,13 @@
 
 use crate::contract::{
     MAX_FUTURE, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_PAST,
-    MAX_SPAWN_PAYLOAD_BYTES, MAX_SPAWNS, MAX_STATE_BYTES,
+    MAX_SPAWN_PAYLOAD_BYTES, MAX_SPAWNS, MAX_STATE_BYTES, OutcomeQuotas,
 };
 use crate::sandbox::{Decision, Outcome, Spawn, When, human_bytes};
 use crate::text;
 
 /// Checks an outcome against the limits; the error names the first one broken.
-pub(super) fn check(outcome: &Outcome, now_ms: i64) -> Result<(), String> {
+pub(super) fn check(outcome: &Outcome, now_ms: i64, quotas: &OutcomeQuotas) -> Result<(), String> {
     let state = match &outcome.decision {
         Decision::Reschedule(r) => {
             check_when(&r.when, now_ms, "next run time")?;
@@ -34,10 +34,26 @@ pub(super) fn check(outcome: &Outcome, now_ms: i64) -> Result<(), String> {
             human_bytes(MAX_STATE_BYTES)
         ));
     }
+    if let Some(state) = state
+        && state.len() > quotas.max_state_bytes
+    {
+        return Err(format!(
+            "state of {} bytes is over its tenant's quota of {} bytes (max_state_bytes)",
+            state.len(),
+            quotas.max_state_bytes
+        ));
+    }
     if outcome.spawns.len() > MAX_SPAWNS {
         return Err(format!(
             "{} spawns in one run is over the limit of {MAX_SPAWNS}",
             outcome.spawns.len()
+        ));
+    }
+    if outcome.spawns.len() > quotas.max_spawns {
+        return Err(format!(
+            "{} spawns in one run is over its tenant's quota of {} (max_spawns)",
+            outcome.spawns.len(),
+            quotas.max_spawns
         ));
     }
     for spawn in &outcome.spawns {
@@ -130,14 +146,31 @@ mod tests {
             decision: Decision::Fail(message),
             spawns: Vec::new(),
         };
-        let err = check(&fail("bad\0byte\nforged".into()), 0).unwrap_err();
+        let err = check(
+            &fail("bad\0byte\nforged".into()),
+            0,
+            &OutcomeQuotas::default(),
+        )
+        .unwrap_err();
         assert!(
             err.contains("NUL character at byte 3") && err.contains(r"bad\0byte\nforged"),
             "{err}"
         );
-        let err = check(&fail("x".repeat(MAX_MESSAGE_BYTES + 1)), 0).unwrap_err();
+        let err = check(
+            &fail("x".repeat(MAX_MESSAGE_BYTES + 1)),
+            0,
+            &OutcomeQuotas::default(),
+        )
+        .unwrap_err();
         assert!(err.contains("over the limit of 16 KiB"), "{err}");
-        assert!(check(&fail("x".repeat(MAX_MESSAGE_BYTES)), 0).is_ok());
+        assert!(
+            check(
+                &fail("x".repeat(MAX_MESSAGE_BYTES)),
+                0,
+                &OutcomeQuotas::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::limits::check;
 use crate::contract::MAX_MESSAGE_BYTES;
+use crate::contract::OutcomeQuotas;
 use crate::sandbox::{Decision, Outcome, RunError, Spawn, When};
 use crate::stats::Decided;
 use crate::task::{ClaimedTask, Fence, LOST_RUN_ALLOWANCE, Status};
@@ -58,11 +59,12 @@ pub struct Write {
 }
 
 /// Decides what to write for a task that ran. `now_ms` is the host's clock, used to
-/// check absolute times; `max_attempts` is the tenant's.
+/// check absolute times; `max_attempts` and `quotas` are the tenant's.
 pub fn decide(
     task: &ClaimedTask,
     result: Result<Outcome, RunError>,
     max_attempts: i32,
+    quotas: &OutcomeQuotas,
     now_ms: i64,
 ) -> Write {
     let outcome = match result {
@@ -71,7 +73,7 @@ pub fn decide(
         // path; a deterministic bug exhausts the attempts quickly and is parked.
         Err(err) => return retry(task, err.to_string(), max_attempts),
     };
-    match check(&outcome, now_ms) {
+    match check(&outcome, now_ms, quotas) {
         Ok(()) => {}
         Err(problem) => return fail(task, format!("invalid outcome: {problem}")),
     }
@@ -289,7 +291,13 @@ mod tests {
             when: When::At(NOW + 1000),
             state: Some(b"s".to_vec()),
         });
-        let write = decide(&task(2), Ok(outcome(reschedule, 2)), 5, NOW);
+        let write = decide(
+            &task(2),
+            Ok(outcome(reschedule, 2)),
+            5,
+            &OutcomeQuotas::default(),
+            NOW,
+        );
         assert_eq!(write.kind, Decided::Rescheduled);
         assert_eq!(write.row.status, Status::Scheduled);
         assert_eq!(
@@ -309,7 +317,13 @@ mod tests {
 
     #[test]
     fn a_complete_is_done_at_once() {
-        let write = decide(&task(1), Ok(outcome(Decision::Complete(None), 0)), 5, NOW);
+        let write = decide(
+            &task(1),
+            Ok(outcome(Decision::Complete(None), 0)),
+            5,
+            &OutcomeQuotas::default(),
+            NOW,
+        );
         assert_eq!(
             (write.kind, write.row.status),
             (Decided::Completed, Status::Done)
@@ -320,7 +334,7 @@ mod tests {
     #[test]
     fn a_retry_backs_off_until_the_last_attempt_then_parks() {
         let retry = || Ok(outcome(Decision::Retry("busy".into()), 1));
-        let write = decide(&task(2), retry(), 3, NOW);
+        let write = decide(&task(2), retry(), 3, &OutcomeQuotas::default(), NOW);
         assert_eq!(
             (write.kind, write.row.status),
             (Decided::Retried, Status::Scheduled)
@@ -328,7 +342,7 @@ mod tests {
         assert_eq!(write.row.delay_ms, Some(backoff(42, 2).as_millis() as i64));
         assert_eq!(write.row.error.as_deref(), Some("busy"));
         assert!(write.spawns.is_empty(), "a run that retries spawns nothing");
-        let last = decide(&task(3), retry(), 3, NOW);
+        let last = decide(&task(3), retry(), 3, &OutcomeQuotas::default(), NOW);
         assert_eq!(
             (last.kind, last.row.status),
             (Decided::Failed, Status::Failed)
@@ -341,7 +355,13 @@ mod tests {
 
     #[test]
     fn a_sandbox_fault_takes_the_retry_path() {
-        let write = decide(&task(1), Err(RunError::Timeout(1000)), 3, NOW);
+        let write = decide(
+            &task(1),
+            Err(RunError::Timeout(1000)),
+            3,
+            &OutcomeQuotas::default(),
+            NOW,
+        );
         assert_eq!(write.kind, Decided::Retried);
         assert_eq!(write.row.error.as_deref(), Some("timed out after 1000 ms"));
     }
@@ -352,6 +372,7 @@ mod tests {
             &task(1),
             Ok(outcome(Decision::Fail("no".into()), 0)),
             3,
+            &OutcomeQuotas::default(),
             NOW,
         );
         assert_eq!(
@@ -364,7 +385,13 @@ mod tests {
     #[test]
     fn an_outcome_over_a_limit_fails_its_task_and_keeps_nothing() {
         let big = Decision::Complete(Some(vec![0; MAX_STATE_BYTES + 1]));
-        let write = decide(&task(1), Ok(outcome(big, 1)), 3, NOW);
+        let write = decide(
+            &task(1),
+            Ok(outcome(big, 1)),
+            3,
+            &OutcomeQuotas::default(),
+            NOW,
+        );
         assert_eq!(write.kind, Decided::Failed);
         assert!(
             write
@@ -375,7 +402,7 @@ mod tests {
         );
         assert!(write.spawns.is_empty() && write.row.state.is_none());
         let many = outcome(Decision::Complete(None), MAX_SPAWNS + 1);
-        let write = decide(&task(1), Ok(many), 3, NOW);
+        let write = decide(&task(1), Ok(many), 3, &OutcomeQuotas::default(), NOW);
         assert!(write.row.error.unwrap().contains("spawns in one run"));
     }
 

@@ -28,12 +28,11 @@ pub use copy::{BATCH_BYTES, Rows};
 pub use parallel::{BulkLoad, MAX_CONNECTIONS, ShardWriter};
 
 use chrono::{DateTime, Utc};
-
-use crate::tenants;
 use sqlx::{PgConnection, PgPool};
 
 use crate::contract::check_name;
 use crate::contract::{MAX_FUTURE, MAX_KEY_BYTES};
+use crate::tenants;
 
 /// The tenant used when none is given.
 pub const DEFAULT_TENANT: &str = "default";
@@ -205,12 +204,14 @@ pub async fn enqueue_parallel(
             .collect();
         let mut tx = pool.begin().await?;
         tenants::require(&mut tx, &tenants_of(tasks)).await?;
+        check_quotas(&mut tx, tasks).await?;
         let new = insert_arrays(&mut tx, &rows).await?;
         tx.commit().await?;
         return Ok(new);
     }
     let mut load = BulkLoad::begin(pool, connections).await?;
     load.require_tenants(&tenants_of(tasks)).await?;
+    check_quotas(load.connection(), tasks).await?;
     let (mut writer, sources) = load.writer(2);
     // Formatting runs while the connections wait on the server.
     let produce = async move {
@@ -225,6 +226,26 @@ pub async fn enqueue_parallel(
     let new = new?;
     load.commit().await?;
     Ok(new)
+}
+
+/// Refuses the first task whose payload is over its tenant's quota (`max_payload_bytes`).
+async fn check_quotas(conn: &mut PgConnection, tasks: &[NewTask]) -> Result<(), EnqueueError> {
+    let quotas = tenants::payload_quotas(conn, Some(&tenants_of(tasks))).await?;
+    for (index, task) in tasks.iter().enumerate() {
+        if let Some(&quota) = quotas.get(&task.tenant)
+            && task.payload.len() > quota
+        {
+            return Err(EnqueueError::Invalid {
+                index,
+                message: format!(
+                    "the payload is {} bytes; tenant {:?} may enqueue at most {quota} (its max_payload_bytes)",
+                    task.payload.len(),
+                    task.tenant
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The distinct tenants `tasks` name.

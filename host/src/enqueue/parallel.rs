@@ -88,6 +88,11 @@ impl BulkLoad {
         Ok(())
     }
 
+    /// The first connection, for checks made in its transaction.
+    pub fn connection(&mut self) -> &mut PgConnection {
+        &mut self.txs[0]
+    }
+
     /// A writer that shares tasks out among the connections, and the pieces of rows
     /// each connection receives, for [`BulkLoad::insert`]. `pieces_in_flight` per
     /// connection may wait between the two.

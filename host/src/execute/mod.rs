@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::contract::OutcomeQuotas;
 use crate::registry::{self, Loaded, ModuleKey, Registry, Resolved};
 use crate::sandbox::{Outcome, RunError, Sandbox, Task};
 use crate::stats::Stats;
@@ -27,6 +28,8 @@ pub enum Finished {
         result: Result<Outcome, RunError>,
         /// The tenant's limit on tries.
         max_attempts: i32,
+        /// The tenant's quotas on what a run decides.
+        quotas: OutcomeQuotas,
     },
     /// No runnable module; the error to record.
     NoModule(ClaimedTask, String),

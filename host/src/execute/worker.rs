@@ -120,6 +120,7 @@ impl Worker<'_> {
             task,
             result,
             max_attempts: module.max_attempts,
+            quotas: module.quotas,
         }
     }
 }

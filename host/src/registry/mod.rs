@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::claim::Compiling;
+use crate::contract::OutcomeQuotas;
 use crate::sandbox::{CompileError, Prepared, RunLimits, Sandbox, ValidationError};
 use crate::stats::ModuleTimes;
 
@@ -44,6 +45,8 @@ pub struct Loaded {
     pub limits: RunLimits,
     /// Tries of one run before the task is parked.
     pub max_attempts: i32,
+    /// The tenant's quotas on what a run decides.
+    pub quotas: OutcomeQuotas,
     /// Whether a worker may keep an instance of this version for the same tenant's next
     /// task instead of instantiating afresh (`recur module deploy --reuse-instance`; see
     /// sandbox/carryover.rs for the isolation this gives up). Fixed per version.
@@ -97,6 +100,7 @@ struct Waiting {
     reuse_instance: bool,
     limits: RunLimits,
     max_attempts: i32,
+    quotas: OutcomeQuotas,
 }
 
 /// A finished compilation: the component's sha256 and the result.
@@ -191,13 +195,14 @@ impl Registry {
             for row in rows {
                 let key: ModuleKey = (row.try_get("tenant")?, row.try_get("task_type")?);
                 let sha256: String = row.try_get("sha256")?;
-                let (limits, max_attempts) = self.limits(&row)?;
+                let (limits, max_attempts, quotas) = self.limits(&row)?;
                 let waiting = Waiting {
                     key: key.clone(),
                     version: row.try_get("version")?,
                     reuse_instance: row.try_get("reuse_instance")?,
                     limits,
                     max_attempts,
+                    quotas,
                 };
                 if let Some(prepared) = self.compiled.get(&sha256) {
                     let ready = Ok(prepared.clone());
@@ -307,6 +312,7 @@ impl Registry {
             reuse_instance,
             limits,
             max_attempts,
+            quotas,
         } = waiting;
         let resolved = match prepared {
             Ok(prepared) => {
@@ -323,6 +329,7 @@ impl Registry {
                     prepared,
                     limits,
                     max_attempts,
+                    quotas,
                     reuse_instance,
                     run_times: Arc::default(),
                 }))
@@ -352,13 +359,14 @@ impl Registry {
                 (Resolved::Ready(loaded), Some((version, limits)))
                     if loaded.version == *version =>
                 {
-                    if (loaded.limits, loaded.max_attempts) != *limits {
+                    if (loaded.limits, loaded.max_attempts, loaded.quotas) != *limits {
                         let updated = Loaded {
                             version: loaded.version,
                             sha256: loaded.sha256.clone(),
                             prepared: loaded.prepared.clone(),
                             limits: limits.0,
                             max_attempts: limits.1,
+                            quotas: limits.2,
                             reuse_instance: loaded.reuse_instance,
                             run_times: loaded.run_times.clone(),
                         };
@@ -386,14 +394,21 @@ impl Registry {
         Ok(())
     }
 
-    fn limits(&self, row: &sqlx::postgres::PgRow) -> Result<(RunLimits, i32), sqlx::Error> {
+    fn limits(
+        &self,
+        row: &sqlx::postgres::PgRow,
+    ) -> Result<(RunLimits, i32, OutcomeQuotas), sqlx::Error> {
         let memory: i64 = row.try_get("memory_bytes")?;
         let timeout: i32 = row.try_get("timeout_ms")?;
         let limits = RunLimits {
             memory_bytes: (memory.max(0) as usize).min(self.max_memory_bytes),
             timeout: Duration::from_millis(timeout.max(1) as u64),
         };
-        Ok((limits, row.try_get("max_attempts")?))
+        let quotas = OutcomeQuotas {
+            max_state_bytes: row.try_get::<i32, _>("max_state_bytes")?.max(0) as usize,
+            max_spawns: row.try_get::<i32, _>("max_spawns")?.max(0) as usize,
+        };
+        Ok((limits, row.try_get("max_attempts")?, quotas))
     }
 }
 

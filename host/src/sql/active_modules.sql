@@ -4,6 +4,8 @@
 SELECT m.tenant, m.task_type, m.version,
        coalesce(t.memory_bytes, 67108864) AS memory_bytes,
        coalesce(t.timeout_ms, 5000)       AS timeout_ms,
-       coalesce(t.max_attempts, 5)        AS max_attempts
+       coalesce(t.max_attempts, 5)        AS max_attempts,
+       coalesce(t.max_state_bytes, 262144) AS max_state_bytes,
+       coalesce(t.max_spawns, 1000)       AS max_spawns
 FROM modules m LEFT JOIN tenants t ON t.name = m.tenant
 WHERE m.active

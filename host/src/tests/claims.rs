@@ -213,7 +213,7 @@ async fn outcomes_written_after_the_locks_were_lost_apply_where_nobody_wrote_sin
                 decision: Decision::Complete(None),
                 spawns: Vec::new(),
             };
-            commit::decide(task, Ok(done), 3, now_ms())
+            commit::decide(task, Ok(done), 3, &Default::default(), now_ms())
         })
         .collect();
     let done = commit::commit(&db.pool, &writes, Some(claim_key), true)

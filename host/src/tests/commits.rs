@@ -30,6 +30,7 @@ fn completed(task: ClaimedTask) -> Vec<Finished> {
             spawns: Vec::new(),
         }),
         max_attempts: 3,
+        quotas: Default::default(),
     }]
 }
 
@@ -186,7 +187,13 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
             decision: Decision::Complete(None),
             spawns,
         };
-        vec![commit::decide(parent, Ok(ran), 3, now_ms())]
+        vec![commit::decide(
+            parent,
+            Ok(ran),
+            3,
+            &Default::default(),
+            now_ms(),
+        )]
     };
     let forward = write(&parents[0], keys.iter().collect());
     let backward = write(&parents[1], keys.iter().rev().collect());
@@ -305,7 +312,7 @@ async fn a_lease_that_is_never_committed_runs_again_and_its_late_commit_changes_
     };
     let writes: Vec<_> = crashed
         .iter()
-        .map(|t| commit::decide(t, Ok(stale.clone()), 5, 0))
+        .map(|t| commit::decide(t, Ok(stale.clone()), 5, &Default::default(), 0))
         .collect();
     let done = commit::commit(&db.pool, &writes, None, false)
         .await

@@ -28,7 +28,7 @@ async fn an_outcome_the_database_refuses_fails_only_its_own_task() {
     };
     let mut writes: Vec<_> = claimed
         .iter()
-        .map(|task| commit::decide(task, Ok(complete.clone()), 3, now_ms()))
+        .map(|task| commit::decide(task, Ok(complete.clone()), 3, &Default::default(), now_ms()))
         .collect();
     // What the outcome checks keep out, put past them: text PostgreSQL refuses.
     let culprit = claimed[5].key.clone();

@@ -6,7 +6,7 @@
 //! thread parses stdin into COPY rows while the connections send the rows before them,
 //! so reading, parsing and PostgreSQL's work overlap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Read};
 
 use anyhow::Context;
@@ -157,6 +157,7 @@ async fn bulk(
     connections: usize,
 ) -> anyhow::Result<()> {
     let mut load = enqueue::BulkLoad::begin(pool, connections).await?;
+    let quotas = tenants::payload_quotas(load.connection(), None).await?;
     let (writer, sources) = load.writer(PIECES_IN_FLIGHT);
     let (done, parsed) = oneshot::channel();
     let default_tenant = default_tenant.to_owned();
@@ -167,7 +168,7 @@ async fn bulk(
         .name("recur-stdin".into())
         .spawn(move || {
             let mut stdin = io::BufReader::with_capacity(READ_BUFFER_BYTES, io::stdin().lock());
-            let _ = done.send(parse(&mut stdin, &default_tenant, writer));
+            let _ = done.send(parse(&mut stdin, &default_tenant, &quotas, writer));
         })
         .context("cannot start a thread to read stdin")?;
     // After a bad line the parser stops sending, and this returns without error. On an
@@ -252,6 +253,7 @@ struct Lines {
 fn parse(
     input: &mut impl BufRead,
     default_tenant: &str,
+    quotas: &HashMap<String, usize>,
     writer: enqueue::ShardWriter,
 ) -> io::Result<Parsed> {
     let mut writer = Some(writer);
@@ -277,7 +279,7 @@ fn parse(
         }
         let result = match std::str::from_utf8(&buffer) {
             Ok(line) if line.trim().is_empty() => continue,
-            Ok(line) => parse_line(line, default_tenant),
+            Ok(line) => parse_line(line, default_tenant).and_then(|task| within(task, quotas)),
             Err(e) => Err(format!(
                 "not UTF-8 (invalid byte at column {})",
                 e.valid_up_to() + 1
@@ -370,6 +372,18 @@ async fn undeployed(pool: &PgPool, types: Types) -> anyhow::Result<()> {
         "{}; deploy one first (`recur module deploy TYPE FILE --tenant TENANT`), or pass --allow-undeployed",
         missing.join("; ")
     )
+}
+
+/// `task`, unless its payload is over its tenant's quota.
+fn within(task: NewTask, quotas: &HashMap<String, usize>) -> Result<NewTask, String> {
+    match quotas.get(&task.tenant) {
+        Some(&quota) if task.payload.len() > quota => Err(format!(
+            "the payload is {} bytes; tenant {:?} may enqueue at most {quota} (its max_payload_bytes)",
+            task.payload.len(),
+            task.tenant
+        )),
+        _ => Ok(task),
+    }
 }
 
 fn parse_line(line: &str, default_tenant: &str) -> Result<NewTask, String> {

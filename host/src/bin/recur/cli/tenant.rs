@@ -78,6 +78,15 @@ pub struct Settings {
     /// Tries of one run before its task is parked as failed (default 5).
     #[arg(long)]
     max_attempts: Option<i32>,
+    /// The largest payload its tasks may be enqueued with (default and most 1 MiB).
+    #[arg(long, value_name = "BYTES")]
+    max_payload_bytes: Option<i32>,
+    /// The largest state one of its runs may keep (default and most 256 KiB).
+    #[arg(long, value_name = "BYTES")]
+    max_state_bytes: Option<i32>,
+    /// The most tasks one of its runs may spawn (default and most 1000).
+    #[arg(long, value_name = "N")]
+    max_spawns: Option<i32>,
 }
 
 impl Settings {
@@ -87,6 +96,9 @@ impl Settings {
             memory_bytes: self.memory_mib.map(|mib| mib.saturating_mul(1 << 20)),
             timeout_ms: self.timeout_ms,
             max_attempts: self.max_attempts,
+            max_payload_bytes: self.max_payload_bytes,
+            max_state_bytes: self.max_state_bytes,
+            max_spawns: self.max_spawns,
         }
     }
 }
@@ -133,7 +145,7 @@ pub async fn run(pool: &PgPool, url: &str, command: TenantCommand) -> anyhow::Re
             let changes = settings.changes();
             if changes == TenantChanges::default() {
                 anyhow::bail!(
-                    "give a setting to change: --weight, --memory-mib, --timeout-ms or --max-attempts"
+                    "give a setting to change: --weight, --memory-mib, --timeout-ms, --max-attempts, --max-payload-bytes, --max-state-bytes or --max-spawns"
                 );
             }
             print_one(&tenants::set(pool, &name, &changes).await?, json, "changed")
@@ -163,12 +175,15 @@ fn print_one(tenant: &Tenant, json: bool, said: &str) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(tenant)?);
     } else {
         println!(
-            "{said} {:?}: weight {}, memory {} MiB, timeout {} ms, attempts {}, {} active modules{}",
+            "{said} {:?}: weight {}, memory {} MiB, timeout {} ms, attempts {}, payload {} B, state {} B, spawns {}, {} active modules{}",
             tenant.name,
             tenant.weight,
             tenant.memory_bytes >> 20,
             tenant.timeout_ms,
             tenant.max_attempts,
+            tenant.max_payload_bytes,
+            tenant.max_state_bytes,
+            tenant.max_spawns,
             tenant.modules,
             match &tenant.role {
                 Some(role) => format!(", login role {role:?}"),
