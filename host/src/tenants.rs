@@ -27,6 +27,9 @@ const SET_ROLE_SQL: &str = "UPDATE tenants SET role = $2 WHERE name = $1";
 /// The SQLSTATE `recur_require_tenants()` raises for a tenant without a row.
 pub const UNKNOWN_TENANT: &str = "RT404";
 
+/// The SQLSTATE `recur_check_task_quotas()` raises for a tenant past its `max_tasks`.
+pub const OVER_TASK_QUOTA: &str = "RT413";
+
 /// The SQLSTATE PostgreSQL raises for a privilege the role lacks, and
 /// `recur_require_own()` for a tenant's role that names another tenant.
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
@@ -56,6 +59,8 @@ pub struct Tenant {
     pub max_state_bytes: i32,
     /// The most tasks one of its runs may spawn.
     pub max_spawns: i32,
+    /// The most scheduled tasks it may have, if it has a quota.
+    pub max_tasks: Option<i64>,
     /// Its active modules.
     pub modules: i64,
     /// The login role that acts for it, if it has one.
@@ -81,6 +86,8 @@ pub struct TenantChanges {
     pub max_state_bytes: Option<i32>,
     /// See [`Tenant::max_spawns`]: 0 to 1,000.
     pub max_spawns: Option<i32>,
+    /// See [`Tenant::max_tasks`]: 0 or more; `Some(None)` removes the quota.
+    pub max_tasks: Option<Option<i64>>,
 }
 
 /// Why a tenants door changed nothing.
@@ -124,6 +131,24 @@ pub async fn require(conn: &mut PgConnection, names: &[&str]) -> Result<(), sqlx
     Ok(())
 }
 
+/// Refuses, with the database's one-line error (SQLSTATE [`OVER_TASK_QUOTA`]), if any of
+/// `names` has more scheduled tasks than its `max_tasks`, counting those this
+/// transaction wrote and, for each, the number at the same index of `adding` (`None`:
+/// none). A door that wrote its tasks in `conn`'s transaction calls it then, adding
+/// nothing; a bulk load, from another connection, adding what it read per tenant.
+pub async fn check_task_quotas(
+    conn: &mut PgConnection,
+    names: &[&str],
+    adding: Option<&[i64]>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT recur_check_task_quotas($1, $2)")
+        .bind(names)
+        .bind(adding)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Refuses, with the database's one-line error (SQLSTATE 42501), if the role connected
 /// acts for a tenant other than each of `names`; the operator's role passes. For the doors
 /// that change rows without writing new ones (requeue).
@@ -136,14 +161,14 @@ pub async fn require_own(conn: &mut PgConnection, names: &[&str]) -> Result<(), 
 }
 
 /// The database's one-line refusal, if `error` is one: a tenant that does not exist
-/// ([`UNKNOWN_TENANT`]), or a privilege the role connected lacks (another tenant's
-/// rows, a tenant's limits).
+/// ([`UNKNOWN_TENANT`]), a tenant past its scheduled-task quota ([`OVER_TASK_QUOTA`]),
+/// or a privilege the role connected lacks (another tenant's rows, a tenant's limits).
 pub fn refusal(error: &sqlx::Error) -> Option<String> {
     match error {
         sqlx::Error::Database(db)
             if matches!(
                 db.code().as_deref(),
-                Some(UNKNOWN_TENANT | INSUFFICIENT_PRIVILEGE)
+                Some(UNKNOWN_TENANT | INSUFFICIENT_PRIVILEGE | OVER_TASK_QUOTA)
             ) =>
         {
             Some(db.message().to_owned())
@@ -215,6 +240,7 @@ pub async fn create(
         .bind(changes.max_payload_bytes)
         .bind(changes.max_state_bytes)
         .bind(changes.max_spawns)
+        .bind(changes.max_tasks.flatten())
         .execute(&mut *tx)
         .await?;
     if created.rows_affected() == 0 {
@@ -306,6 +332,8 @@ pub async fn set(
         .bind(changes.max_payload_bytes)
         .bind(changes.max_state_bytes)
         .bind(changes.max_spawns)
+        .bind(changes.max_tasks.is_some())
+        .bind(changes.max_tasks.flatten())
         .execute(pool)
         .await?;
     if changed.rows_affected() == 0 {
@@ -397,6 +425,7 @@ fn check(changes: &TenantChanges) -> Result<(), TenantError> {
         " bytes",
     )?;
     within("max spawns", changes.max_spawns, 0, MAX_SPAWNS as i32, "")?;
+    within("max tasks", changes.max_tasks.flatten(), 0, i64::MAX, "")?;
     Ok(())
 }
 
@@ -410,6 +439,7 @@ fn tenant(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
         max_payload_bytes: row.try_get("max_payload_bytes")?,
         max_state_bytes: row.try_get("max_state_bytes")?,
         max_spawns: row.try_get("max_spawns")?,
+        max_tasks: row.try_get("max_tasks")?,
         modules: row.try_get("modules")?,
         role: row.try_get("role")?,
         created_at: row.try_get("created_at")?,

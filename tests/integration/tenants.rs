@@ -339,3 +339,75 @@ async fn a_tenant_over_its_quotas_fails_that_enqueue_or_that_run_and_nothing_els
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueues_past_a_tenants_task_quota_are_refused_whole() {
+    let db = TestDb::strict().await;
+    assert!(
+        stdout(&recur(
+            &db,
+            &["tenant", "create", "capped", "--max-tasks", "3"]
+        ))
+        .contains("tasks 3")
+    );
+    let capped = |key: &str| NewTask {
+        tenant: "capped".into(),
+        ..NewTask::new("noop", key)
+    };
+    assert_eq!(
+        enqueue::enqueue(&db.pool, &[capped("a"), capped("b")])
+            .await
+            .unwrap(),
+        2
+    );
+    let quota = "tenant \"capped\" may have at most 3 scheduled tasks (its max_tasks)";
+    let over = enqueue::enqueue(&db.pool, &[capped("c"), capped("d")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&over, EnqueueError::Refused(m) if m.contains(quota)),
+        "{over}"
+    );
+    let single = sqlx::query("SELECT recur_enqueue('capped', 'noop', 'c')")
+        .execute(&db.pool)
+        .await;
+    assert!(single.is_ok(), "the third fits");
+    let sql = sqlx::query("SELECT recur_enqueue('capped', 'noop', 'd')")
+        .execute(&db.pool)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(sql.contains(quota), "{sql}");
+    let lines = "{\"type\":\"noop\",\"key\":\"e\",\"tenant\":\"capped\"}\n";
+    let bulk = one_line_error(&support::recur(
+        &db.url,
+        &["enqueue", "--bulk", "--allow-undeployed"],
+        lines.as_bytes(),
+    ));
+    assert!(
+        bulk.contains(quota) && bulk.contains("nothing was enqueued"),
+        "{bulk}"
+    );
+    let many: Vec<NewTask> = (0..enqueue::COPY_FROM_TASKS)
+        .map(|i| capped(&format!("m{i}")))
+        .collect();
+    let bulk_library = enqueue::enqueue(&db.pool, &many).await.unwrap_err();
+    assert!(
+        matches!(&bulk_library, EnqueueError::Refused(m) if m.contains(quota)),
+        "{bulk_library}"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM tasks WHERE tenant = 'capped'").await,
+        3
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM task_keys").await, 3);
+    // Lifted, the same enqueue goes in.
+    assert!(
+        stdout(&recur(
+            &db,
+            &["tenant", "set", "capped", "--max-tasks", "none"]
+        ))
+        .contains("tasks unlimited")
+    );
+    assert_eq!(enqueue::enqueue(&db.pool, &[capped("d")]).await.unwrap(), 1);
+}

@@ -206,9 +206,16 @@ pub async fn enqueue_parallel(
         tenants::require(&mut tx, &tenants_of(tasks)).await?;
         check_quotas(&mut tx, tasks).await?;
         let new = insert_arrays(&mut tx, &rows).await?;
+        tenants::check_task_quotas(&mut tx, &tenants_of(tasks), None).await?;
         tx.commit().await?;
         return Ok(new);
     }
+    // A bulk load's tasks go in over several transactions, which no one count sees
+    // together: the quota is checked first, as if every task were new.
+    let (names, adding) = per_tenant(tasks);
+    let mut conn = pool.acquire().await?;
+    tenants::check_task_quotas(&mut conn, &names, Some(&adding)).await?;
+    drop(conn);
     let mut load = BulkLoad::begin(pool, connections).await?;
     load.require_tenants(&tenants_of(tasks)).await?;
     check_quotas(load.connection(), tasks).await?;
@@ -246,6 +253,15 @@ async fn check_quotas(conn: &mut PgConnection, tasks: &[NewTask]) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The tenants `tasks` name, and how many tasks each, side by side.
+fn per_tenant(tasks: &[NewTask]) -> (Vec<&str>, Vec<i64>) {
+    let mut counts = std::collections::BTreeMap::new();
+    for task in tasks {
+        *counts.entry(task.tenant.as_str()).or_insert(0i64) += 1;
+    }
+    counts.into_iter().unzip()
 }
 
 /// The distinct tenants `tasks` name.

@@ -190,6 +190,11 @@ async fn bulk(
         errors.push(e.to_string());
     }
     if errors.is_empty()
+        && let Err(e) = check_task_quotas(pool, &parsed.types).await
+    {
+        errors.push(e.to_string());
+    }
+    if errors.is_empty()
         && !allow_undeployed
         && let Err(e) = undeployed(pool, parsed.types).await
     {
@@ -205,6 +210,25 @@ async fn bulk(
         parsed.read - new
     );
     Ok(())
+}
+
+/// Refuses tenants whose scheduled tasks and the tasks read for them pass their
+/// `max_tasks`, counted outside the load's transactions, as if every task read were new.
+async fn check_task_quotas(pool: &PgPool, types: &Types) -> anyhow::Result<()> {
+    let (names, adding): (Vec<&str>, Vec<i64>) = types
+        .iter()
+        .map(|(tenant, names)| {
+            let read: usize = names.values().map(|lines| lines.count).sum();
+            (tenant.as_str(), read as i64)
+        })
+        .unzip();
+    let mut conn = pool.acquire().await?;
+    tenants::check_task_quotas(&mut conn, &names, Some(&adding))
+        .await
+        .map_err(|e| match tenants::refusal(&e) {
+            Some(message) => anyhow::anyhow!(message),
+            None => e.into(),
+        })
 }
 
 /// A bulk load's error, with the tenant the role connected acts for where the database

@@ -87,6 +87,25 @@ pub struct Settings {
     /// The most tasks one of its runs may spawn (default and most 1000).
     #[arg(long, value_name = "N")]
     max_spawns: Option<i32>,
+    /// The most scheduled tasks it may have; `none` removes the quota (default: none).
+    /// Enqueues past it are refused; spawns are not counted.
+    #[arg(long, value_name = "N|none", value_parser = max_tasks)]
+    max_tasks: Option<TaskQuota>,
+}
+
+/// `--max-tasks`: a count, or none.
+#[derive(Debug, Clone, Copy)]
+struct TaskQuota(Option<i64>);
+
+fn max_tasks(text: &str) -> Result<TaskQuota, String> {
+    if text == "none" {
+        return Ok(TaskQuota(None));
+    }
+    text.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .map(|n| TaskQuota(Some(n)))
+        .ok_or_else(|| format!("{text:?} is not a count of tasks; give a number, or none"))
 }
 
 impl Settings {
@@ -99,6 +118,7 @@ impl Settings {
             max_payload_bytes: self.max_payload_bytes,
             max_state_bytes: self.max_state_bytes,
             max_spawns: self.max_spawns,
+            max_tasks: self.max_tasks.map(|quota| quota.0),
         }
     }
 }
@@ -145,7 +165,7 @@ pub async fn run(pool: &PgPool, url: &str, command: TenantCommand) -> anyhow::Re
             let changes = settings.changes();
             if changes == TenantChanges::default() {
                 anyhow::bail!(
-                    "give a setting to change: --weight, --memory-mib, --timeout-ms, --max-attempts, --max-payload-bytes, --max-state-bytes or --max-spawns"
+                    "give a setting to change: --weight, --memory-mib, --timeout-ms, --max-attempts, --max-payload-bytes, --max-state-bytes, --max-spawns or --max-tasks"
                 );
             }
             print_one(&tenants::set(pool, &name, &changes).await?, json, "changed")
@@ -175,7 +195,7 @@ fn print_one(tenant: &Tenant, json: bool, said: &str) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(tenant)?);
     } else {
         println!(
-            "{said} {:?}: weight {}, memory {} MiB, timeout {} ms, attempts {}, payload {} B, state {} B, spawns {}, {} active modules{}",
+            "{said} {:?}: weight {}, memory {} MiB, timeout {} ms, attempts {}, payload {} B, state {} B, spawns {}, tasks {}, {} active modules{}",
             tenant.name,
             tenant.weight,
             tenant.memory_bytes >> 20,
@@ -184,6 +204,9 @@ fn print_one(tenant: &Tenant, json: bool, said: &str) -> anyhow::Result<()> {
             tenant.max_payload_bytes,
             tenant.max_state_bytes,
             tenant.max_spawns,
+            tenant
+                .max_tasks
+                .map_or("unlimited".to_owned(), |n| n.to_string()),
             tenant.modules,
             match &tenant.role {
                 Some(role) => format!(", login role {role:?}"),
