@@ -8,7 +8,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 
 use crate::contract::{self, MAX_SPAWNS, MAX_STATE_BYTES};
 
@@ -231,15 +233,7 @@ pub async fn create(
         check_role(role)?;
     }
     let mut tx = pool.begin().await?;
-    let created = sqlx::query(CREATE_SQL)
-        .bind(name)
-        .bind(changes.weight)
-        .bind(changes.memory_bytes)
-        .bind(changes.timeout_ms)
-        .bind(changes.max_attempts)
-        .bind(changes.max_payload_bytes)
-        .bind(changes.max_state_bytes)
-        .bind(changes.max_spawns)
+    let created = with_settings(sqlx::query(CREATE_SQL).bind(name), changes)
         .bind(changes.max_tasks.flatten())
         .execute(&mut *tx)
         .await?;
@@ -323,15 +317,7 @@ pub async fn set(
     changes: &TenantChanges,
 ) -> Result<Tenant, TenantError> {
     check(changes)?;
-    let changed = sqlx::query(SET_SQL)
-        .bind(name)
-        .bind(changes.weight)
-        .bind(changes.memory_bytes)
-        .bind(changes.timeout_ms)
-        .bind(changes.max_attempts)
-        .bind(changes.max_payload_bytes)
-        .bind(changes.max_state_bytes)
-        .bind(changes.max_spawns)
+    let changed = with_settings(sqlx::query(SET_SQL).bind(name), changes)
         .bind(changes.max_tasks.is_some())
         .bind(changes.max_tasks.flatten())
         .execute(pool)
@@ -387,6 +373,22 @@ pub async fn set_auto_create(pool: &PgPool, on: bool) -> Result<(), TenantError>
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// `query` with the settings `changes` gives, bound in the order tenants_create.sql and
+/// tenants_set.sql take them after the name.
+fn with_settings<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    changes: &TenantChanges,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(changes.weight)
+        .bind(changes.memory_bytes)
+        .bind(changes.timeout_ms)
+        .bind(changes.max_attempts)
+        .bind(changes.max_payload_bytes)
+        .bind(changes.max_state_bytes)
+        .bind(changes.max_spawns)
 }
 
 /// Checks each change against the range the tenants table allows, so that a bad value is
