@@ -13,14 +13,16 @@ pub const MAX_SPAWNS: usize = 1000;
 pub const MAX_SPAWN_PAYLOAD_BYTES: usize = 256 << 10;
 
 /// A tenant's quotas on what one of its runs may decide, within the limits above
-/// (`tenants.max_state_bytes`, `max_spawns`): the host checks an outcome against them
-/// before anything of it is written.
+/// (`tenants.max_state_bytes`, `max_spawns`, `max_payload_bytes`): the host checks an
+/// outcome against them before anything of it is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutcomeQuotas {
     /// The largest state a run may keep.
     pub max_state_bytes: usize,
     /// The most tasks one run may spawn.
     pub max_spawns: usize,
+    /// The largest payload a spawn may carry (as an enqueue may).
+    pub max_payload_bytes: usize,
 }
 
 impl Default for OutcomeQuotas {
@@ -28,6 +30,7 @@ impl Default for OutcomeQuotas {
         OutcomeQuotas {
             max_state_bytes: MAX_STATE_BYTES,
             max_spawns: MAX_SPAWNS,
+            max_payload_bytes: MAX_SPAWN_PAYLOAD_BYTES,
         }
     }
 }

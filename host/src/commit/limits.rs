@@ -58,6 +58,13 @@ pub(super) fn check(outcome: &Outcome, now_ms: i64, quotas: &OutcomeQuotas) -> R
     }
     for spawn in &outcome.spawns {
         check_spawn(spawn, now_ms)?;
+        if spawn.payload.len() > quotas.max_payload_bytes {
+            return Err(format!(
+                "a spawn's payload of {} bytes is over its tenant's quota of {} bytes (max_payload_bytes)",
+                spawn.payload.len(),
+                quotas.max_payload_bytes
+            ));
+        }
     }
     Ok(())
 }
@@ -184,5 +191,46 @@ mod tests {
         assert!(check_when(&When::At(now + MAX_FUTURE.as_millis() as i64 + 1), now, "t").is_err());
         assert!(check_when(&When::At(now - 1000), now, "t").is_ok());
         assert!(check_when(&When::AfterMs(u64::MAX), now, "t").is_err());
+    }
+
+    #[test]
+    fn a_tenants_quotas_bound_what_its_run_decides_within_the_contracts_limits() {
+        let quotas = OutcomeQuotas {
+            max_state_bytes: 4,
+            max_spawns: 1,
+            max_payload_bytes: 2,
+        };
+        let state = Outcome {
+            decision: Decision::Complete(Some(vec![0; 5])),
+            spawns: Vec::new(),
+        };
+        let err = check(&state, 0, &quotas).unwrap_err();
+        assert!(err.contains("quota of 4 bytes (max_state_bytes)"), "{err}");
+        let spawn = |payload: &[u8]| Spawn {
+            task_type: "noop".into(),
+            key: "k".into(),
+            payload: payload.to_vec(),
+            when: None,
+        };
+        let two = Outcome {
+            decision: Decision::Complete(None),
+            spawns: vec![spawn(b""), spawn(b"")],
+        };
+        let err = check(&two, 0, &quotas).unwrap_err();
+        assert!(err.contains("quota of 1 (max_spawns)"), "{err}");
+        let heavy = Outcome {
+            decision: Decision::Complete(None),
+            spawns: vec![spawn(b"abc")],
+        };
+        let err = check(&heavy, 0, &quotas).unwrap_err();
+        assert!(
+            err.contains("quota of 2 bytes (max_payload_bytes)"),
+            "{err}"
+        );
+        let within = Outcome {
+            decision: Decision::Complete(Some(vec![0; 4])),
+            spawns: vec![spawn(b"ab")],
+        };
+        assert!(check(&within, 0, &quotas).is_ok());
     }
 }
