@@ -448,13 +448,27 @@ fn tenant(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
     })
 }
 
+/// Tenants' payload quotas, by name ([`payload_quotas`]).
+pub type PayloadQuotas = std::collections::HashMap<String, usize>;
+
+/// Refuses a payload of `bytes` over `tenant`'s quota in `quotas`, saying so; a tenant
+/// without an entry is not refused here.
+pub fn check_payload(quotas: &PayloadQuotas, tenant: &str, bytes: usize) -> Result<(), String> {
+    match quotas.get(tenant) {
+        Some(&quota) if bytes > quota => Err(format!(
+            "the payload is {bytes} bytes; tenant {tenant:?} may enqueue at most {quota} (its max_payload_bytes)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The payload quota (`max_payload_bytes`) of each tenant in `names` (`None`: every
 /// tenant the role connected sees), for the doors that enqueue to check payloads against
 /// before they write; a tenant without a row is left out.
 pub async fn payload_quotas(
     conn: &mut PgConnection,
     names: Option<&[&str]>,
-) -> Result<std::collections::HashMap<String, usize>, sqlx::Error> {
+) -> Result<PayloadQuotas, sqlx::Error> {
     let rows: Vec<(String, i32)> = sqlx::query_as(
         "SELECT name, max_payload_bytes FROM tenants WHERE $1::text[] IS NULL OR name = ANY($1)",
     )

@@ -190,6 +190,7 @@ pub async fn enqueue_parallel(
         task.check()
             .map_err(|message| EnqueueError::Invalid { index, message })?;
     }
+    let (names, counts) = per_tenant(tasks);
     if tasks.len() < COPY_FROM_TASKS {
         let rows: Vec<Row> = tasks
             .iter()
@@ -203,22 +204,21 @@ pub async fn enqueue_parallel(
             })
             .collect();
         let mut tx = pool.begin().await?;
-        tenants::require(&mut tx, &tenants_of(tasks)).await?;
-        check_quotas(&mut tx, tasks).await?;
+        tenants::require(&mut tx, &names).await?;
+        check_payloads(&mut tx, &names, tasks).await?;
         let new = insert_arrays(&mut tx, &rows).await?;
-        tenants::check_task_quotas(&mut tx, &tenants_of(tasks), None).await?;
+        tenants::check_task_quotas(&mut tx, &names, None).await?;
         tx.commit().await?;
         return Ok(new);
     }
     // A bulk load's tasks go in over several transactions, which no one count sees
     // together: the quota is checked first, as if every task were new.
-    let (names, adding) = per_tenant(tasks);
     let mut conn = pool.acquire().await?;
-    tenants::check_task_quotas(&mut conn, &names, Some(&adding)).await?;
+    tenants::check_task_quotas(&mut conn, &names, Some(&counts)).await?;
     drop(conn);
     let mut load = BulkLoad::begin(pool, connections).await?;
-    load.require_tenants(&tenants_of(tasks)).await?;
-    check_quotas(load.connection(), tasks).await?;
+    load.require_tenants(&names).await?;
+    check_payloads(load.connection(), &names, tasks).await?;
     let (mut writer, sources) = load.writer(2);
     // Formatting runs while the connections wait on the server.
     let produce = async move {
@@ -235,41 +235,28 @@ pub async fn enqueue_parallel(
     Ok(new)
 }
 
-/// Refuses the first task whose payload is over its tenant's quota (`max_payload_bytes`).
-async fn check_quotas(conn: &mut PgConnection, tasks: &[NewTask]) -> Result<(), EnqueueError> {
-    let quotas = tenants::payload_quotas(conn, Some(&tenants_of(tasks))).await?;
+/// Refuses the first task whose payload is over its tenant's quota (`max_payload_bytes`);
+/// `names` are the tenants `tasks` name.
+async fn check_payloads(
+    conn: &mut PgConnection,
+    names: &[&str],
+    tasks: &[NewTask],
+) -> Result<(), EnqueueError> {
+    let quotas = tenants::payload_quotas(conn, Some(names)).await?;
     for (index, task) in tasks.iter().enumerate() {
-        if let Some(&quota) = quotas.get(&task.tenant)
-            && task.payload.len() > quota
-        {
-            return Err(EnqueueError::Invalid {
-                index,
-                message: format!(
-                    "the payload is {} bytes; tenant {:?} may enqueue at most {quota} (its max_payload_bytes)",
-                    task.payload.len(),
-                    task.tenant
-                ),
-            });
-        }
+        tenants::check_payload(&quotas, &task.tenant, task.payload.len())
+            .map_err(|message| EnqueueError::Invalid { index, message })?;
     }
     Ok(())
 }
 
-/// The tenants `tasks` name, and how many tasks each, side by side.
+/// The distinct tenants `tasks` name, and how many tasks each, side by side.
 fn per_tenant(tasks: &[NewTask]) -> (Vec<&str>, Vec<i64>) {
     let mut counts = std::collections::BTreeMap::new();
     for task in tasks {
         *counts.entry(task.tenant.as_str()).or_insert(0i64) += 1;
     }
     counts.into_iter().unzip()
-}
-
-/// The distinct tenants `tasks` name.
-fn tenants_of(tasks: &[NewTask]) -> Vec<&str> {
-    let mut tenants: Vec<&str> = tasks.iter().map(|task| task.tenant.as_str()).collect();
-    tenants.sort_unstable();
-    tenants.dedup();
-    tenants
 }
 
 /// One checked task, borrowed, as the array insert takes it.

@@ -196,9 +196,8 @@ impl<J: Fair> Queue<J> {
                 let tenant = tenant.clone();
                 *state.long_running.entry(tenant).or_default() += 1;
             }
-            let publish = long;
             let job = self.pop(state, turn);
-            if publish {
+            if long {
                 self.publish_held_back(state);
             }
             return Some(Taken {

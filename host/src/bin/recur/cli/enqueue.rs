@@ -6,7 +6,7 @@
 //! thread parses stdin into COPY rows while the connections send the rows before them,
 //! so reading, parsing and PostgreSQL's work overlap.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
 
 use anyhow::Context;
@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::args::parse_at;
 use recur_host::enqueue::{self, DEFAULT_TENANT, NewTask};
-use recur_host::tenants;
+use recur_host::tenants::{self, PayloadQuotas};
 
 /// How many bad lines a bulk enqueue reports before it stops reading.
 const MAX_REPORTED_ERRORS: usize = 10;
@@ -128,10 +128,7 @@ pub async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
     tenants::require_own(&mut conn, &[&task.tenant])
         .await
-        .map_err(|e| match tenants::refusal(&e) {
-            Some(message) => anyhow::anyhow!(message),
-            None => e.into(),
-        })?;
+        .map_err(refused)?;
     drop(conn);
     if !args.allow_undeployed {
         let mut types = Types::new();
@@ -225,10 +222,15 @@ async fn check_task_quotas(pool: &PgPool, types: &Types) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
     tenants::check_task_quotas(&mut conn, &names, Some(&adding))
         .await
-        .map_err(|e| match tenants::refusal(&e) {
-            Some(message) => anyhow::anyhow!(message),
-            None => e.into(),
-        })
+        .map_err(refused)
+}
+
+/// The database's one-line refusal as it said it, or any other error as it is.
+fn refused(error: sqlx::Error) -> anyhow::Error {
+    match tenants::refusal(&error) {
+        Some(message) => anyhow::anyhow!(message),
+        None => error.into(),
+    }
 }
 
 /// A bulk load's error, with the tenant the role connected acts for where the database
@@ -277,7 +279,7 @@ struct Lines {
 fn parse(
     input: &mut impl BufRead,
     default_tenant: &str,
-    quotas: &HashMap<String, usize>,
+    quotas: &PayloadQuotas,
     writer: enqueue::ShardWriter,
 ) -> io::Result<Parsed> {
     let mut writer = Some(writer);
@@ -399,15 +401,9 @@ async fn undeployed(pool: &PgPool, types: Types) -> anyhow::Result<()> {
 }
 
 /// `task`, unless its payload is over its tenant's quota.
-fn within(task: NewTask, quotas: &HashMap<String, usize>) -> Result<NewTask, String> {
-    match quotas.get(&task.tenant) {
-        Some(&quota) if task.payload.len() > quota => Err(format!(
-            "the payload is {} bytes; tenant {:?} may enqueue at most {quota} (its max_payload_bytes)",
-            task.payload.len(),
-            task.tenant
-        )),
-        _ => Ok(task),
-    }
+fn within(task: NewTask, quotas: &PayloadQuotas) -> Result<NewTask, String> {
+    tenants::check_payload(quotas, &task.tenant, task.payload.len())?;
+    Ok(task)
 }
 
 fn parse_line(line: &str, default_tenant: &str) -> Result<NewTask, String> {
