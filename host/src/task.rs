@@ -50,6 +50,10 @@ pub struct Fence {
     pub version: Option<i64>,
     /// For a locked claim, where the version it claimed lies (see [`RowAt`]).
     pub row_at: Option<RowAt>,
+    /// For a timed lease of a tenant with a quota on its runs in flight: the task holds
+    /// one of the tenant's run slots (migrations/0013), which its commit or give-back
+    /// frees. A locked claim's slots are held by its transaction's row locks instead.
+    pub slot: bool,
 }
 
 /// A task taken by a claim (a timed lease or a locked claim). It lives from the claim

@@ -63,6 +63,8 @@ pub struct Tenant {
     pub max_spawns: i32,
     /// The most scheduled tasks it may have, if it has a quota.
     pub max_tasks: Option<i64>,
+    /// The most runs it may have in flight across the whole fleet, if it has a quota.
+    pub max_running: Option<i32>,
     /// Its active modules.
     pub modules: i64,
     /// The login role that acts for it, if it has one.
@@ -90,6 +92,8 @@ pub struct TenantChanges {
     pub max_spawns: Option<i32>,
     /// See [`Tenant::max_tasks`]: 0 or more; `Some(None)` removes the quota.
     pub max_tasks: Option<Option<i64>>,
+    /// See [`Tenant::max_running`]: 1 to 100,000; `Some(None)` removes the quota.
+    pub max_running: Option<Option<i32>>,
 }
 
 /// Why a tenants door changed nothing.
@@ -235,6 +239,7 @@ pub async fn create(
     let mut tx = pool.begin().await?;
     let created = with_settings(sqlx::query(CREATE_SQL).bind(name), changes)
         .bind(changes.max_tasks.flatten())
+        .bind(changes.max_running.flatten())
         .execute(&mut *tx)
         .await?;
     if created.rows_affected() == 0 {
@@ -320,6 +325,8 @@ pub async fn set(
     let changed = with_settings(sqlx::query(SET_SQL).bind(name), changes)
         .bind(changes.max_tasks.is_some())
         .bind(changes.max_tasks.flatten())
+        .bind(changes.max_running.is_some())
+        .bind(changes.max_running.flatten())
         .execute(pool)
         .await?;
     if changed.rows_affected() == 0 {
@@ -428,6 +435,7 @@ fn check(changes: &TenantChanges) -> Result<(), TenantError> {
     )?;
     within("max spawns", changes.max_spawns, 0, MAX_SPAWNS as i32, "")?;
     within("max tasks", changes.max_tasks.flatten(), 0, i64::MAX, "")?;
+    within("max running", changes.max_running.flatten(), 1, 100_000, "")?;
     Ok(())
 }
 
@@ -442,6 +450,7 @@ fn tenant(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
         max_state_bytes: row.try_get("max_state_bytes")?,
         max_spawns: row.try_get("max_spawns")?,
         max_tasks: row.try_get("max_tasks")?,
+        max_running: row.try_get("max_running")?,
         modules: row.try_get("modules")?,
         role: row.try_get("role")?,
         created_at: row.try_get("created_at")?,

@@ -15,6 +15,7 @@ mod migrations;
 mod outcomes;
 mod racing_writers;
 mod roles;
+mod running;
 mod sandbox;
 mod support;
 mod tenancy;

@@ -197,6 +197,7 @@ impl<'r> ClaimArrays<'r> {
                 token: self.lease_token.optional_uuid(i)?,
                 version: Some(self.row_version.i64(i)?),
                 row_at: Some(row_at),
+                slot: false,
             },
             lost_runs: self.lost_runs.i32(i)?,
             lock: Some(lock.clone()),

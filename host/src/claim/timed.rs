@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::ClaimRequest;
-use super::rows::Columns;
+use super::rows::{Columns, position};
 use crate::liveness;
 use crate::task::{ClaimedTask, Fence};
 
@@ -37,11 +37,13 @@ pub async fn claim_timed(
         return Ok(Vec::new());
     };
     let columns = Columns::of(first)?;
+    let slot = position::<bool>(first, "slot")?;
     rows.iter()
         .map(|row| {
             Ok(ClaimedTask {
                 fence: Fence {
                     token: Some(token),
+                    slot: row.try_get_unchecked(slot)?,
                     ..Fence::default()
                 },
                 ..columns.task(row, claimed, request.lease_timeout)?

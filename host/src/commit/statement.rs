@@ -52,9 +52,13 @@ pub async fn commit<'e>(
     let mut payloads: Vec<&[u8]> = Vec::new();
     let mut spawn_at: Vec<Option<i64>> = Vec::new();
     let mut spawn_delay: Vec<Option<i64>> = Vec::new();
+    let mut slotted = Vec::new();
     for write in writes {
         let row = &write.row;
         ids.push(row.id);
+        if row.fence.slot {
+            slotted.push(row.id);
+        }
         tokens.push(row.fence.token);
         versions.push(row.fence.version);
         row_ats.push(row.fence.row_at);
@@ -101,6 +105,7 @@ pub async fn commit<'e>(
         .bind(claim)
         .bind(salvage)
         .bind(row_ats)
+        .bind(slotted)
         .fetch_one(db)
         .await?;
     Ok(Committed {

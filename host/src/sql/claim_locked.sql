@@ -27,12 +27,15 @@
 -- bytes of payload and state to take, $10 tenants not to claim for: those whose jobs wait
 -- in the host behind their cap of long runs (see execute/queue.rs).
 --
--- The batch is shared fairly between tenants as in claim_timed.sql, which says how.
+-- The batch is shared fairly between tenants as in claim_timed.sql, which says how, and
+-- a tenant with a quota on its runs in flight takes a task only with a slot it locks
+-- (`slots`), as there; here the slot's row lock is what holds it, until this batch's
+-- transaction ends, so the claim writes nothing to it.
 WITH active AS MATERIALIZED (
     -- Each tenant with due work past its cursor: the front of its queue is the host's
     -- own batches in flight, and the row versions their commits left dead, which the
     -- claims past the cursor never pass to clean up.
-    SELECT n.name AS tenant, n.weight, d.oldest, c.due AS after_due, c.at AS after_at
+    SELECT n.name AS tenant, n.weight, n.max_running, d.oldest, c.due AS after_due, c.at AS after_at
     FROM tenants AS n
     LEFT JOIN unnest($3::text[], $7::timestamptz[], $9::tid[]) AS c (tenant, due, at)
         ON c.tenant = n.name
@@ -46,11 +49,22 @@ WITH active AS MATERIALIZED (
       AND ($4::text[] IS NULL OR n.name = ANY($4::text[]))
 ),
 shares AS (
-    SELECT tenant, after_due, after_at,
+    SELECT tenant, max_running, after_due, after_at,
            base + (row_number() OVER (ORDER BY oldest, tenant) <= $1 - sum(base) OVER ())::int
                AS share
     FROM (SELECT *, floor($1 * weight::numeric / sum(weight) OVER ())::bigint AS base
           FROM active) AS a
+),
+slots AS MATERIALIZED (
+    SELECT r.tenant FROM shares AS s CROSS JOIN LATERAL (
+        SELECT r.tenant
+        FROM run_slots AS r
+        WHERE r.tenant = s.tenant
+          AND (r.lease_token IS NULL OR r.until < now())
+        ORDER BY r.slot
+        LIMIT s.share
+        FOR UPDATE SKIP LOCKED) AS r
+    WHERE s.max_running IS NOT NULL
 ),
 first AS MATERIALIZED (
     SELECT d.* FROM shares AS s CROSS JOIN LATERAL (
@@ -70,14 +84,15 @@ first AS MATERIALIZED (
           AND ($5::text[] IS NULL
                OR (tenant, task_type) NOT IN (SELECT * FROM unnest($5::text[], $6::text[])))
         ORDER BY next_run_at
-        LIMIT s.share
+        LIMIT CASE WHEN s.max_running IS NULL THEN s.share
+                   ELSE (SELECT count(*) FROM slots WHERE slots.tenant = s.tenant) END
         FOR UPDATE SKIP LOCKED) AS d
 ),
 more AS (
     SELECT s.*
     FROM shares AS s
     JOIN (SELECT tenant, count(*) AS took FROM first GROUP BY tenant) AS f USING (tenant)
-    WHERE f.took = s.share
+    WHERE f.took = s.share AND s.max_running IS NULL
 ),
 second AS MATERIALIZED (
     SELECT d.* FROM more AS s CROSS JOIN LATERAL (

@@ -21,10 +21,19 @@
 -- rounded down, and one more task each for as many tenants as that leaves tasks, in the
 -- order of their oldest due task: where tenants outnumber the batch, the longest waiting
 -- get a task first.
+--
+-- A tenant with a quota on its runs in flight (tenants.max_running, migrations/0013)
+-- takes no more of its share than it can lock free slots for (`slots`), and none in the
+-- second round; the slots it takes are marked with its tasks' ids and this lease
+-- (`held`), and are free again once the task's outcome is committed or the task is
+-- given back (both clear the slot), or the lease has run out. A slot is judged free by
+-- its own row alone: a claim that finds a slot another claim took after this
+-- statement's snapshot rechecks the slot's newest version, which says it is held,
+-- where the tasks table, read in the snapshot, would not.
 WITH active AS MATERIALIZED (
     -- Each tenant with due work, its weight, and how late its oldest due task is: one
     -- probe of the due index per tenant.
-    SELECT n.name AS tenant, n.weight, d.oldest
+    SELECT n.name AS tenant, n.weight, n.max_running, d.oldest
     FROM tenants AS n
     CROSS JOIN LATERAL (
         SELECT next_run_at AS oldest FROM tasks
@@ -35,11 +44,23 @@ WITH active AS MATERIALIZED (
       AND ($5::text[] IS NULL OR n.name = ANY($5::text[]))
 ),
 shares AS (
-    SELECT tenant,
+    SELECT tenant, max_running,
            base + (row_number() OVER (ORDER BY oldest, tenant) <= $1 - sum(base) OVER ())::int
                AS share
     FROM (SELECT *, floor($1 * weight::numeric / sum(weight) OVER ())::bigint AS base
           FROM active) AS a
+),
+slots AS MATERIALIZED (
+    SELECT r.tenant, r.slot, row_number() OVER (PARTITION BY r.tenant ORDER BY r.slot) AS n
+    FROM shares AS s CROSS JOIN LATERAL (
+        SELECT r.tenant, r.slot
+        FROM run_slots AS r
+        WHERE r.tenant = s.tenant
+          AND (r.lease_token IS NULL OR r.until < now())
+        ORDER BY r.slot
+        LIMIT s.share
+        FOR UPDATE SKIP LOCKED) AS r
+    WHERE s.max_running IS NOT NULL
 ),
 first AS MATERIALIZED (
     SELECT d.* FROM shares AS s CROSS JOIN LATERAL (
@@ -51,15 +72,17 @@ first AS MATERIALIZED (
           AND ($6::text[] IS NULL
                OR (tenant, task_type) NOT IN (SELECT * FROM unnest($6::text[], $7::text[])))
         ORDER BY next_run_at
-        LIMIT s.share
+        LIMIT CASE WHEN s.max_running IS NULL THEN s.share
+                   ELSE (SELECT count(*) FROM slots WHERE slots.tenant = s.tenant) END
         FOR UPDATE SKIP LOCKED) AS d
 ),
--- The tenants that took their whole share, and may have more.
+-- The tenants that took their whole share, and may have more: never one with a quota on
+-- its runs in flight, whose share was as much as its free slots allowed.
 more AS (
     SELECT s.tenant
     FROM shares AS s
     JOIN (SELECT tenant, count(*) AS took FROM first GROUP BY tenant) AS f USING (tenant)
-    WHERE f.took = s.share
+    WHERE f.took = s.share AND s.max_running IS NULL
 ),
 -- Each of them offers the whole rest of the batch; the oldest due of those offered fill
 -- it (`due`), and the others are left due. Nothing is read here when the first round
@@ -94,6 +117,19 @@ over AS (
           FROM due
           WHERE (SELECT sum(bytes) FROM due) > $8) AS s
     WHERE upto > $8 AND n > 1
+),
+-- Each slot taken, marked with the task it is for: a tenant's tasks and its slots paired
+-- in order. A task over the byte budget is not leased, so its slot is free at once.
+held AS (
+    UPDATE run_slots AS r
+    SET task_id = p.id, lease_token = $4,
+        until = now() + $2::bigint * interval '1 millisecond'
+    FROM (SELECT f.id, f.tenant, row_number() OVER (PARTITION BY f.tenant ORDER BY f.id) AS n
+          FROM first AS f
+          WHERE f.tenant IN (SELECT tenant FROM slots)) AS p
+    JOIN slots AS s ON s.tenant = p.tenant AND s.n = p.n
+    WHERE r.tenant = s.tenant AND r.slot = s.slot
+    RETURNING r.task_id
 )
 UPDATE tasks AS t
 SET next_run_at = now() + $2::bigint * interval '1 millisecond',
@@ -107,4 +143,4 @@ SET next_run_at = now() + $2::bigint * interval '1 millisecond',
 FROM due
 WHERE t.id = due.id AND due.id NOT IN (SELECT id FROM over)
 RETURNING t.id, t.tenant, t.task_type, t.key, t.payload, t.state, t.attempt, t.runs,
-          t.due_at AS scheduled_at
+          t.due_at AS scheduled_at, t.id IN (SELECT task_id FROM held) AS slot

@@ -14,6 +14,7 @@
 --   $20 where that version lies, its ctid (NULL for a timed lease).
 -- Spawns: $11 parent id, $12 task type, $13 key, $14 payload, $15 absolute ms, $16 delay ms.
 -- $18 the key of the locked claim whose claims row goes with this commit (or NULL).
+-- $21 the ids of the tasks that hold a run slot (see `freed`).
 -- $19 true when a locked claim's outcomes are written after its locks were lost: then
 -- the row versions are checked, and rows another transaction has locked are skipped (a
 -- row locked now is being run by the host that claimed it since, whose result will
@@ -29,6 +30,16 @@ WITH outcome AS (
            unnest($7::bytea[]) AS state, unnest($8::integer[]) AS attempt,
            unnest($9::integer[]) AS runs_inc, unnest($10::text[]) AS error,
            unnest($17::bigint[]) AS version, unnest($20::tid[]) AS row_at
+),
+freed AS (
+    -- The run slots this commit's timed leases held (claim_timed.sql), $21 the ids of
+    -- the tasks that hold one: freed whether or not the outcome applied, but only while
+    -- the slot still bears the task's lease token.
+    UPDATE run_slots AS r
+    SET task_id = NULL, lease_token = NULL, until = NULL
+    FROM outcome AS o
+    WHERE cardinality($21::bigint[]) > 0 AND o.id = ANY($21::bigint[])
+      AND r.task_id = o.id AND r.lease_token = o.token
 ),
 released AS (
     -- SKIP LOCKED: after the claim's locks were lost, another host's claim may have

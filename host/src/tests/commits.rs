@@ -227,7 +227,7 @@ async fn commits_spawning_the_same_keys_in_opposite_orders_do_not_deadlock() {
 async fn a_commits_spawns_find_the_keys_they_won_by_hash_in_the_generic_plan() {
     let db = TestDb::new().await;
     let plan = db
-        .generic_plan(include_str!("../sql/commit_timed.sql"), 20)
+        .generic_plan(include_str!("../sql/commit_timed.sql"), 21)
         .await;
     // The lines of a CTE's plan: from its name to the next node at its depth.
     let cte = |name: &str| -> Vec<String> {

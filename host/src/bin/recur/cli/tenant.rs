@@ -89,23 +89,27 @@ pub struct Settings {
     max_spawns: Option<i32>,
     /// The most scheduled tasks it may have; `none` removes the quota (default: none).
     /// Enqueues past it are refused; spawns are not counted.
-    #[arg(long, value_name = "N|none", value_parser = max_tasks)]
-    max_tasks: Option<TaskQuota>,
+    #[arg(long, value_name = "N|none", value_parser = quota::<i64>)]
+    max_tasks: Option<Quota<i64>>,
+    /// The most runs it may have in flight across the whole fleet, 1 to 100000; `none`
+    /// removes the quota (default: none). Hosts claim its tasks only while it has room.
+    #[arg(long, value_name = "N|none", value_parser = quota::<i32>)]
+    max_running: Option<Quota<i32>>,
 }
 
-/// `--max-tasks`: a count, or none.
+/// A quota flag's value: a count, or none.
 #[derive(Debug, Clone, Copy)]
-struct TaskQuota(Option<i64>);
+struct Quota<T>(Option<T>);
 
-fn max_tasks(text: &str) -> Result<TaskQuota, String> {
+fn quota<T: std::str::FromStr + Default + PartialOrd>(text: &str) -> Result<Quota<T>, String> {
     if text == "none" {
-        return Ok(TaskQuota(None));
+        return Ok(Quota(None));
     }
-    text.parse::<i64>()
+    text.parse::<T>()
         .ok()
-        .filter(|n| *n >= 0)
-        .map(|n| TaskQuota(Some(n)))
-        .ok_or_else(|| format!("{text:?} is not a count of tasks; give a number, or none"))
+        .filter(|n| *n >= T::default())
+        .map(|n| Quota(Some(n)))
+        .ok_or_else(|| format!("{text:?} is not a count; give a number, or none"))
 }
 
 impl Settings {
@@ -119,6 +123,7 @@ impl Settings {
             max_state_bytes: self.max_state_bytes,
             max_spawns: self.max_spawns,
             max_tasks: self.max_tasks.map(|quota| quota.0),
+            max_running: self.max_running.map(|quota| quota.0),
         }
     }
 }
@@ -165,7 +170,7 @@ pub async fn run(pool: &PgPool, url: &str, command: TenantCommand) -> anyhow::Re
             let changes = settings.changes();
             if changes == TenantChanges::default() {
                 anyhow::bail!(
-                    "give a setting to change: --weight, --memory-mib, --timeout-ms, --max-attempts, --max-payload-bytes, --max-state-bytes, --max-spawns or --max-tasks"
+                    "give a setting to change: --weight, --memory-mib, --timeout-ms, --max-attempts, --max-payload-bytes, --max-state-bytes, --max-spawns, --max-tasks or --max-running"
                 );
             }
             print_one(&tenants::set(pool, &name, &changes).await?, json, "changed")
@@ -195,7 +200,7 @@ fn print_one(tenant: &Tenant, json: bool, said: &str) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(tenant)?);
     } else {
         println!(
-            "{said} {:?}: weight {}, memory {} MiB, timeout {} ms, attempts {}, payload {} B, state {} B, spawns {}, tasks {}, {} active modules{}",
+            "{said} {:?}: weight {}, memory {} MiB, timeout {} ms, attempts {}, payload {} B, state {} B, spawns {}, tasks {}, running {}, {} active modules{}",
             tenant.name,
             tenant.weight,
             tenant.memory_bytes >> 20,
@@ -206,6 +211,9 @@ fn print_one(tenant: &Tenant, json: bool, said: &str) -> anyhow::Result<()> {
             tenant.max_spawns,
             tenant
                 .max_tasks
+                .map_or("unlimited".to_owned(), |n| n.to_string()),
+            tenant
+                .max_running
                 .map_or("unlimited".to_owned(), |n| n.to_string()),
             tenant.modules,
             match &tenant.role {

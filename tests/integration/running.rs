@@ -1,0 +1,171 @@
+//! A tenant's quota on its runs in flight (`max_running`) holds across the whole fleet:
+//! two hosts, each with room for more, together never run more of its tasks at once
+//! than the quota, under either kind of claim, while another tenant's tasks keep
+//! running beside them. The quota is set from the command line, and a bad value is a
+//! one-line error that changes nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use recur_host::enqueue::{self, NewTask};
+use recur_host::examples::artifacts::*;
+use recur_host::{ClaimMode, Host, HostConfig};
+
+use crate::support::{self, TestDb, one_line_error, stdout, test_config};
+
+/// Runs of the capped tenant: each waits this long inside the sandbox.
+const RUN_MS: i64 = 250;
+/// Its tasks, each run once.
+const TASKS: i64 = 16;
+/// Its quota.
+const QUOTA: i64 = 2;
+
+fn host_config(claim: ClaimMode) -> HostConfig {
+    let config = test_config();
+    HostConfig {
+        claim,
+        concurrency: 4,
+        sandbox: recur_host::sandbox::SandboxConfig {
+            concurrent_runs: 4,
+            ..config.sandbox.clone()
+        },
+        ..config
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_together_keep_a_tenants_runs_in_flight_under_its_quota_timed() {
+    runs_in_flight_stay_under_the_quota(ClaimMode::Timed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_together_keep_a_tenants_runs_in_flight_under_its_quota_locked() {
+    runs_in_flight_stay_under_the_quota(ClaimMode::Locked).await;
+}
+
+async fn runs_in_flight_stay_under_the_quota(claim: ClaimMode) {
+    let _serial = crate::faults::SERIAL.lock().await;
+    let db = TestDb::strict().await;
+    let created = support::recur(
+        &db.url,
+        &[
+            "tenant",
+            "create",
+            "capped",
+            "--max-running",
+            &QUOTA.to_string(),
+        ],
+        b"",
+    );
+    assert!(stdout(&created).contains("running 2"), "{created:?}");
+    assert!(
+        stdout(&support::recur(&db.url, &["tenant", "create", "free"], b"")).contains("created")
+    );
+    db.deploy_for("capped", "sleeper", SLEEPER_COMPONENT).await;
+    db.deploy_for("free", "noop", NOOP_COMPONENT).await;
+    let payload = format!(r#"{{"wait": "sleep", "ms": {RUN_MS}}}"#);
+    let mut tasks: Vec<NewTask> = (0..TASKS)
+        .map(|i| NewTask {
+            tenant: "capped".into(),
+            payload: payload.clone().into_bytes(),
+            ..NewTask::new("sleeper", &format!("s{i}"))
+        })
+        .collect();
+    tasks.extend((0..20).map(|i| NewTask {
+        tenant: "free".into(),
+        payload: br#"{"every_ms": 50}"#.to_vec(),
+        ..NewTask::new("noop", &format!("n{i}"))
+    }));
+    enqueue::enqueue(&db.pool, &tasks).await.unwrap();
+
+    // Under timed leases a run in flight is a leased row: watch them all along.
+    let peak = Arc::new(AtomicI64::new(0));
+    let watcher = {
+        let (pool, peak) = (db.pool.clone(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok(leased) = sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM tasks
+                     WHERE tenant = 'capped' AND lease_token IS NOT NULL AND next_run_at > now()",
+                )
+                .fetch_one(&pool)
+                .await
+                else {
+                    return;
+                };
+                peak.fetch_max(leased, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let hosts = [
+        Host::start(db.pool.clone(), host_config(claim)).unwrap(),
+        Host::start(db.another_pool().await, host_config(claim)).unwrap(),
+    ];
+    db.wait_for(
+        "SELECT count(*) = 16 FROM tasks WHERE tenant = 'capped' AND status = 1",
+        Duration::from_secs(60),
+    )
+    .await;
+    let free_runs: i64 = db
+        .scalar("SELECT coalesce(sum(runs), 0)::bigint FROM tasks WHERE tenant = 'free'")
+        .await;
+    watcher.abort();
+    for host in hosts {
+        host.stop().await;
+    }
+
+    // Runs write their row as they commit (a timed lease) or as their batch began (a
+    // locked claim, whose now() is its transaction's start): with at most two in flight
+    // those times spread over at least seven run lengths, where eight hosts' workers
+    // would take them all in two waves.
+    let spread_ms: f64 = db
+        .scalar(
+            "SELECT (extract(epoch FROM max(updated_at) - min(updated_at)) * 1000)::float8
+             FROM tasks WHERE tenant = 'capped'",
+        )
+        .await;
+    let least = ((TASKS / QUOTA - 1) * RUN_MS) as f64 * 0.9;
+    assert!(
+        spread_ms >= least,
+        "{claim:?}: the capped tenant's runs spread over {spread_ms:.0} ms, under the {least:.0} ms two at a time take"
+    );
+    if claim == ClaimMode::Timed {
+        let peak = peak.load(Ordering::Relaxed);
+        assert!(peak <= QUOTA, "{peak} runs were leased at once");
+        assert!(peak >= 1, "the watcher saw the runs");
+    }
+    assert!(
+        free_runs >= 20,
+        "the other tenant ran meanwhile: {free_runs} runs"
+    );
+    let slots: i64 = db
+        .scalar("SELECT count(*) FROM run_slots WHERE tenant = 'capped'")
+        .await;
+    assert_eq!(slots, QUOTA);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_quota_is_set_and_lifted_from_the_command_line() {
+    let db = TestDb::strict().await;
+    let recur = |args: &[&str]| support::recur(&db.url, args, b"");
+    assert!(stdout(&recur(&["tenant", "create", "t"])).contains("running unlimited"));
+    assert!(stdout(&recur(&["tenant", "set", "t", "--max-running", "3"])).contains("running 3"));
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM run_slots").await, 3);
+    for (value, says) in [
+        ("0", "max running 0 is out of range; give 1 to 100000"),
+        ("lots", "\"lots\" is not a count; give a number, or none"),
+    ] {
+        let error = one_line_error(&recur(&["tenant", "set", "t", "--max-running", value]));
+        assert!(error.contains(says), "{error}");
+    }
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM run_slots").await, 3);
+    let json = support::json_report(&recur(&["tenant", "show", "t", "--json"]));
+    assert_eq!(json["max_running"], 3);
+    assert!(
+        stdout(&recur(&["tenant", "set", "t", "--max-running", "none"]))
+            .contains("running unlimited")
+    );
+    assert_eq!(db.scalar::<i64>("SELECT count(*) FROM run_slots").await, 0);
+}
