@@ -23,6 +23,9 @@ pub struct OutcomeQuotas {
     pub max_spawns: usize,
     /// The largest payload a spawn may carry (as an enqueue may).
     pub max_payload_bytes: usize,
+    /// The most tasks its runs may spawn per minute, fleet-wide, if it has that quota
+    /// (drawn from a budget in the database as outcomes are committed).
+    pub max_spawns_per_minute: Option<usize>,
 }
 
 impl Default for OutcomeQuotas {
@@ -31,6 +34,7 @@ impl Default for OutcomeQuotas {
             max_state_bytes: MAX_STATE_BYTES,
             max_spawns: MAX_SPAWNS,
             max_payload_bytes: MAX_SPAWN_PAYLOAD_BYTES,
+            max_spawns_per_minute: None,
         }
     }
 }

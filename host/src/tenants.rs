@@ -65,6 +65,8 @@ pub struct Tenant {
     pub max_tasks: Option<i64>,
     /// The most runs it may have in flight across the whole fleet, if it has a quota.
     pub max_running: Option<i32>,
+    /// The most tasks its runs may spawn per minute across the fleet, if it has a quota.
+    pub max_spawns_per_minute: Option<i32>,
     /// Its active modules.
     pub modules: i64,
     /// The login role that acts for it, if it has one.
@@ -94,6 +96,8 @@ pub struct TenantChanges {
     pub max_tasks: Option<Option<i64>>,
     /// See [`Tenant::max_running`]: 1 to 100,000; `Some(None)` removes the quota.
     pub max_running: Option<Option<i32>>,
+    /// See [`Tenant::max_spawns_per_minute`]: 0 or more; `Some(None)` removes the quota.
+    pub max_spawns_per_minute: Option<Option<i32>>,
 }
 
 /// Why a tenants door changed nothing.
@@ -240,6 +244,7 @@ pub async fn create(
     let created = with_settings(sqlx::query(CREATE_SQL).bind(name), changes)
         .bind(changes.max_tasks.flatten())
         .bind(changes.max_running.flatten())
+        .bind(changes.max_spawns_per_minute.flatten())
         .execute(&mut *tx)
         .await?;
     if created.rows_affected() == 0 {
@@ -327,6 +332,8 @@ pub async fn set(
         .bind(changes.max_tasks.flatten())
         .bind(changes.max_running.is_some())
         .bind(changes.max_running.flatten())
+        .bind(changes.max_spawns_per_minute.is_some())
+        .bind(changes.max_spawns_per_minute.flatten())
         .execute(pool)
         .await?;
     if changed.rows_affected() == 0 {
@@ -436,6 +443,13 @@ fn check(changes: &TenantChanges) -> Result<(), TenantError> {
     within("max spawns", changes.max_spawns, 0, MAX_SPAWNS as i32, "")?;
     within("max tasks", changes.max_tasks.flatten(), 0, i64::MAX, "")?;
     within("max running", changes.max_running.flatten(), 1, 100_000, "")?;
+    within(
+        "max spawns per minute",
+        changes.max_spawns_per_minute.flatten(),
+        0,
+        i32::MAX,
+        "",
+    )?;
     Ok(())
 }
 
@@ -451,6 +465,7 @@ fn tenant(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
         max_spawns: row.try_get("max_spawns")?,
         max_tasks: row.try_get("max_tasks")?,
         max_running: row.try_get("max_running")?,
+        max_spawns_per_minute: row.try_get("max_spawns_per_minute")?,
         modules: row.try_get("modules")?,
         role: row.try_get("role")?,
         created_at: row.try_get("created_at")?,

@@ -199,6 +199,7 @@ mod tests {
             max_state_bytes: 4,
             max_spawns: 1,
             max_payload_bytes: 2,
+            max_spawns_per_minute: None,
         };
         let state = Outcome {
             decision: Decision::Complete(Some(vec![0; 5])),

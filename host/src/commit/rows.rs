@@ -56,6 +56,21 @@ pub struct Write {
     pub kind: Decided,
     pub row: CommitRow,
     pub spawns: Vec<SpawnRow>,
+    /// For spawns of a tenant with a quota on its spawns per minute: what drawing them
+    /// from its budget needs (see `rate.rs`). `None` for every other write.
+    pub rate: Option<SpawnRate>,
+}
+
+/// A spawning write's tenant and the limits its draw from the spawn budget goes by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnRate {
+    pub tenant: String,
+    /// The tenant's quota, as the host last read it (the draw reads it afresh).
+    pub per_minute: usize,
+    /// The run's attempt, and the tenant's attempts: a task refused at its last one is
+    /// parked.
+    pub attempt: i32,
+    pub max_attempts: i32,
 }
 
 /// Decides what to write for a task that ran. `now_ms` is the host's clock, used to
@@ -77,11 +92,20 @@ pub fn decide(
         Ok(()) => {}
         Err(problem) => return fail(task, format!("invalid outcome: {problem}")),
     }
-    let spawns = outcome
+    let spawns: Vec<SpawnRow> = outcome
         .spawns
         .into_iter()
         .map(|s| spawn_row(task.id, s))
         .collect();
+    let rate = match quotas.max_spawns_per_minute {
+        Some(per_minute) if !spawns.is_empty() => Some(SpawnRate {
+            tenant: task.tenant.clone(),
+            per_minute,
+            attempt: task.attempt,
+            max_attempts,
+        }),
+        _ => None,
+    };
     let success = |kind, status, (at_ms, delay_ms), state| Write {
         kind,
         row: CommitRow {
@@ -96,6 +120,7 @@ pub fn decide(
             error: None,
         },
         spawns,
+        rate,
     };
     match outcome.decision {
         Decision::Reschedule(r) => success(
@@ -130,6 +155,7 @@ pub fn no_module(task: &ClaimedTask, error: String) -> Write {
             error: Some(storable(error)),
         },
         spawns: Vec::new(),
+        rate: None,
     }
 }
 
@@ -170,6 +196,7 @@ fn retry(task: &ClaimedTask, message: String, max_attempts: i32) -> Write {
             error: Some(storable(message)),
         },
         spawns: Vec::new(),
+        rate: None,
     }
 }
 
@@ -189,6 +216,7 @@ fn fail(task: &ClaimedTask, message: String) -> Write {
             error: Some(storable(message)),
         },
         spawns: Vec::new(),
+        rate: None,
     }
 }
 
@@ -209,12 +237,13 @@ pub fn refused(write: &Write, error: &sqlx::Error) -> Write {
             ..write.row.clone()
         },
         spawns: Vec::new(),
+        rate: None,
     }
 }
 
 /// A task's error as the commit can always store it. An outcome's own message was
 /// checked already; this covers the host's errors, which quote what a module wrote.
-fn storable(message: String) -> String {
+pub(super) fn storable(message: String) -> String {
     text::storable(message, MAX_MESSAGE_BYTES)
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use super::gathered::LockedBatch;
+use super::rate;
 use super::rows::{self, Write};
 use super::statement::commit;
 use crate::claim;
@@ -51,6 +52,8 @@ impl Writer {
             );
         }
         let key = Some(batch.lock.key);
+        let rationed = rate::ration(&self.pool, &batch.writes).await;
+        let writes = rationed.as_deref().unwrap_or(&batch.writes);
         let result = async {
             if !batch.lost_runs.is_empty() {
                 let (ids, tries): (Vec<i64>, Vec<i32>) = batch.lost_runs.iter().copied().unzip();
@@ -60,29 +63,31 @@ impl Writer {
                     .execute(&mut *tx)
                     .await?;
             }
-            let done = commit(&mut *tx, &batch.writes, key, false).await?;
+            let done = commit(&mut *tx, &writes, key, false).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(done)
         }
         .await;
         match result {
             Ok(done) => self.stats.commit_done(
-                batch.writes.len(),
+                writes.len(),
                 done.committed,
                 done.spawned,
                 started.elapsed(),
             ),
             Err(err) => {
-                tracing::warn!(error = %err, outcomes = batch.writes.len(),
+                tracing::warn!(error = %err, outcomes = writes.len(),
                     "committing a locked batch failed; writing its outcomes where no other host has run them since");
-                self.write_fenced(&batch.writes, key).await;
+                self.write_fenced(writes, key).await;
             }
         }
     }
 
     pub async fn write(&self, writes: &[Write]) {
         if !writes.is_empty() {
-            self.write_fenced(writes, None).await;
+            let rationed = rate::ration(&self.pool, writes).await;
+            self.write_fenced(rationed.as_deref().unwrap_or(writes), None)
+                .await;
         }
     }
 

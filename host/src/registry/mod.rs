@@ -408,6 +408,9 @@ impl Registry {
             max_state_bytes: row.try_get::<i32, _>("max_state_bytes")?.max(0) as usize,
             max_spawns: row.try_get::<i32, _>("max_spawns")?.max(0) as usize,
             max_payload_bytes: row.try_get::<i32, _>("max_payload_bytes")?.max(0) as usize,
+            max_spawns_per_minute: row
+                .try_get::<Option<i32>, _>("max_spawns_per_minute")?
+                .map(|n| n.max(0) as usize),
         };
         Ok((limits, row.try_get("max_attempts")?, quotas))
     }

@@ -1,7 +1,8 @@
 -- Changes the settings of tenant $1 that are given: $2 weight, $3 memory bytes, $4
 -- timeout ms, $5 attempts, $6 payload bytes, $7 state bytes, $8 spawns per run (NULL:
--- unchanged), when $9, $10 scheduled tasks, and when $11, $12 runs in flight across the
--- fleet (NULL: no quota). No row when there is no such tenant.
+-- unchanged), when $9, $10 scheduled tasks, when $11, $12 runs in flight across the
+-- fleet, and when $13, $14 spawns per minute (NULL: no quota). No row when there is no
+-- such tenant.
 UPDATE tenants
 SET weight       = coalesce($2, weight),
     memory_bytes = coalesce($3, memory_bytes),
@@ -12,5 +13,6 @@ SET weight       = coalesce($2, weight),
     max_spawns = coalesce($8, max_spawns),
     max_tasks = CASE WHEN $9 THEN $10 ELSE max_tasks END,
     max_running = CASE WHEN $11 THEN $12 ELSE max_running END,
+    max_spawns_per_minute = CASE WHEN $13 THEN $14 ELSE max_spawns_per_minute END,
     updated_at   = now()
 WHERE name = $1

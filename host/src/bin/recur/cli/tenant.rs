@@ -95,6 +95,11 @@ pub struct Settings {
     /// removes the quota (default: none). Hosts claim its tasks only while it has room.
     #[arg(long, value_name = "N|none", value_parser = quota::<i32>)]
     max_running: Option<Quota<i32>>,
+    /// The most tasks its runs may spawn per minute across the whole fleet; `none`
+    /// removes the quota (default: none). A run whose spawns this minute's budget does
+    /// not hold is retried in the next minute.
+    #[arg(long, value_name = "N|none", value_parser = quota::<i32>)]
+    max_spawns_per_minute: Option<Quota<i32>>,
 }
 
 /// A quota flag's value: a count, or none.
@@ -124,6 +129,7 @@ impl Settings {
             max_spawns: self.max_spawns,
             max_tasks: self.max_tasks.map(|quota| quota.0),
             max_running: self.max_running.map(|quota| quota.0),
+            max_spawns_per_minute: self.max_spawns_per_minute.map(|quota| quota.0),
         }
     }
 }
@@ -170,7 +176,7 @@ pub async fn run(pool: &PgPool, url: &str, command: TenantCommand) -> anyhow::Re
             let changes = settings.changes();
             if changes == TenantChanges::default() {
                 anyhow::bail!(
-                    "give a setting to change: --weight, --memory-mib, --timeout-ms, --max-attempts, --max-payload-bytes, --max-state-bytes, --max-spawns, --max-tasks or --max-running"
+                    "give a setting to change: --weight, --memory-mib, --timeout-ms, --max-attempts, --max-payload-bytes, --max-state-bytes, --max-spawns, --max-spawns-per-minute, --max-tasks or --max-running"
                 );
             }
             print_one(&tenants::set(pool, &name, &changes).await?, json, "changed")
@@ -200,7 +206,7 @@ fn print_one(tenant: &Tenant, json: bool, said: &str) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(tenant)?);
     } else {
         println!(
-            "{said} {:?}: weight {}, memory {} MiB, timeout {} ms, attempts {}, payload {} B, state {} B, spawns {}, tasks {}, running {}, {} active modules{}",
+            "{said} {:?}: weight {}, memory {} MiB, timeout {} ms, attempts {}, payload {} B, state {} B, spawns {}, spawns per minute {}, tasks {}, running {}, {} active modules{}",
             tenant.name,
             tenant.weight,
             tenant.memory_bytes >> 20,
@@ -209,6 +215,9 @@ fn print_one(tenant: &Tenant, json: bool, said: &str) -> anyhow::Result<()> {
             tenant.max_payload_bytes,
             tenant.max_state_bytes,
             tenant.max_spawns,
+            tenant
+                .max_spawns_per_minute
+                .map_or("unlimited".to_owned(), |n| n.to_string()),
             tenant
                 .max_tasks
                 .map_or("unlimited".to_owned(), |n| n.to_string()),

@@ -1,8 +1,9 @@
-//! A tenant's quota on its runs in flight (`max_running`) holds across the whole fleet:
-//! two hosts, each with room for more, together never run more of its tasks at once
-//! than the quota, under either kind of claim, while another tenant's tasks keep
-//! running beside them. The quota is set from the command line, and a bad value is a
-//! one-line error that changes nothing.
+//! The quotas hosts keep together, through the database: a tenant's runs in flight
+//! (`max_running`) and its spawns per minute (`max_spawns_per_minute`). Two hosts, each
+//! with room for more, together never run more of its tasks at once than the quota,
+//! under either kind of claim, nor write more of its spawns in a minute, while another
+//! tenant's tasks keep running beside them. The quotas are set from the command line,
+//! and a bad value is a one-line error that changes nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -168,4 +169,97 @@ async fn the_running_quota_is_set_and_lifted_from_the_command_line() {
             .contains("running unlimited")
     );
     assert_eq!(db.scalar::<i64>("SELECT count(*) FROM run_slots").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_together_write_no_more_of_a_tenants_spawns_a_minute_than_its_quota() {
+    let _serial = crate::faults::SERIAL.lock().await;
+    let db = TestDb::strict().await;
+    let recur = |args: &[&str]| support::recur(&db.url, args, b"");
+    let created = recur(&[
+        "tenant",
+        "create",
+        "spawny",
+        "--max-spawns-per-minute",
+        "10",
+    ]);
+    assert!(
+        stdout(&created).contains("spawns per minute 10"),
+        "{created:?}"
+    );
+    assert!(stdout(&recur(&["tenant", "create", "calm"])).contains("created"));
+    for tenant in ["spawny", "calm"] {
+        db.deploy_for(tenant, "parent", HUGE_OUTPUT_COMPONENT).await;
+        db.deploy_for(tenant, "noop", NOOP_COMPONENT).await;
+    }
+    // The budget is the database's minute: start well inside one, so that the test's
+    // few seconds of spawns fall in it.
+    let second: f64 = db.scalar("SELECT extract(second FROM now())::float8").await;
+    if second > 40.0 {
+        tokio::time::sleep(Duration::from_secs_f64(61.0 - second)).await;
+    }
+    let parents: Vec<NewTask> = ["spawny", "calm"]
+        .iter()
+        .flat_map(|tenant| {
+            (0..10).map(move |i| NewTask {
+                tenant: (*tenant).into(),
+                payload: format!(r#"{{"spawns": 3, "prefix": "p{i}-"}}"#).into_bytes(),
+                ..NewTask::new("parent", format!("p{i}"))
+            })
+        })
+        .collect();
+    enqueue::enqueue(&db.pool, &parents).await.unwrap();
+    let hosts = [
+        Host::start(db.pool.clone(), test_config()).unwrap(),
+        Host::start(db.another_pool().await, test_config()).unwrap(),
+    ];
+    db.wait_for(
+        "SELECT count(*) = 20 FROM tasks
+         WHERE task_type = 'parent' AND (status = 1 OR last_error LIKE '%max_spawns_per_minute%')",
+        Duration::from_secs(30),
+    )
+    .await;
+    for host in hosts {
+        host.stop().await;
+    }
+
+    let children = |tenant: &str| {
+        format!("SELECT count(*) FROM tasks WHERE tenant = '{tenant}' AND task_type = 'noop'")
+    };
+    let spawny: i64 = db.scalar(&children("spawny")).await;
+    assert!(
+        (3..=10).contains(&spawny),
+        "{spawny} spawns of spawny's were written"
+    );
+    let done: i64 = db
+        .scalar("SELECT count(*) FROM tasks WHERE tenant = 'spawny' AND task_type = 'parent' AND status = 1")
+        .await;
+    assert_eq!(
+        spawny,
+        done * 3,
+        "a run's spawns are written whole or not at all"
+    );
+    let refused: Vec<(i16, String, bool)> = sqlx::query_as(
+        "SELECT status, last_error, next_run_at >= date_trunc('minute', now()) + interval '1 minute'
+         FROM tasks WHERE tenant = 'spawny' AND task_type = 'parent' AND status <> 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(refused.len() as i64, 10 - done);
+    for (status, error, next_minute) in refused {
+        assert_eq!(status, 0, "retried, not parked: {error}");
+        assert!(next_minute, "retried in the next minute");
+        assert!(
+            error.contains(
+                "tenant \"spawny\" may spawn at most 10 tasks a minute (its max_spawns_per_minute)"
+            ),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        db.scalar::<i64>(&children("calm")).await,
+        30,
+        "calm's spawns all went in"
+    );
 }
