@@ -175,6 +175,12 @@ async fn a_tenants_role_reaches_only_its_own_rows_through_every_door() {
         "{default}"
     );
     assert!(stdout(&as_a(&["enqueue", "noop", "k9", "--tenant", "a"])).contains("1 new"));
+    let own_bulk = support::recur(
+        &a_url,
+        &["enqueue", "--bulk", "--connections", "4"],
+        b"{\"type\":\"noop\",\"key\":\"k10\",\"tenant\":\"a\"}\n{\"type\":\"noop\",\"key\":\"k11\",\"tenant\":\"a\"}\n",
+    );
+    assert!(stdout(&own_bulk).contains("2 new"), "{own_bulk:?}");
     assert!(
         stdout(&as_a(&[
             "module",
@@ -245,7 +251,11 @@ async fn assert_sql_finds_nothing_of_b(a: &PgPool) {
     for (statement, says) in [
         (
             "INSERT INTO tasks (id, tenant, task_type, key) VALUES (999, 'b', 'noop', 'w')",
-            "row-level security",
+            "permission denied",
+        ),
+        (
+            "SELECT recur_enqueue_many(ARRAY['b'], ARRAY['noop'], ARRAY['v'])",
+            "cannot act for tenant \"b\"",
         ),
         ("UPDATE tasks SET payload = 'x'", "permission denied"),
         ("UPDATE tasks SET runs = 0", "permission denied"),
@@ -267,4 +277,116 @@ async fn assert_sql_finds_nothing_of_b(a: &PgPool) {
             .to_string();
         assert!(error.contains(says), "{statement}: {error}");
     }
+}
+
+/// A tenant's role writes tasks only through the database's door, which keeps its
+/// quotas: plain inserts are refused, ids it chooses are not used, and a payload or a
+/// task count past its quota is refused whole by every way in (the door, the library,
+/// the command line's single and bulk enqueue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_role_enqueues_only_through_the_door_that_keeps_its_quotas() {
+    let db = TestDb::strict().await;
+    let a_url = create_with_login(&db, "a");
+    let _b_url = create_with_login(&db, "b");
+    let set = support::recur(
+        &db.url,
+        &[
+            "tenant",
+            "set",
+            "a",
+            "--max-tasks",
+            "3",
+            "--max-payload-bytes",
+            "20",
+        ],
+        b"",
+    );
+    assert!(set.status.success(), "{set:?}");
+    let a = db::connect(&a_url, 2).await.unwrap();
+    let refuse = |sql: &'static str, says: &'static str| {
+        let a = a.clone();
+        async move {
+            let error = sqlx::query(sql).execute(&a).await.unwrap_err().to_string();
+            assert!(error.contains(says), "{sql}: {error}");
+        }
+    };
+    refuse(
+        "INSERT INTO tasks (tenant, task_type, key) VALUES ('a', 'noop', 'plain')",
+        "permission denied for table tasks",
+    )
+    .await;
+    refuse(
+        "INSERT INTO task_keys (tenant, task_type, key, id) VALUES ('a', 'noop', 'plain', 1)",
+        "permission denied for table task_keys",
+    )
+    .await;
+    refuse(
+        "SELECT recur_enqueue_many(ARRAY['a'], ARRAY['noop'], ARRAY['big'],
+                                   ARRAY[convert_to(repeat('x', 21), 'UTF8')])",
+        "tenant \"a\" may enqueue at most 20 (its max_payload_bytes)",
+    )
+    .await;
+    refuse(
+        "SELECT recur_enqueue_many(ARRAY['a', 'a'], ARRAY['noop', 'noop'], ARRAY['x'])",
+        "arrays of one length",
+    )
+    .await;
+    // Ids it names are not the ones its tasks get: another tenant's later enqueue must
+    // not meet them.
+    let new: i64 = sqlx::query_scalar(
+        "SELECT recur_enqueue_many(ARRAY['a', 'a'], ARRAY['noop', 'noop'], ARRAY['k1', 'k2'],
+                                   NULL, NULL, ARRAY[900000, 900001]::bigint[])",
+    )
+    .fetch_one(&a)
+    .await
+    .unwrap();
+    assert_eq!(new, 2);
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE id >= 900000")
+            .await,
+        0
+    );
+    let quota = "tenant \"a\" may have at most 3 scheduled tasks (its max_tasks)";
+    refuse(
+        "SELECT recur_enqueue_many(ARRAY['a', 'a'], ARRAY['noop', 'noop'], ARRAY['k3', 'k4'])",
+        "may have at most 3 scheduled tasks (its max_tasks)",
+    )
+    .await;
+    let library = enqueue::enqueue(
+        &a,
+        &[
+            NewTask {
+                tenant: "a".into(),
+                ..NewTask::new("noop", "k3")
+            },
+            NewTask {
+                tenant: "a".into(),
+                ..NewTask::new("noop", "k4")
+            },
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&library, EnqueueError::Refused(m) if m.contains(quota)),
+        "{library}"
+    );
+    let bulk = one_line_error(&support::recur(
+        &a_url,
+        &["enqueue", "--bulk", "--allow-undeployed"],
+        b"{\"type\":\"noop\",\"key\":\"k3\",\"tenant\":\"a\"}\n{\"type\":\"noop\",\"key\":\"k4\",\"tenant\":\"a\"}\n",
+    ));
+    assert!(bulk.contains(quota), "{bulk}");
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM tasks WHERE tenant = 'a'")
+            .await,
+        2
+    );
+    let single: Option<i64> = sqlx::query_scalar("SELECT recur_enqueue('a', 'noop', 'k3')")
+        .fetch_one(&a)
+        .await
+        .unwrap();
+    assert!(single.is_some(), "the third fits");
+    a.close().await;
+    drop_roles(&db).await;
 }

@@ -13,7 +13,7 @@ use sqlx::error::DatabaseError;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::mpsc;
 
-use super::{NewTask, Row, insert_arrays};
+use super::{NewTask, Row, Through, insert_arrays};
 
 const DATABASE_NOW_SQL: &str = include_str!("../sql/database_now.sql");
 
@@ -195,15 +195,17 @@ fn timestamptz(at: DateTime<Utc>) -> i64 {
 /// on `conn`; returns how many tasks were new. Rows are grouped in batches of about
 /// [`BATCH_BYTES`], each tried by COPY and, when a key in it exists or repeats, sent
 /// again by array inserts (see the module's doc); the next batch is received while one
-/// is sent; with `copy` false, every batch by array inserts. `source` is dropped on return, so a sender still sending learns that nobody
-/// listens; after an error the transaction is aborted and can only be rolled back.
+/// is sent; with `secured` (a tenant's role, see `BulkLoad`), every batch through the
+/// database's enqueue door. `source` is dropped on return, so a sender still sending
+/// learns that nobody listens; after an error the transaction is aborted and can only
+/// be rolled back.
 pub async fn insert_rows(
     conn: &mut PgConnection,
     mut source: mpsc::Receiver<Rows>,
-    copy: bool,
+    secured: bool,
 ) -> Result<u64, sqlx::Error> {
     let mut new = 0;
-    let mut copy_tries = if copy { COPY_TRIES } else { 0 };
+    let mut copy_tries = if secured { 0 } else { COPY_TRIES };
     let mut next = Vec::new();
     receive_batch(&mut source, &mut next).await;
     while !next.is_empty() {
@@ -215,19 +217,26 @@ pub async fn insert_rows(
             Ok(())
         };
         // On an error the receiving stops with the sending.
-        let (sent, ()) = tokio::try_join!(send_batch(conn, batch, copy), receive)?;
+        let through = if secured {
+            Through::Door
+        } else {
+            Through::Statement
+        };
+        let (sent, ()) = tokio::try_join!(send_batch(conn, batch, copy, through), receive)?;
         new += sent;
     }
     Ok(new)
 }
 
 /// Sends one batch: by COPY if `copy` and every key in it is new, else by array
-/// inserts. Returns how many tasks were new. Either way its keys go in in key order
-/// ([`Row::key_order`]), while its ids follow the input's order.
+/// inserts `through` the statement or the door. Returns how many tasks were new. Either
+/// way its keys go in in key order ([`Row::key_order`]), while its ids follow the
+/// input's order.
 async fn send_batch(
     conn: &mut PgConnection,
     mut batch: Vec<Rows>,
     copy: bool,
+    through: Through,
 ) -> Result<u64, sqlx::Error> {
     let tasks: usize = batch.iter().map(|rows| rows.tasks).sum();
     let ids: Vec<i64> = sqlx::query_scalar(IDS_SQL)
@@ -263,7 +272,7 @@ async fn send_batch(
             return Ok(inserted);
         }
     }
-    insert_arrays(conn, &rows).await
+    insert_arrays(conn, &rows, through).await
 }
 
 /// COPYs a batch's keys into `task_keys`, in a savepoint. False when a key existed or

@@ -48,10 +48,11 @@ pub const MAX_CONNECTIONS: usize = 16;
 pub struct BulkLoad {
     txs: Vec<Transaction<'static, Postgres>>,
     format: RowFormat,
-    /// Whether batches may go by COPY: not where row-level security applies to the role
-    /// connected (a tenant's role, migrations/0011), which PostgreSQL's COPY FROM does
-    /// not support; then every batch goes by array inserts.
-    copy: bool,
+    /// Whether row-level security applies to the role connected: a tenant's role
+    /// (migrations/0011), which may not COPY FROM (PostgreSQL does not support it there)
+    /// nor insert rows itself (migrations/0015), so every batch goes through the
+    /// database's enqueue door, on one connection.
+    secured: bool,
 }
 
 /// Whether row-level security applies to the role connected on the tables a load writes.
@@ -60,23 +61,25 @@ const ROW_SECURITY_SQL: &str =
 
 impl BulkLoad {
     /// Begins a transaction on each of `connections` connections from `pool`, which must
-    /// allow that many.
+    /// allow that many; on one only for a tenant's role, whose door counts its tenant's
+    /// task quota under a lock each of several transactions would wait on for the others.
     pub async fn begin(pool: &PgPool, connections: usize) -> Result<BulkLoad, EnqueueError> {
         check_connections(pool, connections)?;
-        let mut txs = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            txs.push(pool.begin().await?);
-        }
+        let mut first = pool.begin().await?;
         // Tasks without a first run are due at the first transaction's now(), which
         // the others' differ from by the few milliseconds their begins took.
-        let format = RowFormat::of(&mut txs[0]).await?;
+        let format = RowFormat::of(&mut first).await?;
         let secured: bool = sqlx::query_scalar(ROW_SECURITY_SQL)
-            .fetch_one(&mut *txs[0])
+            .fetch_one(&mut *first)
             .await?;
+        let mut txs = vec![first];
+        while !secured && txs.len() < connections {
+            txs.push(pool.begin().await?);
+        }
         Ok(BulkLoad {
             txs,
             format,
-            copy: !secured,
+            secured,
         })
     }
 
@@ -136,7 +139,7 @@ impl BulkLoad {
                 }
             }
         }
-        let copy = self.copy;
+        let secured = self.secured;
         let running: Vec<_> = self
             .txs
             .drain(..)
@@ -145,7 +148,7 @@ impl BulkLoad {
             .map(|((mut tx, source), &own)| {
                 let siblings: Vec<i32> = shares.iter().copied().filter(|&s| s != own).collect();
                 tokio::spawn(async move {
-                    match send_share(&mut tx, source, &siblings, copy).await {
+                    match send_share(&mut tx, source, &siblings, secured).await {
                         Ok(sent) => (Some(tx), Ok(sent)),
                         // The whole transaction goes at once, not only the share's
                         // savepoint: see "A connection that fails" at the top.
@@ -222,11 +225,11 @@ async fn send_share(
     tx: &mut PgConnection,
     source: mpsc::Receiver<Rows>,
     siblings: &[i32],
-    copy: bool,
+    secured: bool,
 ) -> Result<u64, sqlx::Error> {
     let mut share = tx.begin().await?;
     let sent = async {
-        let new = insert_rows(&mut share, source, copy).await?;
+        let new = insert_rows(&mut share, source, secured).await?;
         // Its own lock is all the session holds now.
         sqlx::query(UNLOCK_ALL_SQL).execute(&mut *share).await?;
         if !siblings.is_empty() {
