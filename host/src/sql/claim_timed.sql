@@ -140,7 +140,9 @@ SET next_run_at = now() + $2::bigint * interval '1 millisecond',
                          WHEN recur_host_gone(recur_token_host(t.lease_token)) THEN 1
                          ELSE 0 END,
     updated_at  = now()
-FROM due
-WHERE t.id = due.id AND due.id NOT IN (SELECT id FROM over)
+-- The rows by their ids as an array: the planner takes it for a few ids and looks each
+-- up, where a join with `due` (whose size it cannot know, and guesses from the lateral
+-- LIMITs above at a tenth of the table) made it read the whole primary key's index.
+WHERE t.id = ANY (ARRAY(SELECT id FROM due WHERE id NOT IN (SELECT id FROM over)))
 RETURNING t.id, t.tenant, t.task_type, t.key, t.payload, t.state, t.attempt, t.runs,
           t.due_at AS scheduled_at, t.id IN (SELECT task_id FROM held) AS slot
