@@ -202,8 +202,9 @@ async fn good_runs(db: &TestDb) -> i64 {
 }
 
 /// A host runs only the bytes that were deployed: a component changed in the database
-/// afterwards (here, swapped for another valid component) hashes to another sha256, and
-/// its tasks stay unrun with the reason, while another tenant's run on. (A host that has
+/// afterwards (here, swapped for another valid component, past the database's own check
+/// of the hash) hashes to another sha256, and its tasks stay unrun with the reason,
+/// while another tenant's run on. (A host that has
 /// compiled the deployed bytes under that sha256 already never reads the row's bytes.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_altered_after_its_deploy_is_refused() {
@@ -218,7 +219,22 @@ async fn a_component_altered_after_its_deploy_is_refused() {
         .await
         .unwrap();
     let other = std::fs::read(recur_host::examples::artifacts::COUNTER_COMPONENT).unwrap();
-    sqlx::query("UPDATE modules SET component = $1 WHERE task_type = 'altered'")
+    let alter = "UPDATE modules SET component = $1 WHERE task_type = 'altered'";
+    // The database refuses bytes that do not match their hash (migrations/0016)...
+    let refused = sqlx::query(alter)
+        .bind(&other)
+        .execute(&db.pool)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("modules_sha256_is_the_hash"), "{refused}");
+    // ...so only the schema's owner, dropping the check, can alter them; the host's
+    // own check still holds then.
+    sqlx::query("ALTER TABLE modules DROP CONSTRAINT modules_sha256_is_the_hash")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(alter)
         .bind(&other)
         .execute(&db.pool)
         .await

@@ -390,3 +390,45 @@ async fn a_tenants_role_enqueues_only_through_the_door_that_keeps_its_quotas() {
     a.close().await;
     drop_roles(&db).await;
 }
+
+/// A tenant's role inserts its module rows itself, so the database checks what deploy
+/// always checked: a row's sha256 is its bytes' hash (hosts share compiled code by that
+/// hash, across tenants), and its bytes are within the deploy limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_role_cannot_plant_bytes_under_another_modules_hash() {
+    let db = TestDb::strict().await;
+    let a_url = create_with_login(&db, "a");
+    let _b_url = create_with_login(&db, "b");
+    db.deploy_for("b", "noop", NOOP_COMPONENT).await;
+    let b_hash: String = db
+        .scalar("SELECT sha256 FROM modules WHERE tenant = 'b'")
+        .await;
+    let a = db::connect(&a_url, 2).await.unwrap();
+    let planted = sqlx::query(
+        "INSERT INTO modules (tenant, task_type, version, sha256, component)
+         VALUES ('a', 'noop', 1, $1, '\\x0061736d0d000100'::bytea)",
+    )
+    .bind(&b_hash)
+    .execute(&a)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(planted.contains("modules_sha256_is_the_hash"), "{planted}");
+    let huge = sqlx::query(
+        "INSERT INTO modules (tenant, task_type, version, sha256, component)
+         SELECT 'a', 'noop', 1, encode(sha256(b), 'hex'), b
+         FROM (SELECT convert_to(repeat('x', 67108865), 'UTF8') AS b) AS s",
+    )
+    .execute(&a)
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(huge.contains("modules_component_size"), "{huge}");
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM modules WHERE tenant = 'a'")
+            .await,
+        0
+    );
+    a.close().await;
+    drop_roles(&db).await;
+}
