@@ -325,3 +325,31 @@ async fn claims_leave_the_tasks_of_modules_being_compiled_alone() {
     .unwrap();
     assert_eq!(keys(&rest), ["acme-noop"], "unclaimed, and due");
 }
+
+/// A timed lease finds the rows it leases by their ids, one lookup each: joined with the
+/// batch instead, whose size the planner cannot know and guesses at a tenth of the
+/// table, the lease read the whole primary key's index on every claim.
+#[tokio::test]
+async fn a_timed_lease_looks_up_the_rows_it_leases_by_id() {
+    let db = TestDb::new().await;
+    let plan = db
+        .generic_plan(include_str!("../sql/claim_timed.sql"), 9)
+        .await;
+    let update = plan
+        .iter()
+        .skip_while(|line| !line.starts_with("Update on"))
+        .skip(1)
+        .find(|line| line.starts_with("  ->"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        update.contains("Scan") && update.contains("on public.tasks t"),
+        "the leased rows come from one scan of tasks, not a join:\n{}",
+        plan.join("\n")
+    );
+    assert!(
+        plan.iter().any(|line| line.contains("t.id = ANY (")),
+        "{}",
+        plan.join("\n")
+    );
+}
