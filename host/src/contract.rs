@@ -26,6 +26,9 @@ pub struct OutcomeQuotas {
     /// The most tasks its runs may spawn per minute, fleet-wide, if it has that quota
     /// (drawn from a budget in the database as outcomes are committed).
     pub max_spawns_per_minute: Option<usize>,
+    /// The most scheduled tasks it may have, if it has that quota: spawns are drawn from
+    /// its room under it too.
+    pub max_tasks: Option<i64>,
 }
 
 impl Default for OutcomeQuotas {
@@ -35,6 +38,7 @@ impl Default for OutcomeQuotas {
             max_spawns: MAX_SPAWNS,
             max_payload_bytes: MAX_SPAWN_PAYLOAD_BYTES,
             max_spawns_per_minute: None,
+            max_tasks: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::execute::{Executor, Runner};
 use crate::liveness;
 use crate::maintain::{self, Vacuumed};
 use crate::registry::Registry;
+use crate::room;
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxError};
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -209,9 +210,14 @@ impl Pipeline<'_> {
         stages
     }
 
-    /// Starts the duties any host does beside its pipeline (maintain.rs).
+    /// Starts the duties any host does beside its pipeline (maintain.rs, room.rs).
     fn start_duties(&self, stages: &mut tokio::task::JoinSet<()>) {
         stages.spawn(maintain::run(self.pool.clone(), self.shutdown.clone()));
+        stages.spawn(room::run(
+            self.pool.clone(),
+            room::COUNT_EVERY,
+            self.shutdown.clone(),
+        ));
         if self.config.vacuum {
             stages.spawn(maintain::analyze(
                 self.pool.clone(),

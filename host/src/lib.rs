@@ -23,6 +23,7 @@
 //! - `commit`: commit rows decided from outcomes, and their bulk write-back.
 //! - `host`: wires the stages into a running host, start and graceful stop.
 //! - `maintain`: background duties any host does: counting lost locked claims, vacuum.
+//! - `room`: counting each tenant's room under its task quota, which spawns draw from.
 //!
 //! Doors for producers and operators:
 //! - `db`: connecting and migrating.
@@ -55,6 +56,7 @@ mod liveness;
 mod maintain;
 mod registry;
 pub mod requeue;
+mod room;
 pub mod sandbox;
 mod stats;
 pub mod status;

@@ -263,3 +263,56 @@ async fn two_hosts_together_write_no_more_of_a_tenants_spawns_a_minute_than_its_
         "calm's spawns all went in"
     );
 }
+
+/// Spawns count against a tenant's `max_tasks` as enqueues do: with room for three more
+/// tasks, of two runs that spawn three each, one's spawns go in and the other's task is
+/// retried with the quota in its error, while another tenant's spawns all go in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawns_count_against_a_tenants_task_quota() {
+    let db = TestDb::strict().await;
+    let recur = |args: &[&str]| support::recur(&db.url, args, b"");
+    assert!(stdout(&recur(&["tenant", "create", "full", "--max-tasks", "5"])).contains("tasks 5"));
+    assert!(stdout(&recur(&["tenant", "create", "roomy"])).contains("created"));
+    // Their children's type has no module, so they stay scheduled, and counted.
+    for tenant in ["full", "roomy"] {
+        db.deploy_for(tenant, "parent", HUGE_OUTPUT_COMPONENT).await;
+    }
+    let parents: Vec<NewTask> = ["full", "roomy"]
+        .iter()
+        .flat_map(|tenant| {
+            (0..2).map(move |i| NewTask {
+                tenant: (*tenant).into(),
+                payload: format!(r#"{{"spawns": 3, "prefix": "p{i}-"}}"#).into_bytes(),
+                ..NewTask::new("parent", format!("p{i}"))
+            })
+        })
+        .collect();
+    enqueue::enqueue(&db.pool, &parents).await.unwrap();
+    let host = Host::start(db.pool.clone(), test_config()).unwrap();
+    db.wait_for(
+        "SELECT count(*) = 4 FROM tasks
+         WHERE task_type = 'parent' AND (status = 1 OR last_error LIKE '%max_tasks%')",
+        Duration::from_secs(30),
+    )
+    .await;
+    host.stop().await;
+    let children = |tenant: &str| {
+        format!("SELECT count(*) FROM tasks WHERE tenant = '{tenant}' AND task_type = 'noop'")
+    };
+    assert_eq!(db.scalar::<i64>(&children("full")).await, 3);
+    let refused: (i16, String) = sqlx::query_as(
+        "SELECT status, last_error FROM tasks WHERE tenant = 'full' AND task_type = 'parent' AND status <> 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(refused.0, 0, "retried, not parked");
+    assert!(
+        refused
+            .1
+            .contains("tenant \"full\" may have at most 5 scheduled tasks (its max_tasks)"),
+        "{}",
+        refused.1
+    );
+    assert_eq!(db.scalar::<i64>(&children("roomy")).await, 6);
+}

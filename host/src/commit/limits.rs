@@ -200,6 +200,7 @@ mod tests {
             max_spawns: 1,
             max_payload_bytes: 2,
             max_spawns_per_minute: None,
+            max_tasks: None,
         };
         let state = Outcome {
             decision: Decision::Complete(Some(vec![0; 5])),

@@ -1,16 +1,16 @@
 //! The commit stage: writes outcomes back in bulk. One statement per flush carries
 //! every finished task's commit row (fenced, see `Fence`) and every task they spawned
 //! (`statement.rs`); `rows.rs` decides each row from what the run returned, and
-//! `writer.rs` writes them, once `rate.rs` has drawn their spawns from the budgets of
-//! tenants with a quota on spawns per minute. Outcomes of timed
+//! `writer.rs` writes them, once `budget.rs` has drawn their spawns from the budgets of
+//! tenants with a quota on spawns per minute or on scheduled tasks. Outcomes of timed
 //! leases flush together, whatever their batch; whatever arrives while a commit is in
 //! flight forms the next one, so the batch grows with the load and a lone task is never
 //! held back waiting. Outcomes of a locked claim wait for the rest of their batch and are
 //! written in the claim's own transaction, which then commits and releases the locks.
 
+mod budget;
 mod gathered;
 mod limits;
-mod rate;
 mod rows;
 mod statement;
 mod writer;

@@ -56,17 +56,19 @@ pub struct Write {
     pub kind: Decided,
     pub row: CommitRow,
     pub spawns: Vec<SpawnRow>,
-    /// For spawns of a tenant with a quota on its spawns per minute: what drawing them
-    /// from its budget needs (see `rate.rs`). `None` for every other write.
-    pub rate: Option<SpawnRate>,
+    /// For spawns of a tenant with a quota on its spawns per minute or its scheduled
+    /// tasks: what drawing them from its budgets needs (see `budget.rs`). `None` for
+    /// every other write.
+    pub budget: Option<SpawnBudget>,
 }
 
-/// A spawning write's tenant and the limits its draw from the spawn budget goes by.
+/// A spawning write's tenant and the limits its draw from the spawn budgets goes by.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpawnRate {
+pub struct SpawnBudget {
     pub tenant: String,
-    /// The tenant's quota, as the host last read it (the draw reads it afresh).
-    pub per_minute: usize,
+    /// The tenant's quotas, as the host last read them (the draw reads them afresh).
+    pub per_minute: Option<usize>,
+    pub max_tasks: Option<i64>,
     /// The run's attempt, and the tenant's attempts: a task refused at its last one is
     /// parked.
     pub attempt: i32,
@@ -97,15 +99,14 @@ pub fn decide(
         .into_iter()
         .map(|s| spawn_row(task.id, s))
         .collect();
-    let rate = match quotas.max_spawns_per_minute {
-        Some(per_minute) if !spawns.is_empty() => Some(SpawnRate {
-            tenant: task.tenant.clone(),
-            per_minute,
-            attempt: task.attempt,
-            max_attempts,
-        }),
-        _ => None,
-    };
+    let budgeted = quotas.max_spawns_per_minute.is_some() || quotas.max_tasks.is_some();
+    let budget = (budgeted && !spawns.is_empty()).then(|| SpawnBudget {
+        tenant: task.tenant.clone(),
+        per_minute: quotas.max_spawns_per_minute,
+        max_tasks: quotas.max_tasks,
+        attempt: task.attempt,
+        max_attempts,
+    });
     let success = |kind, status, (at_ms, delay_ms), state| Write {
         kind,
         row: CommitRow {
@@ -120,7 +121,7 @@ pub fn decide(
             error: None,
         },
         spawns,
-        rate,
+        budget,
     };
     match outcome.decision {
         Decision::Reschedule(r) => success(
@@ -155,7 +156,7 @@ pub fn no_module(task: &ClaimedTask, error: String) -> Write {
             error: Some(storable(error)),
         },
         spawns: Vec::new(),
-        rate: None,
+        budget: None,
     }
 }
 
@@ -196,7 +197,7 @@ fn retry(task: &ClaimedTask, message: String, max_attempts: i32) -> Write {
             error: Some(storable(message)),
         },
         spawns: Vec::new(),
-        rate: None,
+        budget: None,
     }
 }
 
@@ -216,7 +217,7 @@ fn fail(task: &ClaimedTask, message: String) -> Write {
             error: Some(storable(message)),
         },
         spawns: Vec::new(),
-        rate: None,
+        budget: None,
     }
 }
 
@@ -237,7 +238,7 @@ pub fn refused(write: &Write, error: &sqlx::Error) -> Write {
             ..write.row.clone()
         },
         spawns: Vec::new(),
-        rate: None,
+        budget: None,
     }
 }
 

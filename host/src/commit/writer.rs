@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
+use super::budget;
 use super::gathered::LockedBatch;
-use super::rate;
 use super::rows::{self, Write};
 use super::statement::commit;
 use crate::claim;
@@ -52,7 +52,7 @@ impl Writer {
             );
         }
         let key = Some(batch.lock.key);
-        let rationed = rate::ration(&self.pool, &batch.writes).await;
+        let rationed = budget::ration(&self.pool, &batch.writes).await;
         let writes = rationed.as_deref().unwrap_or(&batch.writes);
         let result = async {
             if !batch.lost_runs.is_empty() {
@@ -85,7 +85,7 @@ impl Writer {
 
     pub async fn write(&self, writes: &[Write]) {
         if !writes.is_empty() {
-            let rationed = rate::ration(&self.pool, writes).await;
+            let rationed = budget::ration(&self.pool, writes).await;
             self.write_fenced(rationed.as_deref().unwrap_or(writes), None)
                 .await;
         }

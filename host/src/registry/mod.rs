@@ -411,6 +411,7 @@ impl Registry {
             max_spawns_per_minute: row
                 .try_get::<Option<i32>, _>("max_spawns_per_minute")?
                 .map(|n| n.max(0) as usize),
+            max_tasks: row.try_get("max_tasks")?,
         };
         Ok((limits, row.try_get("max_attempts")?, quotas))
     }

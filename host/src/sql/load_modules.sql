@@ -10,7 +10,7 @@ SELECT m.tenant, m.task_type, m.version, m.sha256, m.reuse_instance,
        coalesce(t.max_state_bytes, 262144) AS max_state_bytes,
        coalesce(t.max_spawns, 1000)       AS max_spawns,
        coalesce(t.max_payload_bytes, 1048576) AS max_payload_bytes,
-       t.max_spawns_per_minute
+       t.max_spawns_per_minute, t.max_tasks
 FROM modules m LEFT JOIN tenants t ON t.name = m.tenant
 WHERE m.active
   AND (m.tenant, m.task_type) IN (SELECT * FROM unnest($1::text[], $2::text[]))

@@ -88,8 +88,8 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     max_spawns: Option<i32>,
     /// The most scheduled tasks it may have; `none` removes the quota (default: none).
-    /// Enqueues past it are refused; spawns are not counted (bound them with
-    /// --max-spawns-per-minute).
+    /// Enqueues past it are refused; a run whose spawns would pass it is retried at the
+    /// next minute.
     #[arg(long, value_name = "N|none", value_parser = quota::<i64>)]
     max_tasks: Option<Quota<i64>>,
     /// The most runs it may have in flight across the whole fleet, 1 to 100000; `none`
