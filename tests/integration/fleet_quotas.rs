@@ -70,13 +70,13 @@ async fn runs_in_flight_stay_under_the_quota(claim: ClaimMode) {
         .map(|i| NewTask {
             tenant: "capped".into(),
             payload: payload.clone().into_bytes(),
-            ..NewTask::new("sleeper", &format!("s{i}"))
+            ..NewTask::new("sleeper", format!("s{i}"))
         })
         .collect();
     tasks.extend((0..20).map(|i| NewTask {
         tenant: "free".into(),
         payload: br#"{"every_ms": 50}"#.to_vec(),
-        ..NewTask::new("noop", &format!("n{i}"))
+        ..NewTask::new("noop", format!("n{i}"))
     }));
     enqueue::enqueue(&db.pool, &tasks).await.unwrap();
 

@@ -63,7 +63,7 @@ impl Writer {
                     .execute(&mut *tx)
                     .await?;
             }
-            let done = commit(&mut *tx, &writes, key, false).await?;
+            let done = commit(&mut *tx, writes, key, false).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(done)
         }
