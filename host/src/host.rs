@@ -15,6 +15,7 @@ use crate::liveness;
 use crate::maintain::{self, Vacuumed};
 use crate::registry::Registry;
 use crate::room;
+use crate::roster;
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxError};
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -148,6 +149,7 @@ impl Pipeline<'_> {
         let config = self.config;
         let max_in_flight = config.max_in_flight();
         let in_flight = Arc::new(Semaphore::new(max_in_flight));
+        let in_flight_for_roster = in_flight.clone();
         let (batches_tx, batches_rx) = mpsc::channel(1);
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let (held_back_tx, held_back_rx) = watch::channel(Arc::from([]));
@@ -206,6 +208,18 @@ impl Pipeline<'_> {
         stages.spawn(claimer.run());
         stages.spawn(executor.run());
         stages.spawn(committer.run());
+        let host = roster::Describe {
+            id: key,
+            claim_mode: format!("{:?}", config.claim).to_lowercase(),
+            workers: config.concurrency,
+            max_in_flight,
+        };
+        stages.spawn(roster::keep(
+            self.pool.clone(),
+            host,
+            in_flight_for_roster,
+            self.shutdown.clone(),
+        ));
         self.start_duties(&mut stages);
         stages
     }
@@ -258,6 +272,9 @@ pub struct Host {
     liveness: tokio::task::JoinSet<()>,
     /// For its pool's figures; the executor runs tasks in it.
     sandbox: Arc<Sandbox>,
+    /// Its row in the roster of hosts (roster.rs), deleted when it stops.
+    pool: PgPool,
+    key: i64,
 }
 
 impl Host {
@@ -282,7 +299,7 @@ impl Host {
             config.registry_refresh,
         );
         let pipeline = Pipeline {
-            pool,
+            pool: pool.clone(),
             config: &config,
             stats: stats.clone(),
             shutdown: shutdown_rx,
@@ -294,6 +311,8 @@ impl Host {
             stages,
             liveness,
             sandbox,
+            pool,
+            key,
         })
     }
 
@@ -351,6 +370,7 @@ impl Host {
             }
         }
         // Everything this host claimed is committed or given back: now it may look gone.
+        roster::leave(&self.pool, self.key).await;
         self.liveness.shutdown().await;
         self.stats.snapshot()
     }

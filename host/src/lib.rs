@@ -24,6 +24,8 @@
 //! - `host`: wires the stages into a running host, start and graceful stop.
 //! - `maintain`: background duties any host does: counting lost locked claims, vacuum.
 //! - `room`: counting each tenant's room under its task quota, which spawns draw from.
+//! - `roster`: each host's row in the roster of running hosts, and the door that lists
+//!   them.
 //!
 //! Doors for producers and operators:
 //! - `db`: connecting and migrating.
@@ -57,6 +59,7 @@ mod maintain;
 mod registry;
 pub mod requeue;
 mod room;
+pub mod roster;
 pub mod sandbox;
 mod stats;
 pub mod status;

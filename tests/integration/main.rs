@@ -16,6 +16,7 @@ mod migrations;
 mod outcomes;
 mod racing_writers;
 mod roles;
+mod roster;
 mod sandbox;
 mod support;
 mod tenancy;

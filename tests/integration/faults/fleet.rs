@@ -83,6 +83,11 @@ impl Fleet {
             .collect()
     }
 
+    /// The process id of host `index`.
+    pub fn pid(&self, index: usize) -> u32 {
+        self.hosts[index].child.id()
+    }
+
     /// Sends `signal` to host `index`.
     pub fn signal(&self, index: usize, signal: i32) {
         // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.

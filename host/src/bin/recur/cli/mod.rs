@@ -4,6 +4,7 @@
 mod deploy;
 mod enqueue;
 mod host;
+mod hosts;
 mod requeue;
 mod status;
 mod tenant;
@@ -47,6 +48,8 @@ enum Command {
     Host(host::HostArgs),
     /// Show tasks per tenant and type: scheduled, due, running, failed, done, lag.
     Status(status::StatusArgs),
+    /// List the hosts running now: machine, process, version, workers, tasks in flight.
+    Hosts(hosts::HostsArgs),
     /// Put tasks parked as failed back to work, due now, their attempts reset.
     Requeue(requeue::RequeueArgs),
     /// Run the quick start: a database, the example modules, N tasks, S seconds of hosting.
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Demo(_)
             | Command::Bench(_)
             | Command::Status(_)
+            | Command::Hosts(_)
             | Command::Enqueue(_)
             | Command::Requeue(_)
             | Command::Tenant(_)
@@ -173,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             host::run(pool, args).await
         }
         Command::Status(args) => status::run(&connect_migrated(&url).await?, args).await,
+        Command::Hosts(args) => hosts::run(&connect_migrated(&url).await?, args).await,
         Command::Requeue(args) => requeue::run(&connect_migrated(&url).await?, args).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
