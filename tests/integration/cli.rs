@@ -1,5 +1,5 @@
 //! The `recur` binary end to end: migrate, deploy, enqueue (single and bulk), status,
-//! a host process stopped by SIGTERM, and the demo on a private cluster.
+//! a host process stopped by SIGTERM, its JSON logs, and the demo on a private cluster.
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -166,6 +166,61 @@ async fn a_host_process_works_until_sigterm_and_exits_cleanly() {
             .await,
         0
     );
+}
+
+/// `--log-format json` (here by RECUR_LOG_FORMAT): every line on stderr is one JSON
+/// object, and a guest's line carries its task, tenant, task type and module version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_logs_json_lines_that_name_the_guests_task_and_module_version() {
+    let db = TestDb::new().await;
+    let path = recur_host::examples::artifacts::SLEEPER_COMPONENT;
+    db.deploy_for("acme", "sleeper", path).await;
+    // A second version, of other bytes.
+    let sandbox = recur_host::sandbox::Sandbox::new(&Default::default()).unwrap();
+    let second = recur_host::examples::marked(&std::fs::read(path).unwrap(), "second");
+    recur_host::deploy::deploy(&db.pool, &sandbox, "acme", "sleeper", &second)
+        .await
+        .unwrap();
+    let id: i64 =
+        sqlx::query_scalar("SELECT recur_enqueue('acme', 'sleeper', 'nap', '{\"ms\": 10}')")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let host = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["host", "--concurrency", "2"])
+        .env("DATABASE_URL", &db.url)
+        .env("RECUR_LOG_FORMAT", "json")
+        .env("RECUR_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    db.wait_for(
+        "SELECT bool_and(status = 1) FROM tasks",
+        Duration::from_secs(30),
+    )
+    .await;
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(host.id() as i32, libc::SIGTERM) };
+    let output = tokio::task::spawn_blocking(move || host.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success(), "exit status {}", output.status);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let guest = lines
+        .iter()
+        .find(|line| line["target"] == "recur::guest")
+        .unwrap_or_else(|| panic!("no guest line in {lines:?}"));
+    assert_eq!(guest["level"], "INFO");
+    assert_eq!(guest["message"], "waiting attempt=1");
+    assert_eq!(guest["task"], id);
+    assert_eq!(guest["tenant"], "acme");
+    assert_eq!(guest["task_type"], "sleeper");
+    assert_eq!(guest["version"], 2, "the active version");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

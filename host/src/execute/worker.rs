@@ -97,6 +97,7 @@ impl Worker<'_> {
             Runner::Sandbox => self.sandbox.run(
                 kept,
                 &module.prepared,
+                module.version,
                 &input,
                 limits,
                 module.reuse_instance,

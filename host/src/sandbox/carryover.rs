@@ -87,11 +87,13 @@ impl Sandbox {
     /// Runs one execution of `task` and returns what the module decided. With `reuse`
     /// (the module was deployed with `--reuse-instance`) the run may use the instance
     /// `carry` kept from the worker's last run and leave its own there; without it the
-    /// run gets a fresh store and instance.
+    /// run gets a fresh store and instance. `version` is the deployed version `module` was
+    /// compiled from, which the run's log lines name.
     pub(crate) fn run(
         &self,
         carry: &mut Carryover,
         module: &Prepared,
+        version: i32,
         task: &Task,
         limits: RunLimits,
         reuse: bool,
@@ -115,7 +117,9 @@ impl Sandbox {
                 first_size,
                 ..
             }) => {
-                store.data_mut().begin(task.id, &task.task_type, limits);
+                store
+                    .data_mut()
+                    .begin(task.id, &task.task_type, version, limits);
                 store.set_epoch_deadline(ticks);
                 (store, Ok(run), runs, first_size)
             }
@@ -123,7 +127,9 @@ impl Sandbox {
                 let mut store = Store::new(&self.engine, carry.state_for(&task.tenant));
                 store.limiter(|state| &mut state.limiter);
                 store.epoch_deadline_trap();
-                store.data_mut().begin(task.id, &task.task_type, limits);
+                store
+                    .data_mut()
+                    .begin(task.id, &task.task_type, version, limits);
                 // Instantiating runs guest code (start functions): the deadline covers it.
                 store.set_epoch_deadline(ticks);
                 let run = module.instantiate(&mut store);

@@ -67,7 +67,7 @@ pub fn measure(
             scheduled_at: 0,
         };
         let started = Instant::now();
-        let result = sandbox.run(&mut carry, &modules[which], &task, limits, reuse);
+        let result = sandbox.run(&mut carry, &modules[which], 1, &task, limits, reuse);
         nanos.push(started.elapsed().as_nanos() as u64);
         result.map_err(|error| CostError { run, error })?;
     }

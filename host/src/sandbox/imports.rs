@@ -39,10 +39,12 @@ pub struct RunState {
     /// Memory ceiling, whether the guest hit it, and how much memory the store holds.
     pub(super) limiter: MemoryCeiling,
     /// Who is running, for log lines: the task is set by each run, the tenant never
-    /// changes (a store serves one tenant only), the task type with the module.
+    /// changes (a store serves one tenant only), the task type and the module version
+    /// with the module.
     task_id: i64,
     pub(super) tenant: String,
     task_type: String,
+    version: i32,
     /// Log lines written and dropped so far in this run.
     log_lines: u32,
     pub(super) log_dropped: u32,
@@ -68,18 +70,20 @@ impl RunState {
             task_id: 0,
             tenant: tenant.to_owned(),
             task_type: String::new(),
+            version: 0,
             log_lines: 0,
             log_dropped: 0,
             last_error: None,
         }
     }
 
-    /// Resets what belongs to one run: the task its log lines name, the log budget, the
-    /// memory ceiling (the tenant's limit may have changed since the last run) and the
-    /// deadline.
-    pub fn begin(&mut self, task_id: i64, task_type: &str, limits: RunLimits) {
+    /// Resets what belongs to one run: the task and module version its log lines name,
+    /// the log budget, the memory ceiling (the tenant's limit may have changed since the
+    /// last run) and the deadline.
+    pub fn begin(&mut self, task_id: i64, task_type: &str, version: i32, limits: RunLimits) {
         self.deadline = Instant::now() + limits.timeout;
         self.task_id = task_id;
+        self.version = version;
         if self.task_type != task_type {
             task_type.clone_into(&mut self.task_type);
         }
@@ -204,22 +208,23 @@ impl host::Host for RunState {
         self.log_lines += 1;
         // Escaped, so that the line cannot end early and forge the host's next one.
         let message = text::escaped(&text::cut(&message, MAX_LOG_LINE_BYTES)).into_owned();
-        let (id, tenant, task_type) = (self.task_id, &self.tenant, &self.task_type);
+        let (id, tenant, task_type, version) =
+            (self.task_id, &self.tenant, &self.task_type, self.version);
         match level {
             Level::Trace => {
-                tracing::trace!(target: "recur::guest", task = id, tenant, task_type, "{message}")
+                tracing::trace!(target: "recur::guest", task = id, tenant, task_type, version, "{message}")
             }
             Level::Debug => {
-                tracing::debug!(target: "recur::guest", task = id, tenant, task_type, "{message}")
+                tracing::debug!(target: "recur::guest", task = id, tenant, task_type, version, "{message}")
             }
             Level::Info => {
-                tracing::info!(target: "recur::guest", task = id, tenant, task_type, "{message}")
+                tracing::info!(target: "recur::guest", task = id, tenant, task_type, version, "{message}")
             }
             Level::Warn => {
-                tracing::warn!(target: "recur::guest", task = id, tenant, task_type, "{message}")
+                tracing::warn!(target: "recur::guest", task = id, tenant, task_type, version, "{message}")
             }
             Level::Error => {
-                tracing::error!(target: "recur::guest", task = id, tenant, task_type, "{message}");
+                tracing::error!(target: "recur::guest", task = id, tenant, task_type, version, "{message}");
                 self.last_error = Some(message);
             }
         }

@@ -41,7 +41,7 @@ fn run(
         timeout: Duration::from_secs(20),
     };
     let outcome = sandbox
-        .run(carry, module, task, limits, reuse)
+        .run(carry, module, 1, task, limits, reuse)
         .expect("residue runs");
     match outcome.decision {
         Decision::Complete(state) => String::from_utf8(state.unwrap_or_default()).unwrap(),

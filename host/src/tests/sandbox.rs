@@ -41,6 +41,7 @@ fn noop_starts_with_a_small_memory() {
         .run(
             &mut Carryover::default(),
             &noop,
+            1,
             &noop_task("small"),
             limits,
             false,
@@ -78,6 +79,7 @@ fn memory_slots_stay_warm_for_as_many_modules_as_the_host_keeps() {
                 .run(
                     &mut Carryover::default(),
                     noop,
+                    1,
                     &noop_task("warm"),
                     limits,
                     false,
@@ -130,6 +132,7 @@ fn a_compilation_cache_serves_the_next_host_and_refuses_a_shared_directory() {
             .run(
                 &mut Carryover::default(),
                 &noop,
+                1,
                 &noop_task("cached"),
                 limits,
                 false,

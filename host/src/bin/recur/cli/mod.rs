@@ -28,6 +28,11 @@ pub struct Cli {
     /// Log filter (tracing-subscriber syntax, e.g. `info` or `recur=debug`); also RECUR_LOG.
     #[arg(long, env = "RECUR_LOG", global = true)]
     log: Option<String>,
+    /// How log lines are written to stderr: `human`, or `json`, one object a line with
+    /// its fields (a guest's lines carry task, tenant, task_type and version) for a log
+    /// collector; also RECUR_LOG_FORMAT.
+    #[arg(long, env = "RECUR_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,6 +90,7 @@ pub fn main() -> ExitCode {
     init_logging(
         cli.log.as_deref(),
         if quiet_by_default { "warn" } else { "info" },
+        cli.log_format,
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -194,7 +200,16 @@ async fn connect_migrated(url: &str) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
-fn init_logging(filter: Option<&str>, default: &str) {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Text for people, coloured on a terminal.
+    Human,
+    /// One JSON object a line: timestamp, level, target, and the event's fields.
+    Json,
+}
+
+fn init_logging(filter: Option<&str>, default: &str, format: LogFormat) {
     let filter = filter
         .map(str::to_owned)
         .or_else(|| std::env::var("RUST_LOG").ok())
@@ -206,9 +221,13 @@ fn init_logging(filter: Option<&str>, default: &str) {
     // Colours only on a terminal: a host's stderr usually ends up in a file or a log
     // collector, where escape codes would garble every line (and every grep).
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => logger.with_ansi(ansi).init(),
+        // The event's fields at the top level of each object, beside its level and target,
+        // where a collector indexes them.
+        LogFormat::Json => logger.json().flatten_event(true).init(),
+    }
 }
