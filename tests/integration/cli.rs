@@ -305,3 +305,70 @@ async fn requeue_puts_failed_tasks_back_and_refuses_the_others() {
     let bad = one_line_error(&recur(&db, &["requeue", "no pe", "--all-failed"]));
     assert!(bad.contains("task type"), "{bad}");
 }
+
+/// A host's settings: a flag wins over its RECUR_ variable, which wins over the config
+/// file, which wins over the default; `--print-config` prints them as a config file that
+/// gives the same settings back, with the database password masked; a bad file is a
+/// one-line error.
+#[test]
+fn host_settings_come_from_flags_variables_a_config_file_and_defaults_in_that_order() {
+    let dir = std::env::temp_dir().join(format!("recur-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("host.toml");
+    std::fs::write(
+        &file,
+        "batch = 10\nclaim = \"timed\"\nlease-timeout = \"30s\"\nidle_wait = \"50ms\"\ntenants = [\"a\", \"b\"]\nno_vacuum = true\n",
+    )
+    .unwrap();
+    let print = |config: &std::path::Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_recur"))
+            .args(["host", "--print-config", "--idle-wait", "5ms"])
+            .env("RECUR_CONFIG", config)
+            .env("RECUR_BATCH", "77")
+            .env("DATABASE_URL", "postgres://u:secret@db.example:5432/recur")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        stdout(&output)
+    };
+    let printed = print(&file);
+    for line in [
+        "batch = 77",
+        "claim = \"timed\"",
+        "lease_timeout = \"30s\"",
+        "idle_wait = \"5ms\"",
+        "tenants = [\"a\", \"b\"]",
+        "no_vacuum = true",
+        "memory_reset = \"madvise\"",
+        "# database_url = \"postgres://u:***@db.example:5432/recur\"",
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "{line:?} in:\n{printed}"
+        );
+    }
+    assert!(!printed.contains("secret"), "{printed}");
+    let again = dir.join("printed.toml");
+    std::fs::write(&again, &printed).unwrap();
+    assert_eq!(
+        print(&again),
+        printed,
+        "the printed file gives the same settings"
+    );
+    for (text, says) in [
+        ("bogus = 1\n", "has no setting \"bogus\""),
+        ("batch = \n", "is not TOML"),
+        ("batch = \"many\"\n", "invalid value 'many' for '--batch"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_recur"))
+            .args(["host", "--print-config", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        let error = one_line_error(&output);
+        assert!(error.contains(says), "{error}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

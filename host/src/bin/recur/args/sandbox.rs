@@ -16,10 +16,10 @@ use super::parse_duration;
 pub struct CompileLimitArgs {
     /// Longest a component may take to compile. Each compile runs in a child process
     /// (this executable, as `recur compile-component`), stopped past this.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "RECUR_COMPILE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     compile_timeout: Duration,
     /// Most memory (address space) a compile may use, in MiB.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..))]
+    #[arg(long, env = "RECUR_COMPILE_MEMORY_MIB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..))]
     compile_memory_mib: u64,
 }
 
@@ -78,10 +78,15 @@ pub struct CompileCacheArgs {
     /// machine) loads them instead of compiling them again (default:
     /// $XDG_CACHE_HOME/recur/compiled, or ~/.cache/recur/compiled). Whoever can write it
     /// can run code in the host: it must be this user's and writable by no one else.
-    #[arg(long, value_name = "DIR", conflicts_with = "no_compile_cache")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "RECUR_COMPILE_CACHE",
+        conflicts_with = "no_compile_cache"
+    )]
     compile_cache: Option<PathBuf>,
     /// Compile every module the host meets; keep nothing on disk.
-    #[arg(long)]
+    #[arg(long, env = "RECUR_NO_COMPILE_CACHE")]
     no_compile_cache: bool,
 }
 

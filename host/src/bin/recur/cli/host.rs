@@ -17,32 +17,41 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Arguments of `recur host`.
 #[derive(Debug, clap::Args)]
 pub struct HostArgs {
-    /// Worker threads running tasks (default: the number of CPUs).
+    /// A TOML file of settings, keyed by these flags' names (`batch = 500`, `claim =
+    /// "timed"`, `tenants = ["acme"]`): a flag given, or its RECUR_ variable, wins over
+    /// the file, which wins over the default.
+    #[arg(long, value_name = "FILE", env = "RECUR_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Print the settings this host would run with, as a config file (the database
+    /// password masked), and exit.
     #[arg(long)]
+    pub print_config: bool,
+    /// Worker threads running tasks (default: the number of CPUs).
+    #[arg(long, env = "RECUR_CONCURRENCY")]
     concurrency: Option<usize>,
     /// Largest claim: most tasks one claim takes.
-    #[arg(long, default_value_t = DEFAULT_BATCH)]
+    #[arg(long, env = "RECUR_BATCH", default_value_t = DEFAULT_BATCH)]
     batch: usize,
     /// Only run these task types (comma-separated or repeated; default: all).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "RECUR_TYPES", value_delimiter = ',')]
     types: Vec<String>,
     /// Only run these tenants' tasks (comma-separated or repeated; default: all), to
     /// give tenants hosts of their own or to spread many modules over a fleet.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "RECUR_TENANTS", value_delimiter = ',')]
     tenants: Vec<String>,
     /// How long a claimed task stays out of other hosts' way (e.g. 60s).
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, env = "RECUR_LEASE_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
     lease_timeout: Duration,
     /// While the host keeps up with what falls due, at most one claim per this long: a
     /// task that falls due then waits up to this long to start, and each claim takes
     /// all that gathered (e.g. 25ms; lower for less lag, higher for fewer, larger
     /// claims).
-    #[arg(long, value_parser = parse_duration, default_value = "25ms")]
+    #[arg(long, env = "RECUR_IDLE_WAIT", value_parser = parse_duration, default_value = "25ms")]
     idle_wait: Duration,
     /// How to claim tasks: `timed` leases (two row writes per run, any run length),
     /// `locked` row locks held until the batch commits (one write, for short runs), or
     /// `auto`: locked while the mean run is under 20 ms.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, env = "RECUR_CLAIM", value_enum, default_value = "auto")]
     claim: ClaimArg,
     /// How many distinct modules each CPU's share of the instance pool keeps a memory
     /// ready for. A run of a module with none ready maps the module in first, under a
@@ -50,7 +59,7 @@ pub struct HostArgs {
     /// than this in turn; each ready memory costs 4 GiB of address space, not memory, and
     /// keeps the pages its last run touched resident (a few for the example modules, at
     /// most 2 MiB).
-    #[arg(long, default_value_t = DEFAULT_WARM_MODULES, value_parser = warm_modules)]
+    #[arg(long, env = "RECUR_WARM_MODULES", default_value_t = DEFAULT_WARM_MODULES, value_parser = warm_modules)]
     warm_modules: u32,
     #[command(flatten)]
     compile_cache: CompileCacheArgs,
@@ -59,7 +68,12 @@ pub struct HostArgs {
     /// it meanwhile), `page-scan` zeroes the pages a run wrote (faster, needs Linux 6.7+
     /// and no swap, but misses a page the kernel is moving at that instant: for hosts
     /// whose tenants trust each other), `auto` the page scan where it can.
-    #[arg(long, value_enum, default_value = "madvise")]
+    #[arg(
+        long,
+        env = "RECUR_MEMORY_RESET",
+        value_enum,
+        default_value = "madvise"
+    )]
     memory_reset: MemoryResetArg,
     /// A component whose compile runs past its limits is not run, with the reason in its
     /// tasks' errors, and this host does not try it again.
@@ -69,11 +83,14 @@ pub struct HostArgs {
     /// `tasks` and `claims` when dead row versions pile up, and `task_keys` when new keys
     /// do, and analyzes `tasks` and `task_keys` when many rows changed, for a server whose
     /// autovacuum is off or behind).
-    #[arg(long)]
+    #[arg(long, env = "RECUR_NO_VACUUM")]
     no_vacuum: bool,
 }
 
 pub async fn run(pool: PgPool, args: HostArgs) -> anyhow::Result<()> {
+    if let Some(file) = &args.config {
+        tracing::info!(file = %file.display(), "settings read from a config file, under the flags and RECUR_ variables given");
+    }
     let mut config = HostConfig::default();
     if let Some(concurrency) = args.concurrency {
         config.concurrency = concurrency;

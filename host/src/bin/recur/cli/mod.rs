@@ -6,13 +6,14 @@ mod enqueue;
 mod host;
 mod hosts;
 mod requeue;
+mod settings;
 mod status;
 mod tenant;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use sqlx::PgPool;
 
 use recur_host::db;
@@ -67,12 +68,29 @@ enum Command {
     CompileComponent(host::CompileComponentArgs),
 }
 
-/// Parses the arguments, runs the command and prints any error on one line.
+/// Parses the arguments (with a host's config file, see `settings.rs`), runs the
+/// command and prints any error on one line.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let args = match settings::with_config_file(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(err) => return usage_error(err),
     };
+    if let Command::Host(args) = &cli.command
+        && args.print_config
+    {
+        print!("{}", settings::print_config(&matches));
+        return ExitCode::SUCCESS;
+    }
     // A host's compile child: no runtime, no log, no database.
     if let Command::CompileComponent(args) = cli.command {
         return ExitCode::from(recur_host::sandbox::serve_compile(args.compile_cache) as u8);
