@@ -33,6 +33,7 @@
 //! - `registry::deploy` (re-exported as `deploy`): deploying and listing modules.
 //! - `requeue`: putting tasks parked as failed back to work.
 //! - `status`: per tenant and type counts and lag.
+//! - `inspect`: one task by id or key, and lists of tasks with their last errors.
 //! - `tenants`: creating and changing tenants, and the check the other doors make.
 //! - `examples`: the example modules compiled into the binary.
 //!
@@ -54,6 +55,7 @@ pub mod enqueue;
 pub mod examples;
 mod execute;
 mod host;
+pub mod inspect;
 mod liveness;
 mod maintain;
 mod registry;
@@ -72,7 +74,7 @@ pub use execute::{NativeLogic, Runner};
 pub use host::{DEFAULT_BATCH, Host, HostConfig, HostError};
 pub use registry::deploy;
 pub use stats::{Latencies, StatsSnapshot};
-pub use task::LOST_RUN_ALLOWANCE;
+pub use task::{LOST_RUN_ALLOWANCE, Status};
 
 // The engine's own tests share the integration suite's support module, which names this
 // crate `recur_host` as the suite does.

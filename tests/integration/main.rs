@@ -12,6 +12,7 @@ mod enqueue;
 mod faults;
 mod fleet_quotas;
 mod hosts;
+mod inspect;
 mod migrations;
 mod outcomes;
 mod racing_writers;

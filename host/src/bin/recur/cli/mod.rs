@@ -8,6 +8,7 @@ mod hosts;
 mod requeue;
 mod settings;
 mod status;
+mod task;
 mod tenant;
 
 use std::io::IsTerminal;
@@ -56,6 +57,9 @@ enum Command {
     Status(status::StatusArgs),
     /// List the hosts running now: machine, process, version, workers, tasks in flight.
     Hosts(hosts::HostsArgs),
+    /// Show one task, or list tasks with their last errors.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
     /// Put tasks parked as failed back to work, due now, their attempts reset.
     Requeue(requeue::RequeueArgs),
     /// Run the quick start: a database, the example modules, N tasks, S seconds of hosting.
@@ -101,6 +105,7 @@ pub fn main() -> ExitCode {
             | Command::Bench(_)
             | Command::Status(_)
             | Command::Hosts(_)
+            | Command::Task(_)
             | Command::Enqueue(_)
             | Command::Requeue(_)
             | Command::Tenant(_)
@@ -202,6 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status(args) => status::run(&connect_migrated(&url).await?, args).await,
         Command::Hosts(args) => hosts::run(&connect_migrated(&url).await?, args).await,
+        Command::Task(command) => task::run(&connect_migrated(&url).await?, command).await,
         Command::Requeue(args) => requeue::run(&connect_migrated(&url).await?, args).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
