@@ -2,7 +2,7 @@
 //! (a permanent failure, its attempts used up, or its runs taking hosts down) once the
 //! cause is fixed, typically by deploying a new module version. A requeued task is due
 //! now, with its attempts reset and its state kept, as if its last run had asked for a
-//! retry at once.
+//! retry at once. And making one scheduled task due now (`recur task run-now`).
 
 use sqlx::PgPool;
 
@@ -13,6 +13,8 @@ use crate::tenants;
 const REQUEUE_SQL: &str = include_str!("sql/requeue.sql");
 
 const NOT_FAILED_SQL: &str = include_str!("sql/requeue_not_failed.sql");
+
+const RUN_NOW_SQL: &str = include_str!("sql/run_now.sql");
 
 /// Which parked tasks to requeue.
 #[derive(Debug, Clone)]
@@ -86,4 +88,49 @@ pub async fn requeue(pool: &PgPool, which: &Requeue<'_>) -> Result<u64, RequeueE
         .await?;
     tx.commit().await?;
     Ok(done.rows_affected())
+}
+
+/// Why a task could not be made due now.
+#[derive(Debug, thiserror::Error)]
+pub enum RunNowError {
+    /// No task of that id that the role connected can see.
+    #[error("no such task with id {0}; `recur task list` lists tasks")]
+    Unknown(i64),
+    /// The task is done or failed, or a timed lease holds it.
+    #[error("task {id} is {status}, so it was not made due; {hint}")]
+    NotScheduled {
+        id: i64,
+        status: &'static str,
+        hint: &'static str,
+    },
+    /// The database failed; nothing changed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Makes the scheduled task `id` due now, whatever its next run time.
+pub async fn run_now(pool: &PgPool, id: i64) -> Result<(), RunNowError> {
+    let made: Option<i64> = sqlx::query_scalar(RUN_NOW_SQL)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    if made.is_some() {
+        return Ok(());
+    }
+    let found: Option<(i16, bool)> = sqlx::query_as(
+        "SELECT status, lease_token IS NOT NULL AND next_run_at > now() FROM tasks WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let (status, hint) = match found {
+        None => return Err(RunNowError::Unknown(id)),
+        Some((s, _)) if s == Status::Failed as i16 => (
+            "failed",
+            "`recur task retry` puts a failed task back to work",
+        ),
+        Some((s, _)) if s == Status::Done as i16 => ("done", "a done task never runs again"),
+        Some(_) => ("running", "it is running now"),
+    };
+    Err(RunNowError::NotScheduled { id, status, hint })
 }

@@ -1,6 +1,7 @@
-//! `recur task show|list`: one task by id or by key with its payload and state, and the
-//! failed tasks with their last errors, filtered by tenant and type; a task that does not
-//! exist is a one-line error.
+//! `recur task show|list|retry|run-now`: one task by id or by key with its payload and
+//! state; the failed tasks with their last errors, filtered by tenant and type; a failed
+//! task put back to work and a scheduled one made due now; a task that does not exist,
+//! or is of the wrong status, is a one-line error that changes nothing.
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ fn json(db: &TestDb, args: &[&str]) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recur_task_shows_a_task_and_lists_the_failed_ones_with_their_errors() {
+async fn recur_task_shows_lists_retries_and_runs_now_one_task_at_a_time() {
     let db = TestDb::new().await;
     db.deploy("noop", NOOP_COMPONENT).await;
     db.deploy_for("acme", "trap", TRAP_COMPONENT).await;
@@ -98,5 +99,39 @@ async fn recur_task_shows_a_task_and_lists_the_failed_ones_with_their_errors() {
         wrong_tenant
             .contains("no such task with key \"t1\" of type \"trap\" in tenant \"default\""),
         "{wrong_tenant}"
+    );
+
+    // Back to work: run-now refuses a failed or a done task, retry takes the failed one.
+    let t1: i64 = db.scalar("SELECT id FROM tasks WHERE key = 't1'").await;
+    for (task, says) in [
+        (
+            t1,
+            format!("task {t1} is failed, so it was not made due; `recur task retry`"),
+        ),
+        (id, format!("task {id} is done, so it was not made due")),
+        (999_999, "no such task with id 999999".to_owned()),
+    ] {
+        let error = one_line_error(&support::recur(
+            &db.url,
+            &["task", "run-now", &task.to_string()],
+            b"",
+        ));
+        assert!(error.contains(&says), "{error}");
+    }
+    let retried = support::recur(&db.url, &["task", "retry", &t1.to_string()], b"");
+    assert!(stdout(&retried).contains("due now"), "{retried:?}");
+    let t1_row = db.task("t1").await;
+    assert_eq!((t1_row.status, t1_row.attempt), (0, 0));
+    let later = NewTask {
+        run_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+        ..NewTask::new("noop", "later")
+    };
+    enqueue::enqueue(&db.pool, &[later]).await.unwrap();
+    let later_id: i64 = db.scalar("SELECT id FROM tasks WHERE key = 'later'").await;
+    let made = support::recur(&db.url, &["task", "run-now", &later_id.to_string()], b"");
+    assert!(stdout(&made).contains("due now"), "{made:?}");
+    assert!(
+        db.scalar::<bool>("SELECT next_run_at <= now() FROM tasks WHERE key = 'later'")
+            .await
     );
 }

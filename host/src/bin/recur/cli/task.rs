@@ -1,11 +1,13 @@
-//! `recur task show|list`: one task, by id or by key, with its payload and state; or the
-//! tasks of a status, tenant or type, with their last errors.
+//! `recur task show|list|retry|run-now`: one task, by id or by key, with its payload and
+//! state; the tasks of a status, tenant or type, with their last errors; a failed task
+//! put back to work; a scheduled task made due now.
 
 use sqlx::PgPool;
 
 use recur_host::Status;
 use recur_host::enqueue::DEFAULT_TENANT;
 use recur_host::inspect::{self, Filter, MAX_LIST, TaskView, Which};
+use recur_host::requeue::{self, Requeue};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TaskCommand {
@@ -26,6 +28,16 @@ pub enum TaskCommand {
         /// One JSON object instead of lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Put a failed task back to work: due now, its attempts reset (as `recur requeue`).
+    Retry {
+        /// The task's id.
+        id: i64,
+    },
+    /// Make a scheduled task due now, whatever its next run time.
+    RunNow {
+        /// The task's id.
+        id: i64,
     },
     /// Tasks, newest first; failed ones by their latest failure, with its error.
     List {
@@ -86,6 +98,25 @@ pub async fn run(pool: &PgPool, command: TaskCommand) -> anyhow::Result<()> {
             } else {
                 print_one(&task);
             }
+            Ok(())
+        }
+        TaskCommand::Retry { id } => {
+            let Some(task) = inspect::show(pool, &Which::Id(id)).await? else {
+                anyhow::bail!("no such task with id {id}; `recur task list` lists tasks");
+            };
+            let keys = [task.key.clone()];
+            let which = Requeue {
+                tenant: &task.tenant,
+                task_type: &task.task_type,
+                keys: Some(&keys),
+            };
+            requeue::requeue(pool, &which).await?;
+            println!("task {id} is due now, its attempts reset");
+            Ok(())
+        }
+        TaskCommand::RunNow { id } => {
+            requeue::run_now(pool, id).await?;
+            println!("task {id} is due now");
             Ok(())
         }
         TaskCommand::List {
