@@ -123,8 +123,9 @@ BEGIN
 END
 $$;
 
--- recur_enqueue(), as before (migrations/0012), now a door that runs as its owner, for
--- the session's own tenant only when the session acts for one.
+-- recur_enqueue(), as before (migrations/0012), now a door that runs as its owner: one
+-- task through recur_enqueue_many(), which makes every check. Returns the new task's id,
+-- or NULL when its key exists.
 CREATE OR REPLACE FUNCTION recur_enqueue(
     p_tenant    text,
     p_task_type text,
@@ -133,31 +134,15 @@ CREATE OR REPLACE FUNCTION recur_enqueue(
     p_run_at    timestamptz DEFAULT now()
 ) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path FROM CURRENT AS $$
-DECLARE
-    payload bytea := convert_to(coalesce(p_payload, '{}'::jsonb)::text, 'UTF8');
-    quota   integer;
-    id      bigint;
 BEGIN
-    PERFORM recur_require_caller(ARRAY[p_tenant]);
-    PERFORM recur_require_tenants(ARRAY[p_tenant]);
-    SELECT max_payload_bytes INTO quota FROM tenants WHERE name = p_tenant;
-    IF octet_length(payload) > quota THEN
-        RAISE EXCEPTION 'the payload is % bytes; tenant "%" may enqueue at most % (its max_payload_bytes)',
-            octet_length(payload), p_tenant, quota
-            USING ERRCODE = 'program_limit_exceeded';
+    IF recur_enqueue_many(
+           ARRAY[p_tenant], ARRAY[p_task_type], ARRAY[p_key],
+           ARRAY[convert_to(coalesce(p_payload, '{}'::jsonb)::text, 'UTF8')],
+           ARRAY[p_run_at]) = 0 THEN
+        RETURN NULL;
     END IF;
-    WITH keyed AS (
-        INSERT INTO task_keys (tenant, task_type, key, id)
-        VALUES (p_tenant, p_task_type, p_key, nextval('tasks_id_seq'))
-        ON CONFLICT DO NOTHING
-        RETURNING task_keys.id
-    )
-    INSERT INTO tasks (id, tenant, task_type, key, payload, next_run_at)
-    SELECT k.id, p_tenant, p_task_type, p_key, payload, coalesce(p_run_at, now())
-    FROM keyed AS k
-    RETURNING tasks.id INTO id;
-    PERFORM recur_check_task_quotas(ARRAY[p_tenant]);
-    RETURN id;
+    RETURN (SELECT id FROM task_keys
+            WHERE tenant = p_tenant AND task_type = p_task_type AND key = p_key);
 END
 $$;
 

@@ -105,12 +105,13 @@ pub async fn list(pool: &PgPool, filter: &Filter<'_>) -> Result<Vec<TaskView>, s
 }
 
 fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
-    let leased: bool = row.try_get("leased")?;
-    let next_run_at: DateTime<Utc> = row.try_get("next_run_at")?;
+    // Running: held by a live timed lease, by the database's clock, as `recur status`
+    // and run_now.sql judge it.
+    let running: bool = row.try_get("running")?;
     let status = match row.try_get::<i16, _>("status")? {
         1 => "done",
         2 => "failed",
-        _ if leased && next_run_at > Utc::now() => "running",
+        _ if running => "running",
         _ => "scheduled",
     };
     Ok(TaskView {
@@ -119,7 +120,7 @@ fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
         task_type: row.try_get("task_type")?,
         key: row.try_get("key")?,
         status,
-        next_run_at,
+        next_run_at: row.try_get("next_run_at")?,
         attempt: row.try_get("attempt")?,
         runs: row.try_get("runs")?,
         last_error: row.try_get("last_error")?,

@@ -142,14 +142,14 @@ pub async fn require(conn: &mut PgConnection, names: &[&str]) -> Result<(), sqlx
 }
 
 /// Refuses, with the database's one-line error (SQLSTATE [`OVER_TASK_QUOTA`]), if any of
-/// `names` has more scheduled tasks than its `max_tasks`, counting those this
-/// transaction wrote and, for each, the number at the same index of `adding` (`None`:
-/// none). A door that wrote its tasks in `conn`'s transaction calls it then, adding
-/// nothing; a bulk load, from another connection, adding what it read per tenant.
+/// `names` has more scheduled tasks than its `max_tasks` once the number at the same
+/// index of `adding` is added: what a bulk load read per tenant, counted before the load
+/// from outside its transactions. (Enqueues in one transaction go through the database's
+/// door, `recur_enqueue_many()`, which counts what it wrote itself.)
 pub async fn check_task_quotas(
     conn: &mut PgConnection,
     names: &[&str],
-    adding: Option<&[i64]>,
+    adding: &[i64],
 ) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT recur_check_task_quotas($1, $2)")
         .bind(names)

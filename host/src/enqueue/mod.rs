@@ -217,7 +217,7 @@ pub async fn enqueue_parallel(
     // A bulk load's tasks go in over several transactions, which no one count sees
     // together: the quota is checked first, as if every task were new.
     let mut conn = pool.acquire().await?;
-    tenants::check_task_quotas(&mut conn, &names, Some(&counts)).await?;
+    tenants::check_task_quotas(&mut conn, &names, &counts).await?;
     drop(conn);
     let mut load = BulkLoad::begin(pool, connections).await?;
     load.require_tenants(&names).await?;

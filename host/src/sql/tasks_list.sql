@@ -2,7 +2,8 @@
 -- (NULL: any), $3 task type (NULL: any), $4 at most this many. Failed tasks come from
 -- their own index (tasks_failed); the others by the primary key, newest first, so that
 -- a large table is not sorted whole.
-SELECT id, tenant, task_type, key, status, next_run_at, lease_token IS NOT NULL AS leased,
+SELECT id, tenant, task_type, key, status, next_run_at,
+       lease_token IS NOT NULL AND next_run_at > now() AS running,
        attempt, runs, last_error, octet_length(payload) AS payload_bytes,
        octet_length(state) AS state_bytes, created_at, updated_at
 FROM tasks

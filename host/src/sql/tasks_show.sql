@@ -1,6 +1,7 @@
 -- One task, by id ($1), or by its tenant, type and key ($2, $3, $4), with its payload and
 -- state.
-SELECT id, tenant, task_type, key, status, next_run_at, lease_token IS NOT NULL AS leased,
+SELECT id, tenant, task_type, key, status, next_run_at,
+       lease_token IS NOT NULL AND next_run_at > now() AS running,
        attempt, runs, last_error, octet_length(payload) AS payload_bytes,
        octet_length(state) AS state_bytes, created_at, updated_at, payload, state
 FROM tasks

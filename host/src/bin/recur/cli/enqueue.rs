@@ -220,7 +220,7 @@ async fn check_task_quotas(pool: &PgPool, types: &Types) -> anyhow::Result<()> {
         })
         .unzip();
     let mut conn = pool.acquire().await?;
-    tenants::check_task_quotas(&mut conn, &names, Some(&adding))
+    tenants::check_task_quotas(&mut conn, &names, &adding)
         .await
         .map_err(refused)
 }
